@@ -1,0 +1,87 @@
+"""expman: run machine-learning experiments from YAML on an async, event-driven runtime."""
+
+from expman.bus import EventBus, Subscription
+from expman.callbacks import Callback
+from expman.config import ExperimentPlan, RunSpec, TrialSpec, insert_value, load_plan, multiply
+from expman.environment import Environment
+from expman.errors import (
+    ConfigChanged,
+    ConfigError,
+    ExecutorError,
+    ExpmanError,
+    PipelineError,
+    WorkspaceError,
+    WorkspaceLocked,
+)
+from expman.events import (
+    CheckpointDue,
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    StopRequested,
+    TrialFinished,
+    TrialStarted,
+)
+from expman.experiment import (
+    Experiment,
+    ExperimentHandle,
+    ExperimentResult,
+    RunResult,
+    run_experiment,
+    start_experiment,
+)
+from expman.pipeline import Pipeline
+from expman.runtime.context import RunContext
+from expman.serializable import YAMLSerializable, register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "CheckpointDue",
+    "CheckpointSaved",
+    "ConfigChanged",
+    "ConfigError",
+    "Environment",
+    "EpochEnd",
+    "Event",
+    "EventBus",
+    "ExecutorError",
+    "Experiment",
+    "ExperimentFinished",
+    "ExperimentHandle",
+    "ExperimentPlan",
+    "ExperimentResult",
+    "ExperimentStarted",
+    "ExpmanError",
+    "Pipeline",
+    "PipelineError",
+    "RunContext",
+    "RunFinished",
+    "RunResult",
+    "RunRetrying",
+    "RunSpec",
+    "RunStalled",
+    "RunStarted",
+    "StopRequested",
+    "Subscription",
+    "TrialFinished",
+    "TrialSpec",
+    "TrialStarted",
+    "WorkspaceError",
+    "WorkspaceLocked",
+    "YAMLSerializable",
+    "__version__",
+    "insert_value",
+    "load_plan",
+    "multiply",
+    "register",
+    "run_experiment",
+    "start_experiment",
+]

@@ -1,0 +1,303 @@
+"""EventBus: typed publish/subscribe with ordered, bounded mailboxes.
+
+Two kinds of subscriber:
+
+* **control** subscribers (the default) are awaited one after another, in the order
+  they subscribed, before :meth:`EventBus.publish` returns.  Callbacks that decide
+  about a run (early stopping, checkpoints) are control subscribers, which is why
+  ``await ctx.epoch_end(...)`` returns only when every one of them has seen the epoch.
+* **mailbox** subscribers (``mailbox=N``) each own a bounded, ordered queue drained by
+  one consumer task.  Writers are mailbox subscribers: they never hold up a publisher
+  until their mailbox is full, and then the publisher waits (backpressure, bounded
+  memory).  With ``batch=True`` the handler receives every event that is waiting, so a
+  writer can make one ``write`` per batch.
+
+A subscriber to a class receives its subclasses.  Event types that nobody listens to
+cost one dict lookup.  A subscriber that raises is reported and isolated: the
+publisher and the other subscribers go on.  Leaving ``async with bus`` closes every
+mailbox and waits until each has been drained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from expman.events import Event
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[Any], Awaitable[None]]
+ErrorReporter = Callable[[str, Event | None, BaseException], None]
+
+#: How many waiting events a batched mailbox hands over at most in one call.
+MAX_BATCH = 4096
+
+
+@dataclass(slots=True)
+class SubscriberStatistics:
+    """What one subscriber has seen so far."""
+
+    name: str
+    mailbox_size: int | None
+    delivered: int = 0
+    errors: int = 0
+    waiting: int = 0
+    max_waiting: int = 0
+    publisher_waits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """A snapshot of the bus: how much went through and where it is queued."""
+
+    published: int
+    subscribers: tuple[SubscriberStatistics, ...]
+    errors: int
+
+
+@dataclass(eq=False, slots=True)
+class _Subscriber:
+    types: tuple[type[Event], ...]
+    handler: Handler
+    name: str
+    mailbox_size: int | None
+    batch: bool
+    stats: SubscriberStatistics
+    send: MemoryObjectSendStream[Event] | None = None
+    receive: MemoryObjectReceiveStream[Event] | None = None
+    active: bool = True
+
+
+class Subscription(Generic[E]):
+    """The handle :meth:`EventBus.subscribe` returns; ``unsubscribe()`` ends it."""
+
+    __slots__ = ("_bus", "_subscriber")
+
+    def __init__(self, bus: EventBus, subscriber: _Subscriber) -> None:
+        self._bus = bus
+        self._subscriber = subscriber
+
+    @property
+    def name(self) -> str:
+        return self._subscriber.name
+
+    @property
+    def active(self) -> bool:
+        return self._subscriber.active
+
+    def unsubscribe(self) -> None:
+        """Stop delivery; a mailbox subscriber still drains what it holds."""
+        self._bus._remove(self._subscriber)
+
+    def __enter__(self) -> Subscription[E]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unsubscribe()
+
+
+@dataclass(slots=True)
+class _Counters:
+    published: int = 0
+    errors: int = 0
+    recent_errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class EventBus:
+    """Delivers each published event to the subscribers of its class and its bases."""
+
+    def __init__(self, *, on_error: ErrorReporter | None = None) -> None:
+        self._subscribers: list[_Subscriber] = []
+        # Invariant: _routes[t] is the tuple of active subscribers whose types match t,
+        # in subscription order; cleared whenever the subscriber list changes.
+        self._routes: dict[type[Event], tuple[_Subscriber, ...]] = {}
+        self._counters = _Counters()
+        self._on_error = on_error
+        self._task_group: TaskGroup | None = None
+        self._pending_consumers: list[_Subscriber] = []
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> EventBus:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        for sub in self._pending_consumers:
+            self._task_group.start_soon(self._consume, sub, name=f"mailbox:{sub.name}")
+        self._pending_consumers.clear()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        assert self._task_group is not None
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Close every mailbox; their consumers drain what is queued, then end."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            if sub.send is not None:
+                sub.send.close()
+
+    # -- subscribing ----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        event_type: type[E] | tuple[type[Event], ...],
+        handler: Callable[[E], Awaitable[None]] | Callable[[Sequence[E]], Awaitable[None]],
+        *,
+        mailbox: int | None = None,
+        batch: bool = False,
+        name: str | None = None,
+    ) -> Subscription[E]:
+        """Deliver events of ``event_type`` (and subclasses) to ``handler``.
+
+        Without ``mailbox`` the handler is a control subscriber, awaited in order
+        during ``publish``.  With ``mailbox=N`` it gets its own queue of at most N
+        events and a consumer task; ``batch=True`` passes a list of events instead of
+        one.  ``mailbox=0`` means unbounded (use only for consumers that never lag).
+        """
+        types = event_type if isinstance(event_type, tuple) else (event_type,)
+        label = name or getattr(handler, "__qualname__", None) or repr(handler)
+        sub = _Subscriber(
+            types=types,
+            handler=handler,
+            name=label,
+            mailbox_size=mailbox,
+            batch=batch,
+            stats=SubscriberStatistics(name=label, mailbox_size=mailbox),
+        )
+        if mailbox is not None:
+            if self._closed:
+                raise RuntimeError("the bus is closed")
+            size = math.inf if mailbox == 0 else mailbox
+            sub.send, sub.receive = anyio.create_memory_object_stream[Event](size)
+            if self._task_group is not None:
+                self._task_group.start_soon(self._consume, sub, name=f"mailbox:{label}")
+            else:
+                self._pending_consumers.append(sub)
+        self._subscribers.append(sub)
+        self._routes.clear()
+        return Subscription(self, sub)
+
+    def _remove(self, sub: _Subscriber) -> None:
+        if not sub.active:
+            return
+        sub.active = False
+        self._subscribers.remove(sub)
+        self._routes.clear()
+        if sub.send is not None:
+            sub.send.close()
+
+    def _route(self, event_type: type[Event]) -> tuple[_Subscriber, ...]:
+        route = tuple(s for s in self._subscribers if issubclass(event_type, s.types))
+        self._routes[event_type] = route
+        return route
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Deliver ``event``: control subscribers have seen it when this returns."""
+        self._counters.published += 1
+        route = self._routes.get(type(event))
+        if route is None:
+            route = self._route(type(event))
+        for sub in route:
+            send = sub.send
+            if send is None:
+                try:
+                    await sub.handler(event)
+                except Exception as exc:
+                    self._report(sub, event, exc)
+                else:
+                    sub.stats.delivered += 1
+                continue
+            try:
+                send.send_nowait(event)
+            except anyio.WouldBlock:
+                sub.stats.publisher_waits += 1
+                try:
+                    await send.send(event)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    continue
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                continue
+
+    async def _consume(self, sub: _Subscriber) -> None:
+        receive = sub.receive
+        assert receive is not None
+        stats = sub.stats
+        async with receive:
+            while True:
+                try:
+                    first = await receive.receive()
+                except anyio.EndOfStream:
+                    return
+                if sub.batch:
+                    batch = [first]
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    waiting = receive.statistics().current_buffer_used + len(batch)
+                    stats.max_waiting = max(stats.max_waiting, waiting)
+                    try:
+                        await sub.handler(batch)
+                    except Exception as exc:
+                        self._report(sub, batch[-1], exc)
+                    else:
+                        stats.delivered += len(batch)
+                else:
+                    waiting = receive.statistics().current_buffer_used + 1
+                    stats.max_waiting = max(stats.max_waiting, waiting)
+                    try:
+                        await sub.handler(first)
+                    except Exception as exc:
+                        self._report(sub, first, exc)
+                    else:
+                        stats.delivered += 1
+
+    def _report(self, sub: _Subscriber, event: Event | None, exc: BaseException) -> None:
+        sub.stats.errors += 1
+        self._counters.errors += 1
+        recent = self._counters.recent_errors
+        recent.append((sub.name, f"{type(exc).__name__}: {exc}"))
+        del recent[:-20]
+        if self._on_error is not None:
+            try:
+                self._on_error(sub.name, event, exc)
+            except Exception:  # the reporter itself must not break publishing
+                pass
+
+    # -- introspection --------------------------------------------------------------
+
+    @property
+    def recent_errors(self) -> list[tuple[str, str]]:
+        """The last few subscriber errors as ``(subscriber, error)``."""
+        return list(self._counters.recent_errors)
+
+    def statistics(self) -> BusStatistics:
+        """Counts of published events, deliveries, errors and queued events."""
+        subs = []
+        for sub in self._subscribers:
+            if sub.receive is not None:
+                sub.stats.waiting = sub.receive.statistics().current_buffer_used
+            subs.append(sub.stats)
+        return BusStatistics(
+            published=self._counters.published,
+            subscribers=tuple(subs),
+            errors=self._counters.errors,
+        )

@@ -1,0 +1,136 @@
+"""Callback: the base class of training callbacks, all of them bus subscribers.
+
+A callback overrides only the hooks it needs; each hook is named after the event it
+receives (``on_epoch_end(event)`` for :class:`~expman.events.EpochEnd`,
+``on_run_finished(event)`` for :class:`~expman.events.RunFinished`, ...) and is a
+coroutine.  Hooks of control callbacks run before ``publish`` returns, so when a
+pipeline's ``await ctx.epoch_end(...)`` returns, every callback has seen that epoch.
+
+Callbacks named in YAML (``settings.callbacks``) are built fresh for every run and
+see that run's events.  Callbacks passed to ``run_experiment(subscribers=...)`` see
+every event of the experiment.  ``state_dict``/``load_state_dict`` let a callback's
+counters be saved with a checkpoint and restored when the run resumes from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from expman.events import Event, StopRequested, StopScope
+from expman.serializable import YAMLSerializable
+
+if TYPE_CHECKING:
+    from expman.bus import EventBus
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def hook_name(event_type: type[Event]) -> str:
+    """``on_<snake_case>`` of an event class: EpochEnd -> on_epoch_end."""
+    return "on_" + _CAMEL.sub("_", event_type.__name__).lower()
+
+
+class Callback(YAMLSerializable):
+    """Base class: no-op async hooks, state for resume, and ways to publish."""
+
+    #: The key of this callback's state in a checkpoint (default: the class name).
+    state_key: ClassVar[str | None] = None
+
+    _hooks: ClassVar[dict[type[Event], str | None]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hooks = {}
+
+    def __init__(self) -> None:
+        self._bus: EventBus | None = None
+        self._experiment: str | None = None
+        self._trial: str | None = None
+        self._repeat: int | None = None
+
+    # -- wiring (done by the runtime) ---------------------------------------------------
+
+    def bind(
+        self,
+        bus: EventBus,
+        experiment: str,
+        trial: str | None = None,
+        repeat: int | None = None,
+    ) -> None:
+        """Attach to a bus and, for per-run callbacks, to one run."""
+        self._bus = bus
+        self._experiment = experiment
+        self._trial = trial
+        self._repeat = repeat
+
+    async def __call__(self, event: Event) -> None:
+        """Dispatch ``event`` to its hook (the nearest one along the event's MRO)."""
+        cls = type(self)
+        event_type = type(event)
+        name = cls._hooks.get(event_type, "")
+        if name == "":
+            name = None
+            for klass in event_type.__mro__:
+                if isinstance(klass, type) and issubclass(klass, Event):
+                    candidate = hook_name(klass)
+                    if getattr(cls, candidate, None) is not getattr(Callback, candidate, None):
+                        name = candidate
+                        break
+            cls._hooks[event_type] = name
+        if name is not None:
+            await getattr(self, name)(event)
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        if self._bus is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a running experiment")
+        await self._bus.publish(event)
+
+    async def request_stop(
+        self,
+        reason: str,
+        *,
+        scope: StopScope = "run",
+        event: Event | None = None,
+    ) -> None:
+        """Publish StopRequested for this callback's run (or ``event``'s run)."""
+        trial = event.trial if event is not None else self._trial
+        repeat = event.repeat if event is not None else self._repeat
+        experiment = event.experiment if event is not None else self._experiment
+        await self.publish(
+            StopRequested(
+                experiment=experiment or "",
+                trial=trial if scope != "experiment" else None,
+                repeat=repeat if scope == "run" else None,
+                scope=scope,
+                reason=reason,
+                source=type(self).__name__,
+            )
+        )
+
+    # -- state for resume -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state saved with each checkpoint (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    # -- hooks (no-ops) ---------------------------------------------------------------
+
+    async def on_experiment_started(self, event: Any) -> None: ...
+    async def on_experiment_finished(self, event: Any) -> None: ...
+    async def on_trial_started(self, event: Any) -> None: ...
+    async def on_trial_finished(self, event: Any) -> None: ...
+    async def on_run_started(self, event: Any) -> None: ...
+    async def on_epoch_end(self, event: Any) -> None: ...
+    async def on_checkpoint_due(self, event: Any) -> None: ...
+    async def on_checkpoint_saved(self, event: Any) -> None: ...
+    async def on_stop_requested(self, event: Any) -> None: ...
+    async def on_run_stalled(self, event: Any) -> None: ...
+    async def on_run_retrying(self, event: Any) -> None: ...
+    async def on_run_finished(self, event: Any) -> None: ...

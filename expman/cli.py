@@ -1,0 +1,210 @@
+"""The ``expman`` command: ``run`` and ``validate`` an experiment.
+
+Exit codes: 0 every run completed (or was stopped on purpose), 1 some run failed,
+2 usage or config error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from expman.errors import ConfigError, ExpmanError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors exit 2 with one line
+        self.print_usage(sys.stderr)
+        print(f"expman: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="expman", description="Run machine-learning experiments from YAML.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run (or resume) an experiment")
+    run.add_argument("config_dir", help="folder with experiment.yaml, base.yaml, trials.yaml")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="setting overrides, e.g. settings.lr=0.01 or execution.max_retries=2",
+    )
+    run.add_argument(
+        "-w", "--workspace", help="workspace folder (default: env.yaml or ./workspace)"
+    )
+    run.add_argument(
+        "-j",
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="how many runs at once (default: env.yaml or the number of CPUs)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "async", "thread", "process", "ray"],
+        help="where runs execute (default: execution.executor or local)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start anew; an existing experiment folder is kept under a new name",
+    )
+    run.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="resume even though the config differs from the recorded one",
+    )
+    run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    validate = commands.add_parser("validate", help="check configs and print the plan")
+    validate.add_argument("config_dir")
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    validate.add_argument("-w", "--workspace")
+    validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # KEY=VALUE overrides may stand before or after options: collect them from the rest.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "run":
+            if args.max_concurrency is not None and args.max_concurrency < 1:
+                parser.error("-j/--max-concurrency must be at least 1")
+            return anyio.run(cmd_run, args)
+    except ConfigError as exc:
+        print(f"expman: config error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    except ExpmanError as exc:
+        print(f"expman: error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("expman: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (``expman ... | head``): not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from expman.experiment import prepare
+
+    plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
+    print(
+        f"experiment {plan.name} (id {plan.id}): {len(plan.trials)} trials, "
+        f"{len(plan.runs)} runs -> {plan.path}"
+    )
+    for trial in plan.trials:
+        pipeline = trial.settings.get("pipeline", {})
+        kind = pipeline.get("type") if isinstance(pipeline, dict) else pipeline
+        print(
+            f"  trial {trial.name} (id {trial.id}): repeat {trial.repeat}, "
+            f"pipeline {kind}, config {trial.config_hash}"
+        )
+        for spec in (r for r in plan.runs if r.trial is trial):
+            print(f"    run_{spec.repeat}: seed {spec.seed}")
+    print("configs are valid; nothing was run")
+    return EXIT_OK
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from expman.experiment import prepare, start_experiment
+
+    plan = await anyio.to_thread.run_sync(
+        lambda: prepare(
+            args.config_dir,
+            workspace=args.workspace,
+            overrides=args.overrides,
+            max_concurrency=args.max_concurrency,
+            executor=args.executor,
+        )
+    )
+    interrupted = False
+
+    def announce(plan: Any, resume: Any) -> None:
+        if resume.done:
+            print(
+                f"resuming {plan.path}: {len(resume.done)} run(s) already done, "
+                f"{len(resume.todo)} to run"
+            )
+            for spec, point in resume.restarting:
+                where = (
+                    f"from epoch {point.epoch}" if point and point.checkpoint else "from scratch"
+                )
+                print(f"  {spec.label}: runs again {where}")
+
+    async with start_experiment(
+        plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=announce
+    ) as handle:
+        async with anyio.create_task_group() as tg:
+
+            async def watch_signals() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        if not interrupted:
+                            interrupted = True
+                            print(
+                                f"\nexpman: {signal.Signals(signum).name}: stopping runs "
+                                "(again to stop at once)",
+                                file=sys.stderr,
+                            )
+                            await handle.stop(f"interrupted by {signal.Signals(signum).name}")
+                        else:
+                            tg.cancel_scope.cancel()
+                            return
+
+            tg.start_soon(watch_signals)
+            try:
+                result = await handle.wait()
+            finally:
+                tg.cancel_scope.cancel()
+    print_summary(result)
+    if interrupted or result.status == "cancelled":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if result.status == "failed" else EXIT_OK
+
+
+def print_summary(result: Any) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
+    print(f"experiment {result.name}: {result.status} ({counts}) in {result.duration:.2f}s")
+    for run in result.runs:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(run.metrics.items())[:4])
+        note = run.error or run.reason or ""
+        skipped = " (done before)" if run.skipped else ""
+        print(
+            f"  {run.trial}/run_{run.repeat}: {run.status}{skipped} {metrics}"
+            f"{'  ' + note if note else ''}"
+        )
+    print(f"workspace: {result.path}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,168 @@
+"""Reading one YAML file into plain Python values, with the position of every key.
+
+Parsing is guarded against hostile input: a file that is too large, nesting that is
+too deep, or aliases that would expand a small file into millions of nodes is
+refused with a :class:`~expman.errors.ConfigError` before anything is built from it.
+Duplicate keys, which YAML loaders silently collapse, are refused too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expman.errors import ConfigError
+
+#: Limits on one config file (bytes, nesting depth, nodes after alias expansion).
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+_FLOAT = re.compile(
+    r"""^(?:
+     [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+    |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (as OmegaConf does) and no timestamps."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class YamlDocument:
+    """A parsed file: its data and the 1-based line of each key path."""
+
+    path: Path
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line(self, key: str) -> int | None:
+        """The line of ``key`` or of its nearest ancestor that has one."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            key = key[:cut] if cut > 0 else ""
+        return None
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError at ``key`` of this file."""
+        return ConfigError(message, file=self.path, key=key or None, line=self.line(key))
+
+
+def join_key(prefix: str, key: object) -> str:
+    """``prefix.key`` for mapping keys, ``prefix[i]`` for list indices."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse ``path``; any problem is a ConfigError naming the file and position."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"file is {size} bytes; config files are limited to {MAX_FILE_BYTES} bytes",
+            file=path,
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from None
+
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[str, int] = {}
+        if node is not None:
+            _inspect(node, path, lines)
+            data = loader.construct_document(node)
+        else:
+            data = None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            f"YAML syntax error: {problem}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", file=path) from None
+    except RecursionError:
+        raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", file=path) from None
+    finally:
+        loader.dispose()
+    return YamlDocument(path=path, data=data, lines=lines)
+
+
+def _inspect(root: yaml.Node, path: Path, lines: dict[str, int]) -> None:
+    """Record key lines; refuse deep nesting, alias bombs and duplicate keys."""
+    sizes: dict[int, int] = {}
+
+    def walk(node: yaml.Node, key: str, depth: int, record: bool) -> int:
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"nesting deeper than {MAX_DEPTH} levels",
+                file=path,
+                line=node.start_mark.line + 1,
+            )
+        known = sizes.get(id(node))
+        if known is not None:  # an alias: its subtree counts again when expanded
+            return known
+        sizes[id(node)] = 1  # guards against recursive aliases
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for k_node, v_node in node.value:
+                k = str(k_node.value) if isinstance(k_node, yaml.ScalarNode) else "?"
+                child = join_key(key, k)
+                if record and k in seen and k != "<<":
+                    raise ConfigError(
+                        "duplicate key (YAML would silently keep only the last one)",
+                        file=path,
+                        key=child,
+                        line=k_node.start_mark.line + 1,
+                    )
+                seen.add(k)
+                if record:
+                    lines.setdefault(child, k_node.start_mark.line + 1)
+                total += walk(v_node, child, depth + 1, record)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = join_key(key, i)
+                if record:
+                    lines.setdefault(child, item.start_mark.line + 1)
+                total += walk(item, child, depth + 1, record)
+        if total > MAX_NODES:
+            raise ConfigError(
+                f"expands to more than {MAX_NODES} values (aliases multiplying a small file?)",
+                file=path,
+                key=key or None,
+            )
+        sizes[id(node)] = total
+        return total
+
+    walk(root, "", 0, True)

@@ -1,0 +1,74 @@
+"""The one exception tree of expman.
+
+Every error a user can cause derives from :class:`ExpmanError`; anything else
+escaping expman is a bug in expman itself::
+
+    ExpmanError
+     ├── ConfigError            a config file or override is wrong (file, key, expectation)
+     ├── WorkspaceError         the workspace cannot be used (permissions, disk full, ...)
+     │    ├── WorkspaceLocked   another process runs this experiment directory
+     │    └── ConfigChanged     resuming would silently run a different config
+     ├── PipelineError          a pipeline or callback cannot be built from its config
+     └── ExecutorError          an execution backend cannot start or lost a worker
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ExpmanError(Exception):
+    """Base of every error a user of expman can cause."""
+
+
+class ConfigError(ExpmanError):
+    """A config file, key or override is not what expman expects.
+
+    ``str(error)`` is one readable line: ``file:line: key: message``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.line = line
+        self.column = column
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.key:
+            return f"{where}: {self.key}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class WorkspaceError(ExpmanError):
+    """The workspace cannot be read or written as needed."""
+
+
+class WorkspaceLocked(WorkspaceError):
+    """Another live process holds the experiment directory's lock."""
+
+
+class ConfigChanged(WorkspaceError):
+    """The config differs from what the experiment's journal recorded."""
+
+
+class PipelineError(ExpmanError):
+    """A pipeline or callback named in a config cannot be built."""
+
+
+class ExecutorError(ExpmanError):
+    """An execution backend failed outside of user code."""

@@ -1,0 +1,228 @@
+"""Typed events: the facts and requests that flow over the bus.
+
+Every event is a small frozen, slotted, keyword-only dataclass on :class:`Event`,
+which carries the identity of what it is about (experiment, trial, repeat; the
+latter two are ``None`` above run scope), a process-wide sequence number and a
+wall-clock timestamp.  Every event round-trips through JSON with
+:func:`to_dict`/:func:`from_dict` (a ``type`` tag plus the fields); that is what the
+journal stores and what worker processes send back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+RunStatus = Literal["completed", "failed", "stopped", "cancelled"]
+StopScope = Literal["run", "trial", "experiment"]
+
+_sequence = itertools.count(1)
+_EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event: who it is about, its order and its time."""
+
+    experiment: str
+    trial: str | None = None
+    repeat: int | None = None
+    seq: int = field(default_factory=lambda: next(_sequence))
+    time: float = field(default_factory=time.time)
+
+    level: ClassVar[str] = "experiment"
+
+    @property
+    def run_key(self) -> tuple[str, int] | None:
+        """``(trial, repeat)`` for run-scoped events, else ``None``."""
+        if self.trial is None or self.repeat is None:
+            return None
+        return (self.trial, self.repeat)
+
+
+# -- experiment scope --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentStarted(Event):
+    """An experiment began; ``runs`` is how many runs its plan holds."""
+
+    path: str
+    runs: int
+    trials: int
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentFinished(Event):
+    """An experiment ended; ``counts`` maps each run status to how many runs had it."""
+
+    status: str
+    duration: float
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+# -- trial scope --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialStarted(Event):
+    """The first run of a trial started."""
+
+    trial_id: str
+    repeats: int
+    level: ClassVar[str] = "trial"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialFinished(Event):
+    """The last run of a trial finished."""
+
+    trial_id: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+    level: ClassVar[str] = "trial"
+
+
+# -- run scope ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run holds its capacity token and is about to call the pipeline."""
+
+    seed: int
+    config_hash: str
+    attempt: int = 1
+    start_epoch: int = 0
+    checkpoint: str | None = None
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochEnd(Event):
+    """The pipeline reported the end of an epoch with its metrics."""
+
+    epoch: int
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointDue(Event):
+    """A request that the run save a checkpoint to ``path``."""
+
+    path: str
+    epoch: int
+    reason: str = "interval"
+    state: Mapping[str, Any] = field(default_factory=dict)
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointSaved(Event):
+    """The pipeline saved a complete checkpoint at ``path``.
+
+    ``state`` holds the callbacks' ``state_dict`` at that epoch, so that resuming
+    from this checkpoint restores them too.
+    """
+
+    path: str
+    epoch: int
+    reason: str = "interval"
+    state: Mapping[str, Any] = field(default_factory=dict)
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopRequested(Event):
+    """A request to stop a run, all repeats of a trial, or the whole experiment.
+
+    ``trial``/``repeat`` select what stops for scopes ``run`` and ``trial``.
+    ``source`` names who asked (a callback's name, ``"signal"``, ``"user"``).
+    """
+
+    scope: StopScope = "run"
+    reason: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """A run ended, successfully or not: a failed run is a result, not a crash."""
+
+    status: RunStatus
+    duration: float
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    reason: str | None = None
+    attempt: int = 1
+    epochs: int = 0
+    config_hash: str = ""
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStalled(Event):
+    """A run reported no epoch for longer than its stall timeout."""
+
+    seconds: float
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRetrying(Event):
+    """A failed run will be attempted again."""
+
+    attempt: int
+    error: str
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogRecord(Event):
+    """A log line emitted inside a run, forwarded from a worker process."""
+
+    line: str
+    level: ClassVar[str] = "run"
+
+
+def event_types() -> Mapping[str, type[Event]]:
+    """Every event class defined so far, by name (user subclasses included)."""
+    found: dict[str, type[Event]] = {}
+    stack: list[type[Event]] = [Event]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            # dataclass(slots=True) replaces the class it decorates; keep the final one.
+            if "__slots__" in sub.__dict__ or sub.__name__ not in found:
+                found[sub.__name__] = sub
+            stack.append(sub)
+    _EVENT_TYPES.clear()
+    _EVENT_TYPES.update(found)
+    return found
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The JSON-ready form of an event: ``{"type": name, **fields}``."""
+    data: dict[str, Any] = {"type": type(event).__name__}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, Mapping):
+            value = dict(value)
+        data[f.name] = value
+    return data
+
+
+def from_dict(data: Mapping[str, Any]) -> Event:
+    """Rebuild an event from :func:`to_dict`'s output."""
+    fields = dict(data)
+    name = fields.pop("type", None)
+    cls = _EVENT_TYPES.get(str(name)) or event_types().get(str(name))
+    if cls is None:
+        raise ValueError(f"unknown event type {name!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in fields.items() if k in known})

@@ -1,0 +1,48 @@
+"""In-process execution: async pipelines in the event loop, sync ones in threads."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from expman.executors.base import Executor
+from expman.pipeline import build_pipeline, call_hook
+from expman.runtime.context import RunContext
+
+
+class LocalExecutor(Executor):
+    """Runs pipelines in this process: ``async def run`` in the loop, ``def run`` in a thread."""
+
+    name = "local"
+
+    def __init__(self, max_threads: int = 8) -> None:
+        self._threads = anyio.CapacityLimiter(max(1, max_threads))
+
+    async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        pipeline = build_pipeline(ctx.settings["pipeline"])
+        ctx.callbacks.extend(getattr(pipeline, "callbacks", ()))
+        save = getattr(pipeline, "save_checkpoint", None)
+        if callable(save):
+
+            async def saver(path: Path) -> None:
+                await call_hook(save, path)
+
+            ctx.checkpoint_saver = saver
+        if ctx.checkpoint is not None:
+            load = getattr(pipeline, "load_checkpoint", None)
+            if callable(load):
+                await call_hook(load, ctx.checkpoint)
+        run = pipeline.run
+        if inspect.iscoroutinefunction(run):
+            result: Any = await run(ctx)
+        else:
+            result = await anyio.to_thread.run_sync(
+                run, ctx, abandon_on_cancel=True, limiter=self._threads
+            )
+            if inspect.isawaitable(result):
+                result = await result
+        return result  # type: ignore[no-any-return]

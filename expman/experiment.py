@@ -1,0 +1,552 @@
+"""Experiment: plan an experiment and run it; ``run_experiment`` and ``start_experiment``.
+
+One experiment, one task group.  Its bus carries, in subscription order: the
+workspace writer (control: folders exist before a run starts), the runtime's own
+subscribers (stops, checkpoints, per-run callbacks), the caller's subscribers, then
+the mailbox writers (JSON logs and metrics, the journal) and the caller's live event
+stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from expman.bus import EventBus
+from expman.callbacks.base import Callback
+from expman.config import ExperimentPlan, RunSpec, TrialSpec, load_plan
+from expman.environment import Environment, ExperimentLayout
+from expman.errors import ConfigError
+from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
+from expman.executors import make_executor
+from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
+from expman.runtime.resume import ResumePlan, plan_resume
+from expman.runtime.scheduler import RunOutcome, Scheduler
+from expman.serializable import UnknownType, YAMLSerializable, import_path, resolve_type
+from expman.writers.eventlog import EventLogWriter, configure_structlog, log_to
+from expman.writers.logfiles import LogFiles
+from expman.writers.workspace import WorkspaceWriter
+
+Subscriber = Callback | Callable[[Event], Awaitable[None]]
+log = structlog.get_logger("expman")
+
+#: Events a caller's ``events()`` stream may hold before the experiment waits for it.
+STREAM_BUFFER = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How one run ended."""
+
+    trial: str
+    repeat: int
+    status: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    reason: str | None = None
+    duration: float = 0.0
+    epochs: int = 0
+    attempt: int = 1
+    seed: int = 0
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    """How an experiment ended: its status, directory and every run's result."""
+
+    name: str
+    status: str
+    path: Path
+    runs: tuple[RunResult, ...]
+    duration: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for run in self.runs:
+            out[run.status] = out.get(run.status, 0) + 1
+        return out
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.runs if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def experiment_status(runs: Iterable[RunResult | RunOutcome]) -> str:
+    """``cancelled`` if anything was interrupted, else ``failed`` if a run failed."""
+    statuses = {r.status for r in runs}
+    if "cancelled" in statuses:
+        return "cancelled"
+    if "failed" in statuses:
+        return "failed"
+    return "completed"
+
+
+# -- planning -------------------------------------------------------------------------
+
+
+def check_buildables(plan: ExperimentPlan) -> None:
+    """Resolve every pipeline and callback type before anything runs (ConfigError if not)."""
+    with import_path(plan.config_dir):
+        for trial in plan.trials:
+            pipeline = trial.settings.get("pipeline")
+            if pipeline is None:
+                raise trial.error(
+                    "pipeline",
+                    "missing: settings.pipeline.type must name the pipeline"
+                    " (a registered name or 'module:attr')",
+                )
+            if isinstance(pipeline, str):
+                pipeline = {"type": pipeline}
+            _check_buildable(trial, "pipeline", pipeline, "run")
+            callbacks = trial.settings.get("callbacks") or []
+            if not isinstance(callbacks, list):
+                raise trial.error("callbacks", "expected a list of {type: ..., ...} mappings")
+            for i, cb in enumerate(callbacks):
+                _check_buildable(trial, f"callbacks.{i}", cb, None)
+
+
+def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None) -> None:
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise trial.error(key, "expected a mapping with a 'type' key")
+    try:
+        target = resolve_type(str(config["type"]))
+    except UnknownType as exc:
+        known = ", ".join(exc.known) or "(none registered)"
+        raise trial.error(
+            f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
+        ) from None
+    if method is not None and not callable(getattr(target, method, None)):
+        raise trial.error(f"{key}.type", f"{config['type']!r} has no {method}(ctx) method")
+    params = {k: v for k, v in config.items() if k != "type"}
+    import inspect
+
+    try:
+        inspect.signature(target).bind(**params)
+    except TypeError as exc:
+        raise trial.error(key, f"{config['type']}: {exc}") from None
+    except ValueError:
+        pass
+
+
+def pipeline_settings(spec: RunSpec) -> Mapping[str, Any]:
+    pipeline = spec.settings["pipeline"]
+    return {"type": pipeline} if isinstance(pipeline, str) else pipeline
+
+
+def build_callbacks(spec: RunSpec) -> list[Any]:
+    """Fresh callback objects for one run, from ``settings.callbacks``."""
+    return [YAMLSerializable.from_config(cb) for cb in spec.settings.get("callbacks") or ()]
+
+
+# -- running --------------------------------------------------------------------------
+
+
+class ExperimentHandle:
+    """A running experiment: its live events, its result, and a way to stop it."""
+
+    def __init__(self, plan: ExperimentPlan, bus: EventBus) -> None:
+        self.plan = plan
+        self.bus = bus
+        self._stream: MemoryObjectReceiveStream[Event] | None = None
+        self._stream_sub: Any = None
+        self._events_taken = False
+        self._done = anyio.Event()
+        self._result: ExperimentResult | None = None
+        self._error: BaseException | None = None
+        self._cancel_scope: anyio.CancelScope | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.plan.path
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every event of the experiment, in order, ending when the experiment ends."""
+        if self._events_taken:
+            raise RuntimeError("events() can be iterated once per experiment")
+        self._events_taken = True
+        assert self._stream is not None
+        return self._iterate(self._stream)
+
+    @staticmethod
+    async def _iterate(stream: MemoryObjectReceiveStream[Event]) -> AsyncIterator[Event]:
+        async with stream:
+            async for event in stream:
+                yield event
+
+    async def wait(self) -> ExperimentResult:
+        """The experiment's result, once it has ended."""
+        if not self._events_taken:
+            # Nobody will read the stream: stop feeding it.
+            self._events_taken = True
+            if self._stream_sub is not None:
+                self._stream_sub.unsubscribe()
+            if self._stream is not None:
+                self._stream.close()
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def cancel(self) -> None:
+        """Cancel every run now (no grace period); cleanup still records what happened."""
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def stop(self, reason: str = "stopped by caller") -> None:
+        """Ask every run to stop (cooperatively first, then after the grace period)."""
+        await self.bus.publish(
+            StopRequested(
+                experiment=self.plan.name, scope="experiment", reason=reason, source="user"
+            )
+        )
+
+
+def prepare(
+    config_dir: str | os.PathLike[str],
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    max_concurrency: int | None = None,
+    executor: str | None = None,
+) -> ExperimentPlan:
+    """Load, validate and resolve an experiment; raises ConfigError, writes nothing."""
+    plan = load_plan(config_dir, overrides=overrides, workspace=workspace)
+    if executor is not None:
+        from expman.config.schema import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise ConfigError(
+                f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}",
+                file="<command line>",
+                key="executor",
+            )
+    plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
+    check_buildables(plan)
+    return plan
+
+
+@contextlib.asynccontextmanager
+async def start_experiment(
+    config_dir: str | os.PathLike[str] | ExperimentPlan,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    max_concurrency: int | None = None,
+    overrides: Sequence[str] = (),
+    subscribers: Sequence[Subscriber] = (),
+    executor: str | None = None,
+    fresh: bool = False,
+    accept_changes: bool = False,
+    on_plan: Callable[[ExperimentPlan, ResumePlan], None] | None = None,
+) -> AsyncIterator[ExperimentHandle]:
+    """Start an experiment in the background; yields a handle with its live events.
+
+    ::
+
+        async with expman.start_experiment("configs/") as handle:
+            async for event in handle.events():
+                ...
+            result = await handle.wait()
+
+    Leaving the block early (an exception, a cancellation) cancels the experiment.
+    """
+    if isinstance(config_dir, ExperimentPlan):
+        plan = config_dir
+    else:
+        plan = await anyio.to_thread.run_sync(
+            lambda: prepare(
+                config_dir,
+                workspace=workspace,
+                overrides=overrides,
+                max_concurrency=max_concurrency,
+                executor=executor,
+            )
+        )
+    if fresh:
+        await anyio.to_thread.run_sync(_set_aside, plan.path)
+    layout = ExperimentLayout(plan.path)
+    journal_state = await anyio.to_thread.run_sync(read_journal, layout.journal_file)
+    resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
+    if on_plan is not None:
+        on_plan(plan, resume)
+
+    runner = _ExperimentRun(plan, layout, resume, subscribers)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.execute)
+        try:
+            yield runner.handle
+        except BaseException:
+            runner.handle.cancel()
+            raise
+        if not runner.handle._events_taken:
+            await runner.handle.wait()
+
+
+class _ExperimentRun:
+    """One execution of a plan: wires the bus, writers and scheduler, then runs."""
+
+    def __init__(
+        self,
+        plan: ExperimentPlan,
+        layout: ExperimentLayout,
+        resume: ResumePlan,
+        subscribers: Sequence[Subscriber],
+    ) -> None:
+        self.plan = plan
+        self.layout = layout
+        self.resume = resume
+        self.subscribers = subscribers
+        self.bus = EventBus(on_error=_report_subscriber_error)
+        self.handle = ExperimentHandle(plan, self.bus)
+        self._stream_send, self.handle._stream = anyio.create_memory_object_stream[Event](1)
+        self.files = LogFiles()
+        self.journal = JournalWriter(layout.journal_file)
+        self.outcomes: list[RunOutcome] = list(resume.done)
+        self.max_concurrency = plan.execution.max_concurrency or os.cpu_count() or 1
+        self.started = time.monotonic()
+
+    async def execute(self) -> None:
+        handle = self.handle
+        handle._cancel_scope = anyio.CancelScope()
+        try:
+            with handle._cancel_scope:
+                await self._execute()
+        except Exception as exc:
+            handle._error = exc
+        finally:
+            self.journal.close()
+            self._stream_send.close()
+            handle._done.set()
+
+    async def _to_stream(self, event: Event) -> None:
+        try:
+            await self._stream_send.send(event)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if self.handle._stream_sub is not None:  # the caller stopped reading
+                self.handle._stream_sub.unsubscribe()
+
+    async def _execute(self) -> None:
+        plan, layout, bus = self.plan, self.layout, self.bus
+        configure_structlog()
+        await anyio.to_thread.run_sync(WorkspaceWriter(plan, layout).prepare_experiment)
+        await anyio.to_thread.run_sync(self.journal.open)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.files.run)
+            try:
+                with log_to(self.files, str(layout.log_file), experiment=plan.name):
+                    async with bus:
+                        executor = make_executor(plan.execution, self.max_concurrency)
+                        scheduler = self._wire(executor)
+                        await bus.publish(
+                            ExperimentStarted(
+                                experiment=plan.name,
+                                path=str(plan.path),
+                                runs=len(plan.runs),
+                                trials=len(plan.trials),
+                                resumed=self.resume.resumed,
+                            )
+                        )
+                        try:
+                            with import_path(plan.config_dir):
+                                async with executor:
+                                    self.outcomes.extend(await scheduler.run())
+                        finally:
+                            with anyio.move_on_after(10, shield=True):
+                                await self._finish()
+            finally:
+                await self.files.aclose()
+
+    def _wire(self, executor: Any) -> Scheduler:
+        plan, bus = self.plan, self.bus
+        # Writers first: they only enqueue, so their logs follow publish order.
+        bus.subscribe(
+            Event,
+            EventLogWriter(self.layout, self.files),
+            mailbox=1024,
+            batch=True,
+            name="writer.logs",
+        )
+        bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
+        bus.subscribe(Event, WorkspaceWriter(plan, self.layout), name="writer.workspace")
+        scheduler = Scheduler(
+            plan,
+            bus,
+            executor,
+            self.layout,
+            self.files,
+            max_concurrency=self.max_concurrency,
+            todo=self.resume.todo,
+            resume=self.resume.points,
+            callbacks=build_callbacks,
+        )
+        for sub in self.subscribers:
+            if isinstance(sub, Callback):
+                sub.bind(bus, plan.name)
+            bus.subscribe(Event, sub, name=_name_of(sub))
+        self.handle._stream_sub = bus.subscribe(
+            Event, self._to_stream, mailbox=STREAM_BUFFER, name="caller.events"
+        )
+        return scheduler
+
+    async def _finish(self) -> None:
+        runs = _in_plan_order(self.plan, tuple(_result(o) for o in self.outcomes))
+        status = experiment_status(runs)
+        duration = time.monotonic() - self.started
+        result = ExperimentResult(
+            name=self.plan.name, status=status, path=self.plan.path, runs=runs, duration=duration
+        )
+        self.handle._result = result
+        await self.bus.publish(
+            ExperimentFinished(
+                experiment=self.plan.name, status=status, duration=duration, counts=result.counts
+            )
+        )
+
+
+def _in_plan_order(plan: ExperimentPlan, runs: tuple[RunResult, ...]) -> tuple[RunResult, ...]:
+    order = {spec.key: i for i, spec in enumerate(plan.runs)}
+    return tuple(sorted(runs, key=lambda r: order.get((r.trial, r.repeat), len(order))))
+
+
+def _result(outcome: RunOutcome) -> RunResult:
+    return RunResult(
+        trial=outcome.trial,
+        repeat=outcome.repeat,
+        status=outcome.status,
+        metrics=outcome.metrics,
+        error=outcome.error,
+        reason=outcome.reason,
+        duration=outcome.duration,
+        epochs=outcome.epochs,
+        attempt=outcome.attempt,
+        seed=outcome.seed,
+        skipped=outcome.skipped,
+    )
+
+
+def _name_of(sub: Any) -> str:
+    return getattr(sub, "__qualname__", None) or type(sub).__name__
+
+
+def _report_subscriber_error(name: str, event: Event | None, exc: BaseException) -> None:
+    log.error(
+        "subscriber_failed",
+        subscriber=name,
+        event_type=type(event).__name__ if event else None,
+        exc_info=exc,
+    )
+
+
+def _set_aside(path: Path) -> None:
+    """Move an existing experiment directory to a new name (never delete it)."""
+    if not path.exists():
+        return
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{stamp}-{n}")
+        n += 1
+    path.rename(target)
+
+
+async def run_experiment(
+    config_dir: str | os.PathLike[str],
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    max_concurrency: int | None = None,
+    overrides: Sequence[str] = (),
+    subscribers: Sequence[Subscriber] = (),
+    executor: str | None = None,
+    fresh: bool = False,
+    accept_changes: bool = False,
+) -> ExperimentResult:
+    """Run the experiment in ``config_dir`` to its end and return its result.
+
+    Works in any running asyncio loop (a notebook cell included).  An experiment
+    directory that already exists is resumed: finished runs are not run again.
+    """
+    async with start_experiment(
+        config_dir,
+        workspace=workspace,
+        max_concurrency=max_concurrency,
+        overrides=overrides,
+        subscribers=subscribers,
+        executor=executor,
+        fresh=fresh,
+        accept_changes=accept_changes,
+    ) as handle:
+        return await handle.wait()
+
+
+class Experiment:
+    """The original object API: ``await Experiment(...).run()``.
+
+    ``name``, ``id`` and ``desc`` given here override experiment.yaml's.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        id: str | int | None = None,
+        desc: str | None = None,
+        env: Environment | None = None,
+        config_dir_path: str | os.PathLike[str] = "configs",
+    ) -> None:
+        self.name = name
+        self.id = id
+        self.desc = desc
+        self.env = env or Environment()
+        self.config_dir_path = Path(config_dir_path)
+
+    def plan(self, overrides: Sequence[str] = ()) -> ExperimentPlan:
+        """The validated plan this experiment would run."""
+        from dataclasses import replace
+
+        from expman.config.schema import name_problem
+
+        execution = dict(self.env.config.get("execution") or {})
+        if "max_concurrency" in self.env.config:
+            execution["max_concurrency"] = self.env.config["max_concurrency"]
+        plan = prepare(
+            self.config_dir_path,
+            workspace=self.env.workspace,
+            overrides=[*overrides, *(f"execution.{k}={v}" for k, v in execution.items())],
+        )
+        changes: dict[str, Any] = {}
+        if self.name is not None:
+            problem = name_problem(self.name)
+            if problem:
+                raise ConfigError(
+                    f"{self.name!r} is not usable as a directory name: {problem}",
+                    key="Experiment(name=...)",
+                )
+            changes["name"] = self.name
+        if self.id is not None:
+            changes["id"] = str(self.id)
+        if self.desc is not None:
+            changes["desc"] = self.desc
+        return replace(plan, **changes) if changes else plan
+
+    async def run(
+        self, *, overrides: Sequence[str] = (), subscribers: Sequence[Subscriber] = ()
+    ) -> ExperimentResult:
+        plan = await anyio.to_thread.run_sync(lambda: self.plan(overrides))
+        async with start_experiment(plan, subscribers=subscribers) as handle:
+            return await handle.wait()

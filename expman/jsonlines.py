@@ -1,0 +1,112 @@
+"""JSON lines: one fast encoder for every log, and a reader that tolerates a torn tail."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    # numpy scalars that orjson does not take natively, torch scalars, paths, sets.
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "keys"):
+        return dict(value)
+    return repr(value)
+
+
+def dumps(obj: Any) -> bytes:
+    """One JSON document as bytes, without a newline."""
+    # JSON has no NaN or Infinity: orjson writes null for them, and so do we.
+    try:
+        return orjson.dumps(obj, default=_default, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(_plain(obj), default=_default, option=_OPTIONS)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, (str, bytes)):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return repr(value)
+    return value
+
+
+def dump_line(obj: Any) -> bytes:
+    """One JSON line (with its newline)."""
+    return dumps(obj) + b"\n"
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one JSON document."""
+    return orjson.loads(data)
+
+
+def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete JSON object in a JSON-lines file.
+
+    A last line without its newline (a write torn by a crash) is skipped, and so is
+    any line that does not parse; nothing before it is lost.
+    """
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    return
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(value, dict):
+                    yield value
+    except FileNotFoundError:
+        return
+
+
+def repair_tail(path: str | Path) -> bool:
+    """Cut a torn last line off a JSON-lines file so that appends start clean.
+
+    Returns True when something was cut.
+    """
+    try:
+        with open(path, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                return False
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return False
+            # Walk back to the last newline; everything after it is the torn line.
+            pos = size - 1
+            chunk = 4096
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                block = f.read(pos - start)
+                idx = block.rfind(b"\n")
+                if idx >= 0:
+                    f.truncate(start + idx + 1)
+                    return True
+                pos = start
+            f.truncate(0)
+            return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,71 @@
+"""Pipeline: the base class for user training code.
+
+A pipeline is any class with ``run(self, ctx)``: ``async def`` runs in the event
+loop, a plain ``def`` runs in a worker thread with the same ``ctx`` API.  It is
+named in a run's settings as ``settings.pipeline.type`` (a registered name or an
+import path); the other keys of ``settings.pipeline`` are passed to its constructor.
+
+Optional hooks, called by expman:
+
+* ``save_checkpoint(path)``: write the model state to ``path`` (a file or a folder).
+  expman passes a temporary path and renames it once the hook returns, so a
+  checkpoint is never half-written.  Sync or async.
+* ``load_checkpoint(path)``: restore state before ``run`` when a run resumes;
+  ``ctx.start_epoch`` then says which epoch to continue from.  Sync or async.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from expman.serializable import YAMLSerializable
+
+if TYPE_CHECKING:
+    from expman.runtime.context import RunContext
+
+
+class Pipeline(YAMLSerializable, ABC):
+    """Base class for a training pipeline; subclasses implement :meth:`run`."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.callbacks: list[Any] = []
+
+    def register_callback(self, callback: Any) -> None:
+        """Attach a callback to every run of this pipeline (besides those in YAML)."""
+        self.callbacks.append(callback)
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        """Train; return the run's final metrics (or None).  May be ``async def``."""
+
+
+def pipeline_class(config: Mapping[str, Any]) -> Any:
+    """The class that ``settings.pipeline`` names (registered name or import path)."""
+    from expman.serializable import resolve_type
+
+    return resolve_type(str(config["type"]))
+
+
+def build_pipeline(config: Mapping[str, Any]) -> Any:
+    """A fresh pipeline object from ``settings.pipeline`` (``type`` plus constructor params)."""
+    from expman.serializable import build
+
+    params = {k: v for k, v in config.items() if k != "type"}
+    return build(pipeline_class(config), params)
+
+
+async def call_hook(hook: Any, *args: Any) -> Any:
+    """Call a sync or async hook; sync ones run in a worker thread."""
+    import inspect
+
+    import anyio
+
+    if inspect.iscoroutinefunction(hook):
+        return await hook(*args)
+    result = await anyio.to_thread.run_sync(hook, *args)
+    if inspect.isawaitable(result):
+        return await result
+    return result

@@ -1,0 +1,160 @@
+"""RunContext: what a pipeline sees of expman while it trains.
+
+The same API works in the event loop (``await ctx.epoch_end(...)``) and in a worker
+thread (``ctx.epoch_end(...)`` returns the bool directly, bridged to the loop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import structlog
+
+from expman.environment import RunPaths
+from expman.events import EpochEnd, Event, StopRequested
+
+if TYPE_CHECKING:
+    from expman.bus import EventBus
+    from expman.config import RunSpec
+
+CheckpointSaver = Callable[[Path], Awaitable[None]]
+
+
+class RunContext:
+    """One run's configuration, seed, paths, logger and channel to the runtime."""
+
+    def __init__(
+        self,
+        *,
+        spec: RunSpec,
+        experiment: str,
+        paths: RunPaths,
+        bus: EventBus,
+        attempt: int = 1,
+        start_epoch: int = 0,
+        checkpoint: Path | None = None,
+        devices: tuple[str, ...] = (),
+    ) -> None:
+        self.spec = spec
+        self.experiment = experiment
+        self.trial = spec.trial.name
+        self.trial_id = spec.trial.id
+        self.repeat = spec.repeat
+        self.seed = spec.seed
+        self.settings: Mapping[str, Any] = spec.settings
+        self.paths = paths
+        self.attempt = attempt
+        self.start_epoch = start_epoch
+        self.checkpoint = checkpoint
+        self.devices = devices
+        self.logger = structlog.get_logger("expman.run")
+        self._bus = bus
+        self._config: Any = None
+        self._loop_thread = threading.get_ident()
+        # Invariant: _stop_reason is None until the first stop request for this run;
+        # later requests never overwrite the first reason.
+        self._stop_reason: str | None = None
+        self._stop_scope: str | None = None
+        self.stop_event = anyio.Event()
+        self.epochs_reported = 0
+        self.last_epoch: int | None = None
+        self.last_metrics: Mapping[str, Any] = {}
+        self.last_report = time.monotonic()
+        self.callbacks: list[Any] = []
+        self.checkpoint_saver: CheckpointSaver | None = None
+
+    # -- what the pipeline reads -----------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        """The run's resolved settings, read-only, with attribute access (``cfg.lr``)."""
+        if self._config is None:
+            from expman.config import settings_view
+
+            self._config = settings_view(self.settings)
+        return self._config
+
+    @property
+    def artifacts(self) -> Path:
+        return self.paths.artifacts
+
+    @property
+    def should_stop(self) -> bool:
+        """True once anything asked this run (its trial, the experiment) to stop."""
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    @property
+    def stop_scope(self) -> str | None:
+        return self._stop_scope
+
+    # -- what the pipeline calls ------------------------------------------------------
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None, **more: Any) -> Any:
+        """Report the end of ``epoch`` with its metrics; the result says whether to stop.
+
+        In async code ``await ctx.epoch_end(...)``; in a sync pipeline (worker thread)
+        call it plainly.  When it returns, every control callback has seen the epoch.
+        """
+        values = dict(metrics or {})
+        values.update(more)
+        if threading.get_ident() == self._loop_thread:
+            return self._epoch_end(epoch, values)
+        return anyio.from_thread.run(self._epoch_end, epoch, values)
+
+    async def _epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
+        self.epochs_reported += 1
+        self.last_epoch = epoch
+        self.last_metrics = metrics
+        self.last_report = time.monotonic()
+        await self._bus.publish(
+            EpochEnd(
+                experiment=self.experiment,
+                trial=self.trial,
+                repeat=self.repeat,
+                epoch=epoch,
+                metrics=metrics,
+            )
+        )
+        return self._stop_reason is not None
+
+    def request_stop(self, reason: str = "requested by pipeline") -> Any:
+        """Ask for this run to stop (publishes StopRequested); awaitable in async code."""
+        event = StopRequested(
+            experiment=self.experiment,
+            trial=self.trial,
+            repeat=self.repeat,
+            scope="run",
+            reason=reason,
+            source="pipeline",
+        )
+        return self.publish(event)
+
+    def publish(self, event: Event) -> Any:
+        """Publish an event on the experiment's bus (awaitable, or plain in a thread)."""
+        if threading.get_ident() == self._loop_thread:
+            return self._bus.publish(event)
+        return anyio.from_thread.run(self._bus.publish, event)
+
+    # -- what the runtime calls -------------------------------------------------------
+
+    def mark_stopped(self, reason: str, scope: str) -> bool:
+        """Record a stop request; True if it is the first for this run."""
+        if self._stop_reason is not None:
+            return False
+        self._stop_reason = reason
+        self._stop_scope = scope
+        self.stop_event.set()
+        return True
+
+    def __repr__(self) -> str:
+        return f"RunContext({self.experiment}/{self.trial}/run_{self.repeat}, seed={self.seed})"

@@ -1,0 +1,145 @@
+"""Resume planning: what the journal says is done, what runs again, and from where.
+
+* A run whose last record is ``completed`` or ``stopped`` is skipped; its recorded
+  result is reported as before.
+* ``failed``, ``cancelled`` and unfinished runs run again; one that saved a
+  checkpoint restarts from its latest complete checkpoint (whose file must exist).
+* A trial whose resolved config differs from the recorded one is refused unless the
+  change is accepted explicitly: a resumed experiment never silently mixes configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expman.config import ExperimentPlan, RunSpec
+from expman.errors import ConfigChanged
+from expman.runtime.journal import JournalState
+from expman.runtime.scheduler import ResumePoint, RunOutcome
+
+DONE = ("completed", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """The runs to execute now, the ones already done, and where each restarts."""
+
+    todo: tuple[RunSpec, ...]
+    done: tuple[RunOutcome, ...]
+    points: Mapping[tuple[str, int], ResumePoint] = field(default_factory=dict)
+    resumed: bool = False
+
+    previously_run: frozenset[tuple[str, int]] = frozenset()
+
+    @property
+    def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:
+        """Runs that ran before and run again (with their checkpoint, if any)."""
+        return [(s, self.points.get(s.key)) for s in self.todo if s.key in self.previously_run]
+
+
+def plan_resume(
+    plan: ExperimentPlan, journal: JournalState, *, accept_changes: bool = False
+) -> ResumePlan:
+    """Split ``plan`` into what to run and what the journal says is done."""
+    if not journal.runs:
+        return ResumePlan(todo=plan.runs, done=(), resumed=journal.lines > 0)
+    if not accept_changes:
+        changed = [
+            t.name
+            for t in plan.trials
+            if t.name in journal.trial_hashes and journal.trial_hashes[t.name] != t.config_hash
+        ]
+        if changed:
+            raise ConfigChanged(_describe_changes(plan, changed))
+    todo: list[RunSpec] = []
+    done: list[RunOutcome] = []
+    points: dict[tuple[str, int], ResumePoint] = {}
+    for spec in plan.runs:
+        record = journal.runs.get(spec.key)
+        if record is None:
+            todo.append(spec)
+            continue
+        same_config = record.config_hash == spec.config_hash
+        if record.status in DONE and same_config:
+            done.append(
+                RunOutcome(
+                    trial=record.trial,
+                    repeat=record.repeat,
+                    status=record.status or "completed",
+                    metrics=record.metrics,
+                    error=record.error,
+                    reason=record.reason,
+                    duration=record.duration,
+                    epochs=record.epochs,
+                    attempt=record.attempts,
+                    seed=spec.seed,
+                    skipped=True,
+                )
+            )
+            continue
+        todo.append(spec)
+        if same_config and record.checkpoint and Path(record.checkpoint).exists():
+            points[spec.key] = ResumePoint(
+                checkpoint=Path(record.checkpoint),
+                epoch=record.checkpoint_epoch + 1,
+                state=record.checkpoint_state,
+                attempts=record.attempts,
+            )
+        elif record.attempts:
+            points[spec.key] = ResumePoint(checkpoint=None, epoch=0, attempts=record.attempts)
+    return ResumePlan(
+        todo=tuple(todo),
+        done=tuple(done),
+        points=points,
+        resumed=True,
+        previously_run=frozenset(journal.runs),
+    )
+
+
+def _describe_changes(plan: ExperimentPlan, changed: list[str]) -> str:
+    config_snapshot = plan.path / "configs" / "resolved.yaml"
+    recorded = _recorded_settings(config_snapshot)
+    lines = [
+        f"the config of {len(changed)} trial(s) differs from what {plan.path} recorded;"
+        " refusing to resume into a different experiment."
+    ]
+    for name in changed:
+        trial = next(t for t in plan.trials if t.name == name)
+        before = recorded.get(name)
+        keys = _changed_keys(before, trial.settings) if before is not None else ["(unknown)"]
+        lines.append(f"  trial {name!r}: changed keys: {', '.join(keys) or '(none visible)'}")
+    lines.append(
+        "Use --fresh to start a new run of the experiment (the old directory is kept under"
+        " a new name), or --accept-changes to resume with the new config."
+    )
+    return "\n".join(lines)
+
+
+def _recorded_settings(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    out: dict[str, Any] = {}
+    for trial in (data or {}).get("trials", []) or []:
+        if isinstance(trial, dict) and "name" in trial:
+            out[str(trial["name"])] = trial.get("settings") or {}
+    return out
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "settings") -> list[str]:
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        keys = []
+        for k in sorted(set(before) | set(after), key=str):
+            path = f"{prefix}.{k}"
+            if k not in before or k not in after:
+                keys.append(path)
+            else:
+                keys.extend(_changed_keys(before[k], after[k], path))
+        return keys
+    return [] if before == after else [prefix]

@@ -1,0 +1,111 @@
+"""YAMLSerializable: the registry that turns ``{type: Name, ...}`` into objects.
+
+A class registers under a name with ``@YAMLSerializable.register("Name")`` (or
+``expman.register``); a config can also name any importable class with an import
+path ``"package.module:attr"`` (or ``"package.module.attr"``).  While a config's
+pipelines and callbacks are resolved, its directory is on ``sys.path``, so an
+experiment can keep its pipeline module beside its YAML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
+
+
+class YAMLSerializable:
+    """Base (optional) and registry of classes buildable from YAML mappings."""
+
+    _registry: ClassVar[dict[str, type[Any]]] = {}
+
+    @classmethod
+    def register(cls, name: str | None = None) -> Callable[[type[T]], type[T]]:
+        """Class decorator: make the class buildable as ``{type: name}``."""
+
+        def decorate(target: type[T]) -> type[T]:
+            YAMLSerializable._registry[name or target.__name__] = target
+            return target
+
+        return decorate
+
+    @classmethod
+    def registered(cls) -> Mapping[str, type[Any]]:
+        """Every registered name and its class."""
+        return dict(YAMLSerializable._registry)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Any:
+        """Build an object from ``{type: ..., **params}``."""
+        params = dict(config)
+        target = resolve_type(str(params.pop("type")))
+        return target(**params)
+
+
+register = YAMLSerializable.register
+
+
+class UnknownType(LookupError):
+    """A ``type`` names neither a registered class nor an importable attribute."""
+
+    def __init__(self, name: str, detail: str, known: list[str]) -> None:
+        self.name = name
+        self.detail = detail
+        self.known = known
+        super().__init__(f"{name!r}: {detail}")
+
+
+def resolve_type(name: str) -> Any:
+    """The class registered as ``name``, or the attribute an import path names."""
+    registry = YAMLSerializable._registry
+    if name in registry:
+        return registry[name]
+    known = sorted(registry)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    elif "." in name:
+        module_name, _, attr = name.rpartition(".")
+    else:
+        raise UnknownType(name, "not a registered name", known)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
+    # An import may have registered new names (a module of pipelines and callbacks).
+    return target
+
+
+def build(target: Any, params: Mapping[str, Any]) -> Any:
+    """Call ``target(**params)``, turning a signature mismatch into a readable TypeError."""
+    if params:
+        try:
+            inspect.signature(target).bind(**params)
+        except TypeError as exc:
+            raise TypeError(f"{getattr(target, '__name__', target)}: {exc}") from None
+        except ValueError:  # builtins without a signature
+            pass
+    return target(**params)
+
+
+@contextlib.contextmanager
+def import_path(path: Path) -> Iterator[None]:
+    """Put ``path`` first on ``sys.path`` for the duration."""
+    entry = str(path)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)

@@ -1,0 +1,218 @@
+"""JSON log writers: events into the workspace's log files, and structlog routing.
+
+:class:`EventLogWriter` is a batched mailbox subscriber that turns every event into
+one JSON line and appends it to each log it belongs in:
+
+=====================  ===========================================================
+file                   what it holds
+=====================  ===========================================================
+logs/experiment.log    experiment, trial and run lifecycle events; expman's notes
+logs/metrics.log       every run's EpochEnd metrics
+trials/logs/trials.log trial and run lifecycle events of every trial
+<trial>/logs/trial.log that trial's lifecycle events and its runs'
+run_<k>/logs/run.log   everything about the run, and whatever its pipeline logs
+run_<k>/logs/metrics.log  the run's EpochEnd metrics
+=====================  ===========================================================
+
+:func:`configure_structlog` makes ``structlog.get_logger()`` (and stdlib ``logging``)
+inside a run land in that run's run.log: the destination travels in a context
+variable, so concurrent runs never mix their lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime
+import logging
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from expman.environment import ExperimentLayout
+from expman.events import (
+    EpochEnd,
+    Event,
+    LogRecord,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    to_dict,
+)
+from expman.jsonlines import dumps
+from expman.writers.logfiles import LogFiles
+
+_route: contextvars.ContextVar[tuple[LogFiles, tuple[str, ...]] | None] = contextvars.ContextVar(
+    "expman_log_route", default=None
+)
+_LIFECYCLE = (RunStarted, RunFinished, RunRetrying, RunStalled)
+_UTC = datetime.timezone.utc
+
+
+def iso(ts: float) -> str:
+    """An ISO-8601 UTC timestamp, written like structlog's (``...Z``)."""
+    return datetime.datetime.fromtimestamp(ts, _UTC).isoformat().replace("+00:00", "Z")
+
+
+@contextlib.contextmanager
+def log_to(files: LogFiles, *paths: str, **context: Any) -> Iterator[None]:
+    """Within the block, structlog/logging lines go to ``paths``, with ``context`` bound."""
+    token = _route.set((files, paths))
+    bound = structlog.contextvars.bound_contextvars(**context)
+    try:
+        with bound:
+            yield
+    finally:
+        _route.reset(token)
+
+
+class _RoutedLogger:
+    """structlog's final logger: writes rendered lines where the context says."""
+
+    def msg(self, message: bytes | str) -> None:
+        data = message if isinstance(message, bytes) else message.encode()
+        route = _route.get()
+        if route is None:
+            sys.stderr.buffer.write(data + b"\n")
+            sys.stderr.flush()
+        else:
+            route[0].emit_many(route[1], data + b"\n")
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
+def _render(_: Any, __: str, event_dict: Mapping[str, Any]) -> bytes:
+    return dumps(event_dict)
+
+
+class _RouteHandler(logging.Handler):
+    """Sends stdlib logging records made inside a run to that run's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        route = _route.get()
+        if route is None:
+            return
+        entry: dict[str, Any] = {
+            "timestamp": iso(record.created),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+        }
+        entry.update(structlog.contextvars.get_contextvars())
+        if record.exc_info:
+            entry["exception"] = logging.Formatter().formatException(record.exc_info)
+        route[0].emit_many(route[1], dumps(entry) + b"\n")
+
+
+_configured = False
+_handler = _RouteHandler()
+
+
+def configure_structlog() -> None:
+    """Route structlog (and stdlib logging) output by run; idempotent."""
+    global _configured
+    if _configured and structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            _render,
+        ],
+        logger_factory=lambda *args: _RoutedLogger(),
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
+    _configured = True
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """The log entry of an event: timestamp, level, event name and fields."""
+    data = to_dict(event)
+    entry: dict[str, Any] = {
+        "timestamp": iso(event.time),
+        "level": _level(event),
+        "event": data.pop("type"),
+    }
+    entry.update(data)
+    return entry
+
+
+def _level(event: Event) -> str:
+    if isinstance(event, RunFinished):
+        return "error" if event.status == "failed" else "info"
+    if isinstance(event, (RunStalled, RunRetrying)):
+        return "warning"
+    return "info"
+
+
+def metrics_record(event: EpochEnd) -> dict[str, Any]:
+    """One line of a metrics.log."""
+    return {
+        "experiment": event.experiment,
+        "trial": event.trial,
+        "repeat": event.repeat,
+        "epoch": event.epoch,
+        "time": event.time,
+        "metrics": event.metrics,
+    }
+
+
+class EventLogWriter:
+    """Batched subscriber writing every event into the logs it belongs in."""
+
+    def __init__(self, layout: ExperimentLayout, files: LogFiles) -> None:
+        self.files = files
+        self._experiment = str(layout.log_file)
+        self._experiment_metrics = str(layout.metrics_file)
+        self._trials = str(layout.trials_log_file)
+        self._layout = layout
+        self._trial_paths: dict[str, tuple[str, ...]] = {}
+        self._run_paths: dict[tuple[str, int], tuple[str, str, tuple[str, ...]]] = {}
+
+    def _trial(self, trial: str) -> tuple[str, ...]:
+        paths = self._trial_paths.get(trial)
+        if paths is None:
+            paths = (self._experiment, self._trials, str(self._layout.trial_log_file(trial)))
+            self._trial_paths[trial] = paths
+        return paths
+
+    def _run(self, trial: str, repeat: int) -> tuple[str, str, tuple[str, ...]]:
+        key = (trial, repeat)
+        paths = self._run_paths.get(key)
+        if paths is None:
+            run = self._layout.run(trial, repeat)
+            run_log = str(run.log_file)
+            paths = (run_log, str(run.metrics_file), (run_log, *self._trial(trial)))
+            self._run_paths[key] = paths
+        return paths
+
+    async def __call__(self, events: Sequence[Event]) -> None:
+        emit = self.files.emit_many
+        for event in events:
+            trial, repeat = event.trial, event.repeat
+            if trial is None:
+                emit((self._experiment,), dumps(event_record(event)) + b"\n")
+                continue
+            if repeat is None:
+                emit(self._trial(trial), dumps(event_record(event)) + b"\n")
+                continue
+            run_log, run_metrics, lifecycle = self._run(trial, repeat)
+            if isinstance(event, EpochEnd):
+                emit((run_log,), dumps(event_record(event)) + b"\n")
+                emit((run_metrics, self._experiment_metrics), dumps(metrics_record(event)) + b"\n")
+            elif isinstance(event, LogRecord):
+                emit((run_log,), event.line.encode() + b"\n")
+            elif isinstance(event, _LIFECYCLE):
+                emit(lifecycle, dumps(event_record(event)) + b"\n")
+            else:
+                emit((run_log,), dumps(event_record(event)) + b"\n")
+        await self.files.wait_writable()

@@ -1,0 +1,200 @@
+"""LogFiles: batched appends of JSON lines to many files, off the event loop.
+
+Every log line of an experiment (events, metrics, the pipelines' own structlog and
+logging calls) goes through one :class:`LogFiles`.  Producers append to an in-memory
+batch (``emit`` from any thread, never blocking; ``write`` from async code, which
+waits while more than ``max_pending_bytes`` are queued).  One flusher task hands the
+whole batch to a worker thread (through aiofiles' executor wrapper) that makes one
+``write`` per file per batch.  Files are opened for append, created with their
+folders on first use, and kept open in a small LRU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import anyio
+from aiofiles.os import wrap
+
+#: File handles kept open at once; older ones are closed and reopened on demand.
+MAX_OPEN_FILES = 128
+
+
+@dataclass(slots=True)
+class LogFilesStatistics:
+    """How much went through and what is waiting."""
+
+    lines: int = 0
+    bytes: int = 0
+    batches: int = 0
+    pending_bytes: int = 0
+    max_pending_bytes: int = 0
+    errors: int = 0
+
+
+class LogFiles:
+    """Append-only JSON-lines files written in batches by one flusher task."""
+
+    def __init__(self, *, max_pending_bytes: int = 4 * 1024 * 1024) -> None:
+        self._lock = threading.Lock()
+        # Invariant: _pending holds, per path, lines not yet handed to the writer
+        # thread, and _pending_bytes is the sum of their lengths.
+        self._pending: dict[str, list[bytes]] = {}
+        self._pending_bytes = 0
+        self._limit = max_pending_bytes
+        self._handles: OrderedDict[str, int] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self._flush_waiters = 0
+        self.stats = LogFilesStatistics()
+        self.last_error: OSError | None = None
+        self._write_batch = wrap(self._write_all)
+        self._flush_lock = asyncio.Lock()
+
+    # -- producing ------------------------------------------------------------------
+
+    def emit(self, path: str, line: bytes) -> None:
+        """Queue one line (ending in a newline) for ``path``; never blocks."""
+        with self._lock:
+            bucket = self._pending.get(path)
+            if bucket is None:
+                self._pending[path] = [line]
+            else:
+                bucket.append(line)
+            self._pending_bytes += len(line)
+            self.stats.lines += 1
+        self._notify()
+
+    def emit_many(self, paths: Iterable[str], line: bytes) -> None:
+        """Queue the same line for several files."""
+        with self._lock:
+            for path in paths:
+                bucket = self._pending.get(path)
+                if bucket is None:
+                    self._pending[path] = [line]
+                else:
+                    bucket.append(line)
+                self._pending_bytes += len(line)
+                self.stats.lines += 1
+        self._notify()
+
+    async def wait_writable(self) -> None:
+        """Wait while too much is queued (backpressure for async producers)."""
+        while self._pending_bytes > self._limit and self._loop is not None:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- flushing -------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The flusher: runs until :meth:`aclose`, then writes what is left."""
+        self._loop = asyncio.get_running_loop()
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._flush_once()
+                if self._closing and not self._pending:
+                    return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._flush_once()
+                await self._write_batch({}, close=True)
+
+    async def _flush_once(self) -> None:
+        async with self._flush_lock:  # one writer thread at a time owns the handles
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+            size, self._pending_bytes = self._pending_bytes, 0
+        if batch:
+            self.stats.max_pending_bytes = max(self.stats.max_pending_bytes, size)
+            await self._write_batch(batch)
+            self.stats.batches += 1
+            self.stats.bytes += size
+        self._drained.set()
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call is on disk (page cache)."""
+        if self._loop is None:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+                self._pending_bytes = 0
+            self._write_all(batch)
+            return
+        await self._flush_once()
+
+    async def aclose(self) -> None:
+        """Ask the flusher to write what is queued and stop."""
+        self._closing = True
+        self._wake.set()
+
+    def _write_all(self, batch: dict[str, list[bytes]], close: bool = False) -> None:
+        for path, lines in batch.items():
+            try:
+                fd = self._open(path)
+                data = b"".join(lines)
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                # A log that cannot be written must not kill training; it is counted
+                # and reported (the journal, which resume needs, fails loudly instead).
+                self.stats.errors += 1
+                self.last_error = exc
+        if close:
+            for fd in self._handles.values():
+                os.close(fd)
+            self._handles.clear()
+
+    def _open(self, path: str) -> int:
+        fd = self._handles.get(path)
+        if fd is not None:
+            self._handles.move_to_end(path)
+            return fd
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        self._handles[path] = fd
+        if len(self._handles) > MAX_OPEN_FILES:
+            _, old = self._handles.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def statistics(self) -> LogFilesStatistics:
+        self.stats.pending_bytes = self._pending_bytes
+        return self.stats

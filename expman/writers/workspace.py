@@ -1,0 +1,120 @@
+"""The workspace writer: folders and config snapshots, created as events happen.
+
+It is a control subscriber so that a run's folders exist before its pipeline is
+called.  All file work happens in a worker thread; every file is written atomically
+(temporary file, then ``os.replace``) so a crash never leaves a half-written config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+
+from expman.config import ExperimentPlan
+from expman.environment import ExperimentLayout
+from expman.events import Event, ExperimentStarted, RunStarted, TrialStarted
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def dump_yaml(data: Any) -> bytes:
+    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class WorkspaceWriter:
+    """Creates the experiment, trial and run folders and their config snapshots."""
+
+    def __init__(self, plan: ExperimentPlan, layout: ExperimentLayout) -> None:
+        self.plan = plan
+        self.layout = layout
+        self._trials = {t.name: t for t in plan.trials}
+
+    async def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            await anyio.to_thread.run_sync(self._prepare_run, event)
+        elif isinstance(event, TrialStarted):
+            await anyio.to_thread.run_sync(self._prepare_trial, event)
+        elif isinstance(event, ExperimentStarted):
+            await anyio.to_thread.run_sync(self.prepare_experiment)
+
+    def prepare_experiment(self) -> None:
+        layout = self.layout
+        for folder in (layout.configs, layout.logs, layout.artifacts, layout.trials / "logs"):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name, doc in self.plan.documents.items():
+            atomic_write(layout.configs / name, doc.path.read_bytes())
+        atomic_write(layout.configs / "resolved.yaml", dump_yaml(self.plan.describe()))
+
+    def _prepare_trial(self, event: TrialStarted) -> None:
+        assert event.trial is not None
+        trial = self._trials[event.trial]
+        root = self.layout.trial_dir(trial.name)
+        for sub in ("configs", "logs", "artifacts"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.layout.trial_config_file(trial.name),
+            dump_yaml(
+                {
+                    "name": trial.name,
+                    "id": trial.id,
+                    "desc": trial.desc,
+                    "repeat": trial.repeat,
+                    "config_hash": trial.config_hash,
+                    "resources": dict(trial.resources),
+                    "settings": trial.settings,
+                }
+            ),
+        )
+
+    def _prepare_run(self, event: RunStarted) -> None:
+        assert event.trial is not None
+        assert event.repeat is not None
+        trial = self._trials[event.trial]
+        paths = self.layout.run(trial.name, event.repeat)
+        for folder in (paths.configs, paths.logs, paths.artifacts):
+            folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            paths.config_file,
+            dump_yaml(
+                {
+                    "experiment": self.plan.name,
+                    "trial": trial.name,
+                    "trial_id": trial.id,
+                    "repeat": event.repeat,
+                    "seed": event.seed,
+                    "attempt": event.attempt,
+                    "config_hash": event.config_hash,
+                    "settings": trial.settings,
+                }
+            ),
+        )

@@ -1,0 +1,391 @@
+"""Config loading: precedence, interpolation, helpers, and a catalogue of mistakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from expman.config import insert_value, load_plan, multiply
+from expman.errors import ConfigError
+from expman.experiment import prepare
+
+from .conftest import run_cli, write_yaml
+
+
+class TestMerging:
+    def test_precedence_base_experiment_trial_override(
+        self, make_experiment: Callable[..., Path]
+    ) -> None:
+        """base < experiment < trial < command-line overrides, key by key."""
+        root = make_experiment(
+            base={
+                "pipeline": {"type": "pipelines:Sleeper"},
+                "a": "base",
+                "b": "base",
+                "c": "base",
+                "d": "base",
+                "nested": {"x": 1, "y": 1},
+            },
+            settings={"b": "experiment", "c": "experiment", "d": "experiment", "nested": {"y": 2}},
+            trials=[{"name": "t", "id": 1, "settings": {"c": "trial", "d": "trial"}}],
+        )
+        plan = load_plan(root, overrides=["settings.d=override"])
+        settings = plan.trials[0].settings
+        assert (settings["a"], settings["b"], settings["c"], settings["d"]) == (
+            "base",
+            "experiment",
+            "trial",
+            "override",
+        )
+        assert settings["nested"] == {"x": 1, "y": 2}
+
+    def test_interpolation_across_levels(self, make_experiment: Callable[..., Path]) -> None:
+        """A trial's value can refer to base settings, the trial and the experiment."""
+        root = make_experiment(
+            base={"pipeline": {"type": "pipelines:Sleeper"}, "base_lr": 0.1},
+            trials=[
+                {
+                    "name": "t",
+                    "id": 7,
+                    "settings": {
+                        "lr": "${settings.base_lr}",
+                        "tag": "${experiment.name}-${trial.name}-${trial.id}",
+                    },
+                }
+            ],
+        )
+        settings = load_plan(root).trials[0].settings
+        assert settings["lr"] == 0.1
+        assert settings["tag"] == "exp-t-7"
+
+    def test_override_values_are_typed_and_bare_keys_mean_settings(
+        self, make_experiment: Callable[..., Path]
+    ) -> None:
+        """lr=1e-3 is a float, epochs=3 an int; execution.* changes execution settings."""
+        root = make_experiment()
+        plan = load_plan(
+            root, overrides=["lr=1e-3", "settings.epochs=3", "execution.max_retries=2"]
+        )
+        assert plan.trials[0].settings["lr"] == 0.001
+        assert plan.trials[0].settings["epochs"] == 3
+        assert plan.execution.max_retries == 2
+
+    def test_repeats_expand_with_distinct_deterministic_seeds(
+        self, make_experiment: Callable[..., Path]
+    ) -> None:
+        """Each repeat is a run with its own seed; the same config gives the same seeds."""
+        root = make_experiment(
+            trials=[{"name": "a", "id": 1, "repeat": 3}, {"name": "b", "id": 2, "repeat": 2}]
+        )
+        plan = load_plan(root)
+        assert [(r.trial.name, r.repeat) for r in plan.runs] == [
+            ("a", 0),
+            ("a", 1),
+            ("a", 2),
+            ("b", 0),
+            ("b", 1),
+        ]
+        seeds = [r.seed for r in plan.runs]
+        assert len(set(seeds)) == 5
+        assert seeds == [r.seed for r in load_plan(root).runs]
+        changed = load_plan(root, overrides=["seed=1"])
+        assert [r.seed for r in changed.runs] != seeds
+
+    def test_yaml_floats_in_exponent_form(self, make_experiment: Callable[..., Path]) -> None:
+        """1e-3 in YAML is a number, as ML configs expect (plain PyYAML reads a string)."""
+        root = make_experiment(settings={"lr": "x"})
+        (root / "experiment.yaml").write_text("name: exp\nid: 1\nsettings:\n  lr: 1e-3\n")
+        assert load_plan(root).trials[0].settings["lr"] == 0.001
+
+
+class TestHelpers:
+    def test_insert_value_replaces_nested_placeholders(self) -> None:
+        """Every "?" is replaced, in mappings and lists, and the input is untouched."""
+        config = OmegaConf.create({"a": "?", "b": {"c": ["?", 1, {"d": "?"}]}, "e": "??"})
+        out = insert_value(config, 5)
+        assert isinstance(out, DictConfig)
+        assert OmegaConf.to_container(out) == {"a": 5, "b": {"c": [5, 1, {"d": 5}]}, "e": "??"}
+        assert config.a == "?"
+        assert insert_value(["?", {"x": "?"}], "v") == ["v", {"x": "v"}]
+
+    def test_multiply_is_the_cartesian_product_merged_pairwise(self) -> None:
+        """multiply(a, b) has len(a)*len(b) configs; b's values win on clashes."""
+        a = [{"lr": 0.1, "opt": "sgd"}, {"lr": 0.01, "opt": "sgd"}]
+        b = [{"bs": 32}, {"bs": 64, "opt": "adam"}]
+        out = multiply(a, b)
+        assert isinstance(out, ListConfig)
+        assert OmegaConf.to_container(out) == [
+            {"lr": 0.1, "opt": "sgd", "bs": 32},
+            {"lr": 0.1, "opt": "adam", "bs": 64},
+            {"lr": 0.01, "opt": "sgd", "bs": 32},
+            {"lr": 0.01, "opt": "adam", "bs": 64},
+        ]
+
+
+# -- the catalogue of mistakes --------------------------------------------------------
+
+Mutation = Callable[[Path], None]
+
+
+def edit_yaml(name: str, change: Callable[[Any], Any]) -> Mutation:
+    def apply(root: Path) -> None:
+        path = root / name
+        data = yaml.safe_load(path.read_text()) if path.exists() else None
+        write_yaml(path, change(data))
+
+    return apply
+
+
+def write_text(name: str, text: str) -> Mutation:
+    def apply(root: Path) -> None:
+        (root / name).write_text(text)
+
+    return apply
+
+
+def trial0(**changes: Any) -> Mutation:
+    return edit_yaml("trials.yaml", lambda t: [{**t[0], **changes}, *t[1:]])
+
+
+def two_trials(second: dict[str, Any]) -> Mutation:
+    return edit_yaml("trials.yaml", lambda t: [t[0], {"name": "b", "id": 2, **second}])
+
+
+def drop(name: str, key: str) -> Mutation:
+    return edit_yaml(name, lambda d: {k: v for k, v in d.items() if k != key})
+
+
+MISTAKES: list[tuple[str, Mutation, str, str]] = [
+    # (case, mutation, file named in the message, text the message must contain)
+    (
+        "yaml syntax error",
+        write_text("trials.yaml", "- name: a\n  id: [1\n"),
+        "trials.yaml",
+        "YAML syntax error",
+    ),
+    (
+        "missing experiment name",
+        drop("experiment.yaml", "name"),
+        "experiment.yaml",
+        "missing required key 'name'",
+    ),
+    (
+        "missing experiment id",
+        drop("experiment.yaml", "id"),
+        "experiment.yaml",
+        "missing required key 'id'",
+    ),
+    (
+        "unknown top-level key",
+        edit_yaml("experiment.yaml", lambda d: {**d, "setings": {}}),
+        "experiment.yaml",
+        "setings: unknown key",
+    ),
+    (
+        "trials not a list",
+        write_text("trials.yaml", "a:\n  id: 1\n"),
+        "trials.yaml",
+        "expected a list of trials",
+    ),
+    (
+        "trial without id",
+        edit_yaml("trials.yaml", lambda t: [{"name": "a"}]),
+        "trials.yaml",
+        "[0]: missing required key 'id'",
+    ),
+    ("repeat below one", trial0(repeat=0), "trials.yaml", "[0].repeat: expected an integer >= 1"),
+    (
+        "repeat of wrong type",
+        trial0(repeat="three"),
+        "trials.yaml",
+        "[0].repeat: expected an integer, got a string",
+    ),
+    (
+        "duplicate trial names",
+        two_trials({"name": "a"}),
+        "trials.yaml",
+        "[1].name: duplicate trial name 'a'",
+    ),
+    ("duplicate trial ids", two_trials({"id": 1}), "trials.yaml", "[1].id: duplicate trial id"),
+    ("name with a slash", trial0(name="a/b"), "trials.yaml", "[0].name: 'a/b' is not usable"),
+    ("name that is ..", trial0(name=".."), "trials.yaml", "[0].name: '..' is not usable"),
+    ("empty name", trial0(name=""), "trials.yaml", "[0].name: '' is not usable"),
+    (
+        "name with a control character",
+        trial0(name="a\tb"),
+        "trials.yaml",
+        "[0].name: 'a\\tb' is not usable",
+    ),
+    (
+        "experiment name with a backslash",
+        edit_yaml("experiment.yaml", lambda d: {**d, "name": "x\\y"}),
+        "experiment.yaml",
+        "name: 'x\\\\y' is not usable",
+    ),
+    (
+        "settings not a mapping",
+        write_text("base.yaml", "settings: [1, 2]\n"),
+        "base.yaml",
+        "settings: expected a mapping, got a list",
+    ),
+    (
+        "unknown pipeline name",
+        write_text("base.yaml", "settings:\n  pipeline:\n    type: Nonexistent\n"),
+        "base.yaml",
+        "settings.pipeline.type: unknown type 'Nonexistent'",
+    ),
+    (
+        "pipeline module missing",
+        write_text("base.yaml", "settings:\n  pipeline:\n    type: no_such_module:Thing\n"),
+        "base.yaml",
+        "cannot import module 'no_such_module'",
+    ),
+    (
+        "missing pipeline",
+        write_text("base.yaml", "settings:\n  lr: 1\n"),
+        "trials.yaml",
+        "[0].settings.pipeline: missing",
+    ),
+    (
+        "unknown callback type",
+        trial0(settings={"callbacks": [{"type": "EarlyStoping", "metric": "loss"}]}),
+        "trials.yaml",
+        "[0].settings.callbacks[0].type: unknown type 'EarlyStoping'",
+    ),
+    (
+        "concurrency of zero",
+        write_text("env.yaml", "execution:\n  max_concurrency: 0\n"),
+        "env.yaml",
+        "execution.max_concurrency: expected an integer >= 1",
+    ),
+    (
+        "unknown executor",
+        write_text("env.yaml", "execution:\n  executor: gpu-cluster\n"),
+        "env.yaml",
+        "execution.executor: expected one of",
+    ),
+    (
+        "unresolvable interpolation",
+        trial0(settings={"lr": "${settings.nope}"}),
+        "trials.yaml",
+        "cannot resolve interpolation",
+    ),
+    (
+        "duplicate key",
+        write_text("experiment.yaml", "name: e\nid: 1\nname: f\n"),
+        "experiment.yaml",
+        "name: duplicate key",
+    ),
+    (
+        "id of wrong type",
+        edit_yaml("experiment.yaml", lambda d: {**d, "id": [1]}),
+        "experiment.yaml",
+        "id: expected a string or an integer, got a list",
+    ),
+    (
+        "negative gpus",
+        trial0(resources={"gpus": -1}),
+        "trials.yaml",
+        "[0].resources.gpus: expected a number >= 0",
+    ),
+    (
+        "trial named like expman's folder",
+        trial0(name="logs"),
+        "trials.yaml",
+        "[0].name: 'logs' is reserved",
+    ),
+    (
+        "missing trials file",
+        lambda root: (root / "trials.yaml").unlink(),
+        "trials.yaml",
+        "required file is missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "file", "expected"), [pytest.param(m, f, e, id=c) for c, m, f, e in MISTAKES]
+)
+def test_config_mistake_is_named_precisely(
+    make_experiment: Callable[..., Path], mutate: Mutation, file: str, expected: str
+) -> None:
+    """Each mistake raises one ConfigError naming the file and the key path."""
+    root = make_experiment()
+    mutate(root)
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    message = str(info.value)
+    assert file in message
+    assert expected in message
+    assert "\n" not in message.strip()
+
+
+def test_yaml_error_has_line_and_column(make_experiment: Callable[..., Path]) -> None:
+    """A syntax error names the line and column where it was found."""
+    root = make_experiment()
+    (root / "trials.yaml").write_text("- name: a\n  id: 1\n  repeat: [1\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    assert info.value.line == 4
+    assert info.value.column is not None
+
+
+def test_errors_name_the_line_of_the_key(make_experiment: Callable[..., Path]) -> None:
+    """The message points at the offending key's line in its file."""
+    root = make_experiment(trials=[{"name": "a", "id": 1}, {"name": "b", "id": 2, "repeat": 0}])
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    assert "trials.yaml:5: [1].repeat" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mutate", "file", "expected"), [pytest.param(m, f, e, id=c) for c, m, f, e in MISTAKES]
+)
+def test_cli_reports_mistake_with_exit_2_and_leaves_workspace_untouched(
+    make_experiment: Callable[..., Path],
+    tmp_path: Path,
+    mutate: Mutation,
+    file: str,
+    expected: str,
+) -> None:
+    """`expman run` prints one message (no traceback), exits 2, and writes nothing."""
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    (workspace / "exp" / "logs").mkdir(parents=True)
+    journal = workspace / "exp" / "logs" / "events.jsonl"
+    journal.write_text('{"type": "ExperimentStarted"}\n')
+    before = {p: p.stat().st_mtime_ns for p in workspace.rglob("*")}
+    mutate(root)
+    proc = run_cli("run", str(root), "-w", str(workspace))
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert file in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in workspace.rglob("*")} == before
+
+
+def test_hostile_yaml_alias_bomb_is_refused_quickly(make_experiment: Callable[..., Path]) -> None:
+    """Aliases that would expand a small file into millions of nodes are refused."""
+    root = make_experiment()
+    lines = ["name: exp", "id: 1", "settings:", "  a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    previous = "a"
+    for level in "bcdefgh":
+        lines.append(f"  {level}: &{level} [" + ", ".join([f"*{previous}"] * 10) + "]")
+        previous = level
+    (root / "experiment.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        prepare(root)
+
+
+def test_hostile_yaml_deep_nesting_is_refused(make_experiment: Callable[..., Path]) -> None:
+    """Nesting hundreds of levels deep is refused with a clear error."""
+    root = make_experiment()
+    (root / "experiment.yaml").write_text("name: e\nid: 1\nsettings: " + "[" * 500 + "]" * 500)
+    with pytest.raises(ConfigError, match="nesting deeper than"):
+        prepare(root)
