@@ -123,10 +123,14 @@ def make_experiment(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def _forget_pipeline_modules() -> Any:
-    """Each test's experiment ships its own pipelines.py: import it afresh."""
+def _forget_pipeline_modules(tmp_path: Path) -> Any:
+    """Each test's experiment ships its own modules (pipelines.py, ...): import them afresh."""
     yield
     sys.modules.pop("pipelines", None)
+    root = str(tmp_path)
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(root):
+            del sys.modules[name]
 
 
 @pytest.fixture
@@ -139,7 +143,9 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> Any:
     import subprocess
 
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
+    # The package under test (this checkout), whatever is installed elsewhere.
+    source = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "expman", *args],
         capture_output=True,
