@@ -1,10 +1,11 @@
 """expman: run machine-learning experiments from YAML on an async, event-driven runtime."""
 
 from expman.bus import EventBus, Subscription
-from expman.callbacks import Callback
+from expman.callbacks import Callback, CheckpointCallback, EarlyStopping, MetricsTracker
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, insert_value, load_plan, multiply
 from expman.environment import Environment
 from expman.errors import (
+    CallbackError,
     ConfigChanged,
     ConfigError,
     ExecutorError,
@@ -20,6 +21,7 @@ from expman.events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
+    RunEnding,
     RunFinished,
     RunRetrying,
     RunStalled,
@@ -38,16 +40,20 @@ from expman.experiment import (
 )
 from expman.pipeline import Pipeline
 from expman.runtime.context import RunContext
+from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Callback",
+    "CallbackError",
+    "CheckpointCallback",
     "CheckpointDue",
     "CheckpointSaved",
     "ConfigChanged",
     "ConfigError",
+    "EarlyStopping",
     "Environment",
     "EpochEnd",
     "Event",
@@ -60,9 +66,11 @@ __all__ = [
     "ExperimentResult",
     "ExperimentStarted",
     "ExpmanError",
+    "MetricsTracker",
     "Pipeline",
     "PipelineError",
     "RunContext",
+    "RunEnding",
     "RunFinished",
     "RunResult",
     "RunRetrying",
@@ -83,5 +91,6 @@ __all__ = [
     "multiply",
     "register",
     "run_experiment",
+    "seed_everything",
     "start_experiment",
 ]

@@ -9,6 +9,7 @@ escaping expman is a bug in expman itself::
      │    ├── WorkspaceLocked   another process runs this experiment directory
      │    └── ConfigChanged     resuming would silently run a different config
      ├── PipelineError          a pipeline or callback cannot be built from its config
+     ├── CallbackError          a run's callback raised: that run fails
      └── ExecutorError          an execution backend cannot start or lost a worker
 """
 
@@ -68,6 +69,14 @@ class ConfigChanged(WorkspaceError):
 
 class PipelineError(ExpmanError):
     """A pipeline or callback named in a config cannot be built."""
+
+
+class CallbackError(ExpmanError):
+    """A callback of a run raised (or refused the run's metrics): that run fails.
+
+    A run's callbacks are part of its training loop, as in Lightning and Keras; the
+    experiment's own subscribers stay isolated (reported, never fatal).
+    """
 
 
 class ExecutorError(ExpmanError):

@@ -151,6 +151,21 @@ class StopRequested(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunEnding(Event):
+    """The pipeline's ``run`` returned; its hooks still answer until ``RunFinished``.
+
+    Published only when ``run`` returned (not when it raised or was cancelled), so a
+    callback can still ask for a last checkpoint (``CheckpointDue``, reason ``final``).
+    ``epoch`` is the last reported epoch (None if none was reported); ``stop_reason``
+    says why the run stopped early, if it did.
+    """
+
+    epoch: int | None = None
+    stop_reason: str | None = None
+    level: ClassVar[str] = "run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     """A run ended, successfully or not: a failed run is a result, not a crash."""
 

@@ -32,7 +32,13 @@ from expman.executors import make_executor
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
-from expman.serializable import UnknownType, YAMLSerializable, import_path, resolve_type
+from expman.serializable import (
+    InvalidParam,
+    UnknownType,
+    YAMLSerializable,
+    import_path,
+    resolve_type,
+)
 from expman.writers.eventlog import EventLogWriter, configure_structlog, log_to
 from expman.writers.logfiles import LogFiles
 from expman.writers.workspace import WorkspaceWriter
@@ -142,6 +148,12 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
         raise trial.error(key, f"{config['type']}: {exc}") from None
     except ValueError:
         pass
+    validate = getattr(target, "validate_params", None)
+    if callable(validate):
+        try:
+            validate(params)
+        except InvalidParam as exc:
+            raise trial.error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
 
 
 def pipeline_settings(spec: RunSpec) -> Mapping[str, Any]:

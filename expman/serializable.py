@@ -41,6 +41,15 @@ class YAMLSerializable:
         return dict(YAMLSerializable._registry)
 
     @classmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> None:
+        """Check constructor parameters from a config before anything runs.
+
+        Raise :class:`InvalidParam` naming the offending parameter; expman turns it
+        into a ConfigError with the file, line and key.  Default: no checks beyond
+        the constructor's signature.
+        """
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Any:
         """Build an object from ``{type: ..., **params}``."""
         params = dict(config)
@@ -49,6 +58,15 @@ class YAMLSerializable:
 
 
 register = YAMLSerializable.register
+
+
+class InvalidParam(ValueError):
+    """A constructor parameter has a value the class cannot use."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        self.message = message
+        super().__init__(f"{param}: {message}")
 
 
 class UnknownType(LookupError):

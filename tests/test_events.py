@@ -46,6 +46,7 @@ SAMPLES: list[ev.Event] = [
         reason="early stop",
         epochs=5,
     ),
+    ev.RunEnding(experiment="e", trial="a", repeat=0, epoch=4, stop_reason="enough"),
     ev.RunStalled(experiment="e", trial="a", repeat=0, seconds=30.0),
     ev.RunRetrying(experiment="e", trial="a", repeat=0, attempt=2, error="ValueError: x"),
     ev.LogRecord(experiment="e", trial="a", repeat=0, line='{"event": "hi"}'),

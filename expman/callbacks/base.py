@@ -10,20 +10,36 @@ Callbacks named in YAML (``settings.callbacks``) are built fresh for every run a
 see that run's events.  Callbacks passed to ``run_experiment(subscribers=...)`` see
 every event of the experiment.  ``state_dict``/``load_state_dict`` let a callback's
 counters be saved with a checkpoint and restored when the run resumes from it.
+
+A run's callbacks are part of its training loop (as in Lightning and Keras): one
+that raises fails that run (``CallbackError``).  The experiment's subscribers stay
+isolated: an exception there is reported and the runs go on.
+
+Per run, hooks are called in this order (checkpoints where a callback asks for them)::
+
+    on_run_started
+    on_epoch_end            once per reported epoch
+      on_checkpoint_due     a callback asked for a checkpoint during that epoch_end
+      on_checkpoint_saved   the pipeline's save_checkpoint wrote it
+      on_stop_requested     a callback (or the pipeline) asked to stop
+    on_run_ending           run() returned; a final checkpoint may still be asked for
+    on_run_finished         the outcome, with run_summary() merged into its metrics
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from expman.events import Event, StopRequested, StopScope
 from expman.serializable import YAMLSerializable
 
 if TYPE_CHECKING:
     from expman.bus import EventBus
+    from expman.environment import RunPaths
 
+C = TypeVar("C", bound="Callback")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -49,6 +65,8 @@ class Callback(YAMLSerializable):
         self._experiment: str | None = None
         self._trial: str | None = None
         self._repeat: int | None = None
+        self._paths: RunPaths | None = None
+        self._peers: Sequence[Any] = ()
 
     # -- wiring (done by the runtime) ---------------------------------------------------
 
@@ -58,12 +76,35 @@ class Callback(YAMLSerializable):
         experiment: str,
         trial: str | None = None,
         repeat: int | None = None,
+        *,
+        paths: RunPaths | None = None,
+        peers: Sequence[Any] = (),
     ) -> None:
-        """Attach to a bus and, for per-run callbacks, to one run."""
+        """Attach to a bus and, for per-run callbacks, to one run.
+
+        ``paths`` are the run's folders; ``peers`` is the run's live list of callbacks
+        (this one included), which :meth:`find_callback` searches.
+        """
         self._bus = bus
         self._experiment = experiment
         self._trial = trial
         self._repeat = repeat
+        self._paths = paths
+        self._peers = peers
+
+    @property
+    def paths(self) -> RunPaths:
+        """The folders of this callback's run (``paths.artifacts`` for checkpoints)."""
+        if self._paths is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a run")
+        return self._paths
+
+    def find_callback(self, kind: type[C]) -> C | None:
+        """The first callback of the same run that is a ``kind`` (e.g. MetricsTracker)."""
+        for peer in self._peers:
+            if isinstance(peer, kind):
+                return peer
+        return None
 
     async def __call__(self, event: Event) -> None:
         """Dispatch ``event`` to its hook (the nearest one along the event's MRO)."""
@@ -120,6 +161,17 @@ class Callback(YAMLSerializable):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    # -- the run's summary --------------------------------------------------------------
+
+    def run_summary(self) -> Mapping[str, Any]:
+        """Metrics this callback adds to its run's ``RunFinished`` (default: none).
+
+        Read by the runtime just before ``RunFinished``: the run's last reported
+        metrics, updated with every callback's summary, updated with what ``run``
+        returned.
+        """
+        return {}
+
     # -- hooks (no-ops) ---------------------------------------------------------------
 
     async def on_experiment_started(self, event: Any) -> None: ...
@@ -133,4 +185,5 @@ class Callback(YAMLSerializable):
     async def on_stop_requested(self, event: Any) -> None: ...
     async def on_run_stalled(self, event: Any) -> None: ...
     async def on_run_retrying(self, event: Any) -> None: ...
+    async def on_run_ending(self, event: Any) -> None: ...
     async def on_run_finished(self, event: Any) -> None: ...

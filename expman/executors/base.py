@@ -7,6 +7,11 @@ Contract (every backend passes the same conformance suite):
   whatever ``run`` returned.  An exception in user code propagates as is: the
   runtime turns it into ``RunFinished(status="failed")``.
 * It sets ``ctx.checkpoint_saver`` so the runtime can answer ``CheckpointDue``.
+* When ``run`` returns (not when it raises), it calls ``await ctx.publish_run_ending()``
+  while the pipeline is still alive: callbacks may then ask for a final checkpoint,
+  which the saver must still answer.
+* It hands the pipeline's own callbacks (``pipeline.callbacks``, filled by
+  ``register_callback``) to ``await ctx.attach_callbacks(...)`` before calling ``run``.
 * The bus, callbacks and writers stay with the runtime; the executor only moves the
   pipeline (and the events it reports) between the runtime and where it runs.
 * Cancelling ``execute`` (stop grace expired, timeout) must stop the work or abandon

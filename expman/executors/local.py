@@ -24,7 +24,7 @@ class LocalExecutor(Executor):
 
     async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
         pipeline = build_pipeline(ctx.settings["pipeline"])
-        ctx.callbacks.extend(getattr(pipeline, "callbacks", ()))
+        await ctx.attach_callbacks(getattr(pipeline, "callbacks", ()))
         save = getattr(pipeline, "save_checkpoint", None)
         if callable(save):
 
@@ -45,4 +45,5 @@ class LocalExecutor(Executor):
             )
             if inspect.isawaitable(result):
                 result = await result
+        await ctx.publish_run_ending()
         return result  # type: ignore[no-any-return]

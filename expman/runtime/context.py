@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +17,21 @@ import anyio.from_thread
 import structlog
 
 from expman.environment import RunPaths
-from expman.events import EpochEnd, Event, StopRequested
+from expman.errors import CallbackError
+from expman.events import EpochEnd, Event, RunEnding, RunStarted, StopRequested
 
 if TYPE_CHECKING:
     from expman.bus import EventBus
     from expman.config import RunSpec
 
 CheckpointSaver = Callable[[Path], Awaitable[None]]
+
+log = structlog.get_logger("expman.runtime")
+
+
+def state_key(callback: Any) -> str:
+    """The key of a callback's state in a checkpoint (``state_key`` or its class name)."""
+    return getattr(callback, "state_key", None) or type(callback).__name__
 
 
 class RunContext:
@@ -40,6 +48,7 @@ class RunContext:
         start_epoch: int = 0,
         checkpoint: Path | None = None,
         devices: tuple[str, ...] = (),
+        callback_state: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.experiment = experiment
@@ -66,8 +75,16 @@ class RunContext:
         self.last_epoch: int | None = None
         self.last_metrics: Mapping[str, Any] = {}
         self.last_report = time.monotonic()
+        # The run's callbacks: from YAML, then the pipeline's own; the runtime routes
+        # the run's events to whatever this list holds at the time.
         self.callbacks: list[Any] = []
+        self.callback_state: Mapping[str, Any] = callback_state or {}
+        #: The run's RunStarted, once published (replayed to callbacks attached later).
+        self.started: RunStarted | None = None
+        #: The first error a callback of this run raised: the run fails with it.
+        self.callback_error: CallbackError | None = None
         self.checkpoint_saver: CheckpointSaver | None = None
+        self._ending_published = False
 
     # -- what the pipeline reads -----------------------------------------------------
 
@@ -125,6 +142,8 @@ class RunContext:
                 metrics=metrics,
             )
         )
+        if self.callback_error is not None:
+            raise self.callback_error
         return self._stop_reason is not None
 
     def request_stop(self, reason: str = "requested by pipeline") -> Any:
@@ -145,7 +164,85 @@ class RunContext:
             return self._bus.publish(event)
         return anyio.from_thread.run(self._bus.publish, event)
 
-    # -- what the runtime calls -------------------------------------------------------
+    # -- what the runtime (and executors) call ------------------------------------------
+
+    async def attach_callbacks(self, callbacks: Iterable[Any]) -> None:
+        """Make ``callbacks`` this run's: bound to it, state restored, fed its events.
+
+        The runtime attaches the YAML callbacks before ``RunStarted``; an executor
+        attaches the pipeline's own (``pipeline.register_callback``) once it has built
+        the pipeline, after ``RunStarted``: those then receive the run's
+        ``RunStarted`` on attaching, so every callback sees the same sequence.
+        """
+        added = list(callbacks)
+        for cb in added:
+            bind = getattr(cb, "bind", None)
+            if bind is not None:
+                bind(
+                    self._bus,
+                    self.experiment,
+                    self.trial,
+                    self.repeat,
+                    paths=self.paths,
+                    peers=self.callbacks,
+                )
+            saved = self.callback_state.get(state_key(cb))
+            if saved is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved)
+        self.callbacks.extend(added)
+        if self.started is not None:
+            await self.notify_callbacks(self.started, added)
+
+    async def notify_callbacks(self, event: Event, callbacks: Iterable[Any] | None = None) -> None:
+        """Deliver ``event`` to the run's callbacks in order; one that raises fails the run."""
+        for cb in list(self.callbacks if callbacks is None else callbacks):
+            try:
+                await cb(event)
+            except Exception as exc:
+                log.error("callback_failed", callback=type(cb).__name__, exc_info=exc)
+                if self.callback_error is None:
+                    error = (
+                        exc
+                        if isinstance(exc, CallbackError)
+                        else CallbackError(
+                            f"{type(cb).__name__} failed on {type(event).__name__}:"
+                            f" {type(exc).__name__}: {exc}"
+                        )
+                    )
+                    error.__cause__ = exc if error is not exc else exc.__cause__
+                    self.callback_error = error
+
+    async def publish_run_ending(self) -> None:
+        """Publish ``RunEnding`` once: ``run`` returned and the pipeline's hooks still answer.
+
+        Executors call it right after ``run`` returns, so a callback can ask for a
+        final checkpoint; the runtime calls it again after ``execute`` (a no-op then).
+        """
+        if self._ending_published:
+            return
+        self._ending_published = True
+        await self._bus.publish(
+            RunEnding(
+                experiment=self.experiment,
+                trial=self.trial,
+                repeat=self.repeat,
+                epoch=self.last_epoch,
+                stop_reason=self.stop_reason,
+            )
+        )
+
+    def run_summary(self) -> dict[str, Any]:
+        """The run's callbacks' ``run_summary()`` merged in order (one that raises is skipped)."""
+        summary: dict[str, Any] = {}
+        for cb in self.callbacks:
+            contribute = getattr(cb, "run_summary", None)
+            if contribute is None:
+                continue
+            try:
+                summary.update(contribute())
+            except Exception as exc:
+                log.error("callback_summary_failed", callback=type(cb).__name__, exc_info=exc)
+        return summary
 
     def mark_stopped(self, reason: str, scope: str) -> bool:
         """Record a stop request; True if it is the first for this run."""

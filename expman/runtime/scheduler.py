@@ -55,7 +55,7 @@ from expman.events import (
     TrialStarted,
 )
 from expman.executors.base import Executor
-from expman.runtime.context import RunContext
+from expman.runtime.context import RunContext, state_key
 from expman.writers.eventlog import log_to
 from expman.writers.logfiles import LogFiles
 
@@ -132,7 +132,6 @@ class Scheduler:
         self.outcomes: list[RunOutcome] = []
         # Invariant: _active holds exactly the runs between RunStarted and RunFinished.
         self._active: dict[tuple[str, int], _Active] = {}
-        self._run_callbacks: dict[tuple[str, int], list[Any]] = {}
         self._experiment_stop: str | None = None
         self._trial_stops: dict[str, str] = {}
         self._run_stops: dict[tuple[str, int], str] = {}
@@ -140,10 +139,12 @@ class Scheduler:
         self._trial_started: dict[str, anyio.Event] = {}
         self._trial_counts: dict[str, dict[str, int]] = {}
         self.peak_active = 0
+        # Run callbacks first: they see a CheckpointDue before the save it causes
+        # publishes CheckpointSaved, and a StopRequested in the order it was asked.
         self._subscriptions = [
+            bus.subscribe(Event, self._route_to_callbacks, name="runtime.callbacks"),
             bus.subscribe(StopRequested, self._on_stop, name="runtime.stops"),
             bus.subscribe(CheckpointDue, self._on_checkpoint_due, name="runtime.checkpoints"),
-            bus.subscribe(Event, self._route_to_callbacks, name="runtime.callbacks"),
         ]
 
     # -- the dispatcher ---------------------------------------------------------------
@@ -262,18 +263,11 @@ class Scheduler:
             attempt=attempt,
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
+            callback_state=point.state if point else None,
         )
         active = _Active(ctx)
         key = spec.key
-        callbacks = list(self._callbacks(spec)) if self._callbacks else []
-        for cb in callbacks:
-            cb.bind(self.bus, self.plan.name, spec.trial.name, spec.repeat)
-            if point is not None and hasattr(cb, "load_state_dict"):
-                saved = point.state.get(_state_key(cb))
-                if saved is not None:
-                    cb.load_state_dict(saved)
-        ctx.callbacks.extend(callbacks)
-        self._run_callbacks[key] = ctx.callbacks
+        await ctx.attach_callbacks(self._callbacks(spec) if self._callbacks else ())
         self._active[key] = active
         self.peak_active = max(self.peak_active, len(self._active))
         started = time.monotonic()
@@ -284,18 +278,18 @@ class Scheduler:
         context = {"experiment": self.plan.name, "trial": spec.trial.name, "repeat": spec.repeat}
         try:
             with log_to(self.files, run_log, **context):
-                await self.bus.publish(
-                    RunStarted(
-                        experiment=self.plan.name,
-                        trial=spec.trial.name,
-                        repeat=spec.repeat,
-                        seed=spec.seed,
-                        config_hash=spec.config_hash,
-                        attempt=attempt,
-                        start_epoch=ctx.start_epoch,
-                        checkpoint=str(ctx.checkpoint) if ctx.checkpoint else None,
-                    )
+                run_started = RunStarted(
+                    experiment=self.plan.name,
+                    trial=spec.trial.name,
+                    repeat=spec.repeat,
+                    seed=spec.seed,
+                    config_hash=spec.config_hash,
+                    attempt=attempt,
+                    start_epoch=ctx.start_epoch,
+                    checkpoint=str(ctx.checkpoint) if ctx.checkpoint else None,
                 )
+                await self.bus.publish(run_started)
+                ctx.started = run_started
                 # A stop that arrived for this run before it started (e.g. its trial).
                 reason = self._stop_reason_for(spec)
                 if reason is not None:
@@ -312,6 +306,9 @@ class Scheduler:
                         active.scope = scope
                         try:
                             result = await self.executor.execute(ctx)
+                            # Executors announce it while the pipeline is alive; this
+                            # covers one that did not (a no-op otherwise).
+                            await ctx.publish_run_ending()
                         except Exception as exc:
                             failure = exc
                             log.error("run_failed", exc_info=exc, attempt=attempt)
@@ -341,7 +338,6 @@ class Scheduler:
                         )
                     )
             self._active.pop(key, None)
-            self._run_callbacks.pop(key, None)
         return outcome
 
     def _outcome(
@@ -356,6 +352,9 @@ class Scheduler:
         cancelled_from_outside: bool,
     ) -> RunOutcome:
         metrics: dict[str, Any] = dict(ctx.last_metrics)
+        metrics.update(ctx.run_summary())
+        if failure is None and not cancelled_from_outside:
+            failure = ctx.callback_error
         error: str | None = None
         reason: str | None = ctx.stop_reason
         status: RunStatus
@@ -494,16 +493,9 @@ class Scheduler:
 
     async def _route_to_callbacks(self, event: Event) -> None:
         key = event.run_key
-        if key is None:
-            return
-        callbacks = self._run_callbacks.get(key)
-        if not callbacks:
-            return
-        for cb in callbacks:
-            try:
-                await cb(event)
-            except Exception as exc:
-                log.error("callback_failed", callback=type(cb).__name__, exc_info=exc)
+        active = self._active.get(key) if key is not None else None
+        if active is not None:
+            await active.ctx.notify_callbacks(event)
 
     async def _on_checkpoint_due(self, event: CheckpointDue) -> None:
         key = event.run_key
@@ -517,7 +509,7 @@ class Scheduler:
         path = Path(event.path)
         await save_checkpoint(ctx.checkpoint_saver, path)
         state = {
-            _state_key(cb): cb.state_dict() for cb in ctx.callbacks if hasattr(cb, "state_dict")
+            state_key(cb): cb.state_dict() for cb in ctx.callbacks if hasattr(cb, "state_dict")
         }
         await self.bus.publish(
             CheckpointSaved(
@@ -532,10 +524,6 @@ class Scheduler:
         )
         # A retry of this run in this session restarts from the newest checkpoint.
         self.resume[key] = ResumePoint(path, event.epoch + 1, state, ctx.attempt)  # type: ignore[index]
-
-
-def _state_key(callback: Any) -> str:
-    return getattr(callback, "state_key", None) or type(callback).__name__
 
 
 async def save_checkpoint(saver: Callable[[Path], Any], path: Path) -> None:
