@@ -1,10 +1,11 @@
 """Experiment: plan an experiment and run it; ``run_experiment`` and ``start_experiment``.
 
 One experiment, one task group.  Its bus carries, in subscription order: the
-workspace writer (control: folders exist before a run starts), the runtime's own
-subscribers (stops, checkpoints, per-run callbacks), the caller's subscribers, then
-the mailbox writers (JSON logs and metrics, the journal) and the caller's live event
-stream.
+mailbox writers (JSON logs and metrics, the journal), the workspace writer
+(control: folders exist before a run starts), the caller's subscribers, the
+runtime's own subscribers (per-run callbacks, stops, checkpoints), then the caller's
+live event stream.  Control subscribers that come first see an event before
+whatever later ones publish in response to it.
 """
 
 from __future__ import annotations
@@ -153,7 +154,12 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
         try:
             validate(params)
         except InvalidParam as exc:
-            raise trial.error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
+            if exc.param.split(".")[0] in params:
+                raise trial.error(
+                    f"{key}.{exc.param}", f"{config['type']}: {exc.message}"
+                ) from None
+            # A default that does not fit (mode: auto for an unknown name): the entry.
+            raise trial.error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
 
 
 def pipeline_settings(spec: RunSpec) -> Mapping[str, Any]:
@@ -396,6 +402,12 @@ class _ExperimentRun:
         )
         bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
         bus.subscribe(Event, WorkspaceWriter(plan, self.layout), name="writer.workspace")
+        # The caller's subscribers before the runtime's: they see an event before
+        # anything the run's callbacks or the runtime publish in response to it.
+        for sub in self.subscribers:
+            if isinstance(sub, Callback):
+                sub.bind(bus, plan.name)
+            bus.subscribe(Event, sub, name=_name_of(sub))
         scheduler = Scheduler(
             plan,
             bus,
@@ -407,10 +419,6 @@ class _ExperimentRun:
             resume=self.resume.points,
             callbacks=build_callbacks,
         )
-        for sub in self.subscribers:
-            if isinstance(sub, Callback):
-                sub.bind(bus, plan.name)
-            bus.subscribe(Event, sub, name=_name_of(sub))
         self.handle._stream_sub = bus.subscribe(
             Event, self._to_stream, mailbox=STREAM_BUFFER, name="caller.events"
         )

@@ -50,6 +50,8 @@ PREFIX = "checkpoint-"
 class CheckpointCallback(Callback):
     """Checkpoints every ``interval`` epochs, the ``save_top_k`` best kept; last and final."""
 
+    saves_checkpoints = True
+
     def __init__(
         self,
         interval: int = 1,
@@ -111,6 +113,9 @@ class CheckpointCallback(Callback):
     # -- hooks ---------------------------------------------------------------------------
 
     async def on_epoch_end(self, event: EpochEnd) -> None:
+        # Every CheckpointSaved of earlier epochs has been delivered by now: a request
+        # still pending is one whose save failed.
+        self._pending.clear()
         if self.interval == 0 or (event.epoch + 1) % self.interval != 0:
             return
         score: float | None = None
@@ -128,6 +133,7 @@ class CheckpointCallback(Callback):
             await self._request(event, f"{PREFIX}last", "last", score)
 
     async def on_run_ending(self, event: RunEnding) -> None:
+        self._pending.clear()
         if self.save_final:
             epoch = event.epoch if event.epoch is not None else -1
             await self._request(event, f"{PREFIX}final", "final", None, epoch=epoch)
@@ -156,20 +162,16 @@ class CheckpointCallback(Callback):
         path = str(self.paths.artifacts / name)
         epoch = epoch if epoch is not None else getattr(event, "epoch", -1)
         self._pending[path] = (epoch, score)
-        try:
-            await self.publish(
-                CheckpointDue(
-                    experiment=event.experiment,
-                    trial=event.trial,
-                    repeat=event.repeat,
-                    path=path,
-                    epoch=epoch,
-                    reason=reason,
-                )
+        await self.publish(
+            CheckpointDue(
+                experiment=event.experiment,
+                trial=event.trial,
+                repeat=event.repeat,
+                path=path,
+                epoch=epoch,
+                reason=reason,
             )
-        finally:
-            # Saved: recorded by on_checkpoint_saved.  Failed: forgotten.
-            self._pending.pop(path, None)
+        )
 
     async def _prune(self) -> None:
         """Delete the checkpoints beyond ``save_top_k`` (only ever older, complete ones)."""

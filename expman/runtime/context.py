@@ -6,6 +6,7 @@ thread (``ctx.epoch_end(...)`` returns the bool directly, bridged to the loop).
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -85,6 +86,10 @@ class RunContext:
         self.callback_error: CallbackError | None = None
         self.checkpoint_saver: CheckpointSaver | None = None
         self._ending_published = False
+        # Invariant: _inbox holds events for the callbacks not yet delivered; it is
+        # non-empty only while _delivering (one delivery loop at a time).
+        self._inbox: collections.deque[Event] = collections.deque()
+        self._delivering = False
 
     # -- what the pipeline reads -----------------------------------------------------
 
@@ -173,6 +178,7 @@ class RunContext:
         attaches the pipeline's own (``pipeline.register_callback``) once it has built
         the pipeline, after ``RunStarted``: those then receive the run's
         ``RunStarted`` on attaching, so every callback sees the same sequence.
+        Callbacks whose class sets ``saves_checkpoints = True`` are kept at the end.
         """
         added = list(callbacks)
         for cb in added:
@@ -190,12 +196,33 @@ class RunContext:
             if saved is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(saved)
         self.callbacks.extend(added)
+        # Checkpointing callbacks last (as Lightning does): the state saved with a
+        # checkpoint then includes every other callback's view of that epoch.
+        self.callbacks.sort(key=lambda cb: bool(getattr(cb, "saves_checkpoints", False)))
         if self.started is not None:
-            await self.notify_callbacks(self.started, added)
+            await self._deliver(self.started, added)
 
-    async def notify_callbacks(self, event: Event, callbacks: Iterable[Any] | None = None) -> None:
-        """Deliver ``event`` to the run's callbacks in order; one that raises fails the run."""
-        for cb in list(self.callbacks if callbacks is None else callbacks):
+    async def notify_callbacks(self, event: Event) -> None:
+        """Deliver ``event`` to the run's callbacks, one event at a time, in publish order.
+
+        An event published while the callbacks handle another (a CheckpointDue asked
+        for in ``on_epoch_end``, the CheckpointSaved it causes, a StopRequested) waits
+        until every callback has seen the first: each callback sees cause before
+        effect whatever its place in the list.  The outermost delivery drains the
+        queue, so when the publisher of the first event returns, all have been seen.
+        """
+        self._inbox.append(event)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._inbox:
+                await self._deliver(self._inbox.popleft(), list(self.callbacks))
+        finally:
+            self._delivering = False
+
+    async def _deliver(self, event: Event, callbacks: Iterable[Any]) -> None:
+        for cb in callbacks:
             try:
                 await cb(event)
             except Exception as exc:
