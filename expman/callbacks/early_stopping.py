@@ -139,7 +139,8 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             best = "none" if self.best is None else f"{self.best:g} at epoch {self.best_epoch}"
-            return f"{name} did not improve for {self.wait} epochs (best {best})"
+            epochs = "epoch" if self.wait == 1 else "epochs"
+            return f"{name} did not improve for {self.wait} {epochs} (best {best})"
         return None
 
     def _missing(self, epoch: int, metrics: Mapping[str, Any]) -> None:
