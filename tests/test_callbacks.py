@@ -110,6 +110,14 @@ CB_PIPES = textwrap.dedent(
             Peeker.SEEN.append((event.epoch, tracker.get_latest("loss"), len(history)))
 
 
+    class Unbuildable(Callback):
+        """Its constructor raises at run time (no validate_params to catch it earlier)."""
+
+        def __init__(self, size=1):
+            super().__init__()
+            raise ValueError(f"no room for {size}")
+
+
     class Broken(Callback):
         """Raises at epoch 1."""
 
@@ -288,6 +296,29 @@ async def test_a_raising_callback_fails_its_run_only(
     assert run.epochs == 2
     assert run.error is not None
     assert "CallbackError: Broken failed on EpochEnd: RuntimeError: callback bug" in run.error
+
+
+async def test_a_callback_that_cannot_be_built_fails_its_runs_before_they_train(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A callback constructor that raises fails each run (CallbackError); no pipeline runs."""
+    root = experiment(
+        make_experiment,
+        base={
+            "pipeline": {"type": "cb_pipes:Trainer", "epochs": 2},
+            "callbacks": [{"type": "cb_pipes:Unbuildable", "size": 3}],
+        },
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+    )
+    mod = cb_module(root)
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "failed"
+    for run in result.runs:
+        assert run.status == "failed"
+        assert run.error is not None
+        assert "settings.callbacks failed to build: ValueError: no room for 3" in run.error
+        assert run.epochs == 0
+    assert [c for c in mod.CALLS if c[0] == "trainer"] == []
 
 
 async def test_missing_metric_fails_a_strict_early_stopping_and_warns_otherwise(

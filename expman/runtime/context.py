@@ -194,7 +194,10 @@ class RunContext:
                 )
             saved = self.callback_state.get(state_key(cb))
             if saved is not None and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(saved)
+                try:
+                    cb.load_state_dict(saved)
+                except Exception as exc:
+                    self.callback_failed(cb, "restoring its state", exc)
         self.callbacks.extend(added)
         # Checkpointing callbacks last (as Lightning does): the state saved with a
         # checkpoint then includes every other callback's view of that epoch.
@@ -226,18 +229,20 @@ class RunContext:
             try:
                 await cb(event)
             except Exception as exc:
-                log.error("callback_failed", callback=type(cb).__name__, exc_info=exc)
-                if self.callback_error is None:
-                    error = (
-                        exc
-                        if isinstance(exc, CallbackError)
-                        else CallbackError(
-                            f"{type(cb).__name__} failed on {type(event).__name__}:"
-                            f" {type(exc).__name__}: {exc}"
-                        )
-                    )
-                    error.__cause__ = exc if error is not exc else exc.__cause__
-                    self.callback_error = error
+                self.callback_failed(cb, f"on {type(event).__name__}", exc)
+
+    def callback_failed(self, callback: Any, doing: str, exc: Exception) -> None:
+        """Record that a callback of this run raised: the run fails with the first such error."""
+        name = callback if isinstance(callback, str) else type(callback).__name__
+        log.error("callback_failed", callback=name, exc_info=exc)
+        if self.callback_error is not None:
+            return
+        if isinstance(exc, CallbackError):
+            self.callback_error = exc
+        else:
+            error = CallbackError(f"{name} failed {doing}: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self.callback_error = error
 
     async def publish_run_ending(self) -> None:
         """Publish ``RunEnding`` once: ``run`` returned and the pipeline's hooks still answer.

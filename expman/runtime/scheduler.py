@@ -267,7 +267,10 @@ class Scheduler:
         )
         active = _Active(ctx)
         key = spec.key
-        await ctx.attach_callbacks(self._callbacks(spec) if self._callbacks else ())
+        try:
+            await ctx.attach_callbacks(self._callbacks(spec) if self._callbacks else ())
+        except Exception as exc:  # a constructor that raised: the run fails, not the rest
+            ctx.callback_failed("settings.callbacks", "to build", exc)
         self._active[key] = active
         self.peak_active = max(self.peak_active, len(self._active))
         started = time.monotonic()
@@ -305,6 +308,8 @@ class Scheduler:
                     with anyio.CancelScope() as scope:
                         active.scope = scope
                         try:
+                            if ctx.callback_error is not None:  # nothing to run with
+                                raise ctx.callback_error
                             result = await self.executor.execute(ctx)
                             # Executors announce it while the pipeline is alive; this
                             # covers one that did not (a no-op otherwise).
