@@ -208,6 +208,40 @@ async def test_hook_calls_happen_in_the_documented_order(
     assert (artifacts / "checkpoint-final").read_text() == "2"
 
 
+async def test_hook_order_of_a_run_stopped_early(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """EarlyStopping stops at epoch 1: stop request after that epoch, then ending, final, finish."""
+    root = experiment(
+        make_experiment,
+        base={
+            "pipeline": {"type": "cb_pipes:Trainer", "epochs": 5, "losses": [1, 1, 1, 1, 1]},
+            "callbacks": [
+                {"type": "cb_pipes:Recorder"},
+                {"type": "CheckpointCallback", "interval": 0},
+                {"type": "EarlyStopping", "metric": "loss", "patience": 1},
+            ],
+        },
+    )
+    mod = cb_module(root)
+    await expman.run_experiment(root, workspace=workspace)
+    final = ("checkpoint-final", "final")
+    assert [c for c in mod.CALLS if c[0] in ("yaml", "trainer")] == [
+        ("yaml", "on_run_started", None),
+        ("trainer", "run", 0),
+        ("yaml", "on_epoch_end", 0),
+        ("yaml", "on_epoch_end", 1),
+        ("yaml", "on_stop_requested", "run"),
+        ("trainer", "stopping", 1),
+        ("trainer", "return", 1),
+        ("yaml", "on_run_ending", 1),
+        ("trainer", "save_checkpoint", 1),
+        ("yaml", "on_checkpoint_due", final),
+        ("yaml", "on_checkpoint_saved", final),
+        ("yaml", "on_run_finished", "stopped"),
+    ]
+
+
 async def test_early_stopping_from_yaml_stops_the_run_at_the_right_epoch(
     make_experiment: Callable[..., Path], workspace: Path
 ) -> None:
