@@ -17,13 +17,15 @@ import anyio.from_thread
 import structlog
 
 from expman.environment import RunPaths
-from expman.events import EpochEnd, Event, StopRequested
+from expman.events import CheckpointDue, EpochEnd, Event, StopRequested
 
 if TYPE_CHECKING:
     from expman.bus import EventBus
     from expman.config import RunSpec
 
 CheckpointSaver = Callable[[Path], Awaitable[None]]
+#: The file name of the checkpoint saved when an experiment is interrupted.
+INTERRUPT_CHECKPOINT = "checkpoint-interrupt"
 
 
 class RunContext:
@@ -68,6 +70,12 @@ class RunContext:
         self.last_report = time.monotonic()
         self.callbacks: list[Any] = []
         self.checkpoint_saver: CheckpointSaver | None = None
+        self._interrupt_saved = False
+        # Invariant: dispatching_epoch is True exactly while EpochEnd is being published;
+        # CheckpointDue requests arriving then wait in deferred_checkpoints.
+        self.dispatching_epoch = False
+        self.deferred_checkpoints: list[CheckpointDue] = []
+        self.save_deferred: Callable[[CheckpointDue], Awaitable[None]] | None = None
 
     # -- what the pipeline reads -----------------------------------------------------
 
@@ -116,16 +124,43 @@ class RunContext:
         self.last_epoch = epoch
         self.last_metrics = metrics
         self.last_report = time.monotonic()
+        self.dispatching_epoch = True
+        try:
+            await self._bus.publish(
+                EpochEnd(
+                    experiment=self.experiment,
+                    trial=self.trial,
+                    repeat=self.repeat,
+                    epoch=epoch,
+                    metrics=metrics,
+                )
+            )
+        finally:
+            self.dispatching_epoch = False
+        # Checkpoints asked for while callbacks saw this epoch are saved now, once every
+        # callback has seen it, so the state saved with them includes this epoch.
+        while self.deferred_checkpoints and self.save_deferred is not None:
+            await self.save_deferred(self.deferred_checkpoints.pop(0))
+        if self._stop_scope == "experiment" and not self._interrupt_saved:
+            await self._save_on_interrupt(epoch)
+        return self._stop_reason is not None
+
+    async def _save_on_interrupt(self, epoch: int) -> None:
+        # The experiment is being interrupted and the pipeline is paused in epoch_end:
+        # a safe moment for one last checkpoint, so that resume loses no epoch.
+        self._interrupt_saved = True
+        if self.checkpoint_saver is None:
+            return
         await self._bus.publish(
-            EpochEnd(
+            CheckpointDue(
                 experiment=self.experiment,
                 trial=self.trial,
                 repeat=self.repeat,
+                path=str(self.paths.artifacts / INTERRUPT_CHECKPOINT),
                 epoch=epoch,
-                metrics=metrics,
+                reason="interrupt",
             )
         )
-        return self._stop_reason is not None
 
     def request_stop(self, reason: str = "requested by pipeline") -> Any:
         """Ask for this run to stop (publishes StopRequested); awaitable in async code."""

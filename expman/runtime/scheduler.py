@@ -24,6 +24,7 @@ Stopping, written down:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -240,6 +241,15 @@ class Scheduler:
                     )
                 )
             self._record(outcome)
+            if status == "failed" and self.execution.fail_fast:
+                await self.bus.publish(
+                    StopRequested(
+                        experiment=self.plan.name,
+                        scope="experiment",
+                        reason=f"fail_fast: {spec.label} failed",
+                        source="fail_fast",
+                    )
+                )
         finally:
             with anyio.move_on_after(CLEANUP_DEADLINE, shield=True):
                 await self._trial_run_done(spec, status)
@@ -254,6 +264,8 @@ class Scheduler:
 
     async def _attempt(self, spec: RunSpec, attempt: int, point: ResumePoint | None) -> RunOutcome:
         paths = self.layout.run(spec.trial.name, spec.repeat)
+        if point is not None:
+            await anyio.to_thread.run_sync(_remove_partial_checkpoints, paths.artifacts)
         ctx = RunContext(
             spec=spec,
             experiment=self.plan.name,
@@ -263,6 +275,7 @@ class Scheduler:
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
         )
+        ctx.save_deferred = functools.partial(self._save_checkpoint, ctx)
         active = _Active(ctx)
         key = spec.key
         callbacks = list(self._callbacks(spec)) if self._callbacks else []
@@ -511,10 +524,18 @@ class Scheduler:
         if active is None:
             return
         ctx = active.ctx
+        if ctx.dispatching_epoch:
+            # Saved when every callback has seen the epoch (see RunContext._epoch_end).
+            ctx.deferred_checkpoints.append(event)
+            return
+        await self._save_checkpoint(ctx, event)
+
+    async def _save_checkpoint(self, ctx: RunContext, event: CheckpointDue) -> None:
         if ctx.checkpoint_saver is None:
             log.warning("checkpoint_skipped", reason="pipeline has no save_checkpoint hook")
             return
-        path = Path(event.path)
+        # A relative path is relative to the run's artifacts folder.
+        path = ctx.paths.artifacts / event.path
         await save_checkpoint(ctx.checkpoint_saver, path)
         state = {
             _state_key(cb): cb.state_dict() for cb in ctx.callbacks if hasattr(cb, "state_dict")
@@ -531,7 +552,7 @@ class Scheduler:
             )
         )
         # A retry of this run in this session restarts from the newest checkpoint.
-        self.resume[key] = ResumePoint(path, event.epoch + 1, state, ctx.attempt)  # type: ignore[index]
+        self.resume[ctx.spec.key] = ResumePoint(path, event.epoch + 1, state, ctx.attempt)
 
 
 def _state_key(callback: Any) -> str:
@@ -574,6 +595,14 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _remove_partial_checkpoints(folder: Path) -> None:
+    """Delete temporary checkpoint files a crash left behind (never complete ones)."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name:
+                _remove(entry)
 
 
 def _remove(path: Path) -> None:
