@@ -166,6 +166,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 f"resuming {plan.path}: {len(resume.done)} run(s) already done, "
                 f"{len(resume.todo)} to run"
             )
+            shown = ", ".join(f"{r.trial}/run_{r.repeat} ({r.status})" for r in resume.done[:8])
+            more = f" and {len(resume.done) - 8} more" if len(resume.done) > 8 else ""
+            print(f"  skipping {shown}{more}")
             for spec, point in resume.restarting:
                 where = (
                     f"from epoch {point.epoch}" if point and point.checkpoint else "from scratch"

@@ -103,13 +103,19 @@ CRASHY = textwrap.dedent(
 )
 
 
-def make_crashy(make_experiment: Callable[..., Path], *, runs: int = 12, epochs: int = 6,
-                seconds: float = 0.05, callbacks: list[Any] | None = None,
-                env: dict[str, Any] | None = None, **pipeline: Any) -> Path:
+def make_crashy(
+    make_experiment: Callable[..., Path],
+    *,
+    runs: int = 12,
+    epochs: int = 6,
+    seconds: float = 0.05,
+    callbacks: list[Any] | None = None,
+    env: dict[str, Any] | None = None,
+    **pipeline: Any,
+) -> Path:
     root = make_experiment(
         base={
-            "pipeline": {"type": "crashy:Chain", "epochs": epochs, "seconds": seconds,
-                         **pipeline},
+            "pipeline": {"type": "crashy:Chain", "epochs": epochs, "seconds": seconds, **pipeline},
             "callbacks": callbacks if callbacks is not None else [{"type": "crashy:EveryEpoch"}],
         },
         trials=[{"name": f"t{i}", "id": i, "repeat": runs // 3} for i in range(3)],
@@ -125,7 +131,10 @@ def start_cli(root: Path, workspace: Path, *args: str) -> subprocess.Popen[str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "expman", "run", str(root), "-w", str(workspace), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -143,7 +152,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 def count(workspace: Path, kind: str, **fields: Any) -> int:
     return sum(
-        1 for e in journal(workspace)
+        1
+        for e in journal(workspace)
         if e["type"] == kind and all(e.get(k) == v for k, v in fields.items())
     )
 
@@ -237,17 +247,26 @@ def test_resumed_run_continues_from_its_checkpoint_epoch(
     wait_for(lambda: count(workspace, "CheckpointSaved", trial="t0", repeat=0, epoch=3) >= 1)
     proc.kill()
     proc.wait()
-    saved = [e["epoch"] for e in journal(workspace)
-             if e["type"] == "CheckpointSaved" and e["trial"] == "t0" and e["repeat"] == 0]
+    saved = [
+        e["epoch"]
+        for e in journal(workspace)
+        if e["type"] == "CheckpointSaved" and e["trial"] == "t0" and e["repeat"] == 0
+    ]
     assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
-    starts = [e for e in journal(workspace)
-              if e["type"] == "RunStarted" and e["trial"] == "t0" and e["repeat"] == 0]
+    starts = [
+        e
+        for e in journal(workspace)
+        if e["type"] == "RunStarted" and e["trial"] == "t0" and e["repeat"] == 0
+    ]
     assert starts[-1]["start_epoch"] == max(saved) + 1
     assert starts[-1]["checkpoint"].endswith(f"checkpoint-{max(saved)}")
-    epochs = [json.loads(line)["epoch"] for line in
-              (workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "metrics.log")
-              .read_text().splitlines()]
-    assert epochs[-(8 - max(saved) - 1):] == list(range(max(saved) + 1, 8))
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "metrics.log")
+        .read_text()
+        .splitlines()
+    ]
+    assert epochs[-(8 - max(saved) - 1) :] == list(range(max(saved) + 1, 8))
 
 
 @pytest.mark.slow
@@ -256,7 +275,10 @@ def test_callback_state_survives_resume(
 ) -> None:
     """A patience callback that counted 2 of 3 before a crash stops after 1 more epoch."""
     root = make_crashy(
-        make_experiment, runs=3, epochs=20, seconds=0.15,
+        make_experiment,
+        runs=3,
+        epochs=20,
+        seconds=0.15,
         callbacks=[{"type": "crashy:EveryEpoch"}, {"type": "crashy:Patience", "patience": 3}],
     )
     proc = start_cli(root, workspace)
@@ -264,12 +286,21 @@ def test_callback_state_survives_resume(
     wait_for(lambda: count(workspace, "CheckpointSaved", trial="t0", repeat=0, epoch=2) >= 1)
     proc.kill()
     proc.wait()
-    state = [e["state"] for e in journal(workspace) if e["type"] == "CheckpointSaved"
-             and e["trial"] == "t0" and e["repeat"] == 0 and e["epoch"] == 2][0]
+    state = next(
+        e["state"]
+        for e in journal(workspace)
+        if e["type"] == "CheckpointSaved"
+        and e["trial"] == "t0"
+        and e["repeat"] == 0
+        and e["epoch"] == 2
+    )
     assert state["Patience"] == {"best": 0, "wait": 2}
     assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
-    finished = [e for e in journal(workspace) if e["type"] == "RunFinished"
-                and e["trial"] == "t0" and e["repeat"] == 0]
+    finished = [
+        e
+        for e in journal(workspace)
+        if e["type"] == "RunFinished" and e["trial"] == "t0" and e["repeat"] == 0
+    ]
     assert finished[-1]["status"] == "stopped"
     # Resumed at epoch 3 with wait=2: one more epoch exhausts the patience.
     run_log = workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "metrics.log"
@@ -284,21 +315,28 @@ def test_sigint_checkpoints_running_runs_exits_130_and_resumes(
     """Ctrl-C: exit 130, every running run saved a final checkpoint, resume completes."""
     root = make_crashy(make_experiment, runs=6, epochs=30, seconds=0.05, callbacks=[])
     proc = start_cli(root, workspace, "-j", "3")
-    wait_for(lambda: count(workspace, "RunStarted") >= 3
-             and (workspace / "exp" / "logs" / "metrics.log").exists()
-             and len((workspace / "exp" / "logs" / "metrics.log").read_text().splitlines()) >= 6)
+    wait_for(
+        lambda: (
+            count(workspace, "RunStarted") >= 3
+            and (workspace / "exp" / "logs" / "metrics.log").exists()
+            and len((workspace / "exp" / "logs" / "metrics.log").read_text().splitlines()) >= 6
+        )
+    )
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     events = journal(workspace)
     started = {(e["trial"], e["repeat"]) for e in events if e["type"] == "RunStarted"}
-    saved = {(e["trial"], e["repeat"]) for e in events
-             if e["type"] == "CheckpointSaved" and e["reason"] == "interrupt"}
+    saved = {
+        (e["trial"], e["repeat"])
+        for e in events
+        if e["type"] == "CheckpointSaved" and e["reason"] == "interrupt"
+    }
     assert started == saved
     assert all(e["status"] == "cancelled" for e in events if e["type"] == "RunFinished")
     resumed = run_cli("run", str(root), "-w", str(workspace))
     assert resumed.returncode == 0, resumed.stderr
-    restarts = [e for e in journal(workspace) if e["type"] == "RunStarted"][len(started):]
+    restarts = [e for e in journal(workspace) if e["type"] == "RunStarted"][len(started) :]
     assert {(e["trial"], e["repeat"]) for e in restarts if e["start_epoch"] > 0} == started
     assert count(workspace, "RunFinished", status="completed") == 6
 
@@ -310,9 +348,14 @@ async def test_retry_restarts_from_the_latest_checkpoint(
     make_experiment: Callable[..., Path], workspace: Path
 ) -> None:
     """max_retries: a run failing at epoch 3 is retried from checkpoint 2, attempt 2."""
-    root = make_crashy(make_experiment, runs=3, epochs=5, seconds=0.01,
-                       fail_first_attempt_at=3,
-                       env={"execution": {"max_retries": 1, "max_concurrency": 3}})
+    root = make_crashy(
+        make_experiment,
+        runs=3,
+        epochs=5,
+        seconds=0.01,
+        fail_first_attempt_at=3,
+        env={"execution": {"max_retries": 1, "max_concurrency": 3}},
+    )
     result = await expman.run_experiment(root, workspace=workspace)
     assert result.counts == {"completed": 3}
     assert {r.attempt for r in result.runs} == {2}
@@ -329,8 +372,9 @@ async def test_fail_fast_stops_the_experiment_at_the_first_failure(
 ) -> None:
     """fail_fast: one failure cancels the others and nothing new starts."""
     root = make_experiment(
-        base={"pipeline": {"type": "pipelines:Sleeper", "seconds": 0.05, "epochs": 200,
-                           "fail_on": 0}},
+        base={
+            "pipeline": {"type": "pipelines:Sleeper", "seconds": 0.05, "epochs": 200, "fail_on": 0}
+        },
         trials=[{"name": "a", "id": 1, "repeat": 6}],
         env={"execution": {"fail_fast": True, "max_concurrency": 2, "grace_period": 1}},
     )
@@ -348,8 +392,10 @@ async def test_timeout_fails_the_run(make_experiment: Callable[..., Path], works
     """A run longer than execution.timeout ends failed with reason timeout; others finish."""
     root = make_experiment(
         base={"pipeline": {"type": "pipelines:Ignorer"}},
-        trials=[{"name": "slow", "id": 1},
-                {"name": "quick", "id": 2, "settings": {"pipeline": {"type": "pipelines:Sleeper"}}}],
+        trials=[
+            {"name": "slow", "id": 1},
+            {"name": "quick", "id": 2, "settings": {"pipeline": {"type": "pipelines:Sleeper"}}},
+        ],
         env={"execution": {"timeout": 0.3}},
     )
     result = await expman.run_experiment(root, workspace=workspace)
@@ -401,8 +447,9 @@ def test_second_process_is_refused_then_takes_over_after_a_kill(
 
 def _mount_tmpfs(path: Path, options: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True, capture_output=True
+    )
 
 
 def _can_mount(tmp_path: Path) -> bool:
