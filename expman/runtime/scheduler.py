@@ -39,7 +39,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from expman.bus import EventBus
+from expman.bus import EventBus, Subscription
 from expman.config import ExperimentPlan, RunSpec
 from expman.environment import ExperimentLayout
 from expman.events import (
@@ -141,7 +141,7 @@ class Scheduler:
         self._trial_started: dict[str, anyio.Event] = {}
         self._trial_counts: dict[str, dict[str, int]] = {}
         self.peak_active = 0
-        self._subscriptions = [
+        self._subscriptions: list[Subscription[Any]] = [
             bus.subscribe(StopRequested, self._on_stop, name="runtime.stops"),
             bus.subscribe(CheckpointDue, self._on_checkpoint_due, name="runtime.checkpoints"),
             bus.subscribe(Event, self._route_to_callbacks, name="runtime.callbacks"),

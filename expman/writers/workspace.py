@@ -40,7 +40,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
 
 
 def dump_yaml(data: Any) -> bytes:
-    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True).encode()
+    text: str = yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+    return text.encode()
 
 
 def _plain(value: Any) -> Any:
