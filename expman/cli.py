@@ -15,7 +15,13 @@ from typing import Any
 
 import anyio
 
-from expman.errors import ConfigError, ExpmanError
+from expman.errors import (
+    ConfigChanged,
+    ConfigError,
+    ExpmanError,
+    WorkspaceError,
+    WorkspaceLocked,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -96,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         return EXIT_USAGE
+    except (WorkspaceLocked, ConfigChanged) as exc:
+        print(f"expman: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorkspaceError as exc:
+        print(f"expman: error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_FAILED
     except ExpmanError as exc:
         print(f"expman: error: {exc}", file=sys.stderr)
         if args.debug:
@@ -133,7 +147,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from expman.experiment import prepare, start_experiment
+    from expman.experiment import prepare, single_errors, start_experiment
 
     plan = await anyio.to_thread.run_sync(
         lambda: prepare(
@@ -152,6 +166,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 f"resuming {plan.path}: {len(resume.done)} run(s) already done, "
                 f"{len(resume.todo)} to run"
             )
+            shown = ", ".join(f"{r.trial}/run_{r.repeat} ({r.status})" for r in resume.done[:8])
+            more = f" and {len(resume.done) - 8} more" if len(resume.done) > 8 else ""
+            print(f"  skipping {shown}{more}")
             for spec, point in resume.restarting:
                 where = (
                     f"from epoch {point.epoch}" if point and point.checkpoint else "from scratch"
@@ -161,29 +178,31 @@ async def cmd_run(args: argparse.Namespace) -> int:
     async with start_experiment(
         plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=announce
     ) as handle:
-        async with anyio.create_task_group() as tg:
+        with single_errors():
+            async with anyio.create_task_group() as tg:
 
-            async def watch_signals() -> None:
-                nonlocal interrupted
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        if not interrupted:
-                            interrupted = True
-                            print(
-                                f"\nexpman: {signal.Signals(signum).name}: stopping runs "
-                                "(again to stop at once)",
-                                file=sys.stderr,
-                            )
-                            await handle.stop(f"interrupted by {signal.Signals(signum).name}")
-                        else:
-                            tg.cancel_scope.cancel()
-                            return
+                async def watch_signals() -> None:
+                    nonlocal interrupted
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            if not interrupted:
+                                interrupted = True
+                                print(
+                                    f"\nexpman: {signal.Signals(signum).name}: stopping runs "
+                                    "(again to stop at once)",
+                                    file=sys.stderr,
+                                )
+                                await handle.stop(f"interrupted by {signal.Signals(signum).name}")
+                            else:
+                                print("expman: stopping now", file=sys.stderr)
+                                handle.cancel()
+                                return
 
-            tg.start_soon(watch_signals)
-            try:
-                result = await handle.wait()
-            finally:
-                tg.cancel_scope.cancel()
+                tg.start_soon(watch_signals)
+                try:
+                    result = await handle.wait()
+                finally:
+                    tg.cancel_scope.cancel()
     print_summary(result)
     if interrupted or result.status == "cancelled":
         return EXIT_INTERRUPTED

@@ -113,7 +113,10 @@ class EpochEnd(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointDue(Event):
-    """A request that the run save a checkpoint to ``path``."""
+    """A request that the run save a checkpoint to ``path``.
+
+    A relative ``path`` is relative to the run's ``artifacts`` folder.
+    """
 
     path: str
     epoch: int

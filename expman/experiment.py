@@ -14,23 +14,33 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from expman.bus import EventBus
 from expman.callbacks.base import Callback
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, load_plan
 from expman.environment import Environment, ExperimentLayout
-from expman.errors import ConfigError
+from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
+from expman.runtime.lock import ExperimentLock, lock_holder
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
 from expman.serializable import (
@@ -299,21 +309,54 @@ async def start_experiment(
     if fresh:
         await anyio.to_thread.run_sync(_set_aside, plan.path)
     layout = ExperimentLayout(plan.path)
-    journal_state = await anyio.to_thread.run_sync(read_journal, layout.journal_file)
-    resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
-    if on_plan is not None:
-        on_plan(plan, resume)
+    lock = ExperimentLock(layout.lock_file)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        journal_state = await anyio.to_thread.run_sync(read_journal, layout.journal_file)
+        resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
+        if on_plan is not None:
+            on_plan(plan, resume)
+        runner = _ExperimentRun(plan, layout, resume, subscribers)
+        if lock.previous.get("pid"):
+            runner.notes.append(
+                (
+                    "lock_taken_over",
+                    {
+                        "previous_pid": lock.previous.get("pid"),
+                        "previous_host": lock.previous.get("host"),
+                    },
+                )
+            )
+        with single_errors():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.execute)
+                try:
+                    yield runner.handle
+                except BaseException:
+                    runner.handle.cancel()
+                    raise
+                if not runner.handle._events_taken:
+                    await runner.handle.wait()
+    finally:
+        lock.release()
 
-    runner = _ExperimentRun(plan, layout, resume, subscribers)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(runner.execute)
-        try:
-            yield runner.handle
-        except BaseException:
-            runner.handle.cancel()
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise a task group's lone error as itself, not wrapped in an ExceptionGroup.
+
+    The caller of ``start_experiment`` should see the ``WorkspaceError`` (or its own
+    exception) it would see without expman's task groups in between.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is group:
             raise
-        if not runner.handle._events_taken:
-            await runner.handle.wait()
+        raise inner from None
 
 
 class _ExperimentRun:
@@ -333,11 +376,27 @@ class _ExperimentRun:
         self.bus = EventBus(on_error=_report_subscriber_error)
         self.handle = ExperimentHandle(plan, self.bus)
         self._stream_send, self.handle._stream = anyio.create_memory_object_stream[Event](1)
-        self.files = LogFiles()
-        self.journal = JournalWriter(layout.journal_file)
+        self.files = LogFiles(on_error=self._workspace_failed)
+        self.journal = JournalWriter(layout.journal_file, on_error=self._workspace_failed)
         self.outcomes: list[RunOutcome] = list(resume.done)
         self.max_concurrency = plan.execution.max_concurrency or os.cpu_count() or 1
         self.started = time.monotonic()
+        self.notes: list[tuple[str, dict[str, Any]]] = []
+        # Invariant: fault is the first workspace write error; once set, runs are stopping.
+        self.fault: WorkspaceError | None = None
+        self._task_group: TaskGroup | None = None
+
+    def _workspace_failed(self, exc: OSError, path: str | None = None) -> None:
+        """A write to the workspace failed: stop every run, then report it (once)."""
+        if self.fault is not None:
+            return
+        where = path or exc.filename or self.plan.path
+        self.fault = WorkspaceError(
+            f"cannot write {where}: {exc.strerror or exc}. Runs were stopped and what was "
+            "recorded is intact; fix the workspace (space, permissions) and run again to resume."
+        )
+        if self._task_group is not None:
+            self._task_group.start_soon(self.handle.stop, f"workspace error: {exc.strerror}")
 
     async def execute(self) -> None:
         handle = self.handle
@@ -345,9 +404,15 @@ class _ExperimentRun:
         try:
             with handle._cancel_scope:
                 await self._execute()
+        except OSError as exc:
+            handle._error = WorkspaceError(
+                f"cannot write {exc.filename or self.plan.path}: {exc.strerror or exc}"
+            )
         except Exception as exc:
             handle._error = exc
         finally:
+            if self.fault is not None and handle._error is None:
+                handle._error = self.fault
             self.journal.close()
             self._stream_send.close()
             handle._done.set()
@@ -365,9 +430,12 @@ class _ExperimentRun:
         await anyio.to_thread.run_sync(WorkspaceWriter(plan, layout).prepare_experiment)
         await anyio.to_thread.run_sync(self.journal.open)
         async with anyio.create_task_group() as tg:
+            self._task_group = tg
             await tg.start(self.files.run)
             try:
                 with log_to(self.files, str(layout.log_file), experiment=plan.name):
+                    for note, fields in self.notes:
+                        log.warning(note, **fields)
                     async with bus:
                         executor = make_executor(plan.execution, self.max_concurrency)
                         scheduler = self._wire(executor)
@@ -401,7 +469,11 @@ class _ExperimentRun:
             name="writer.logs",
         )
         bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
-        bus.subscribe(Event, WorkspaceWriter(plan, self.layout), name="writer.workspace")
+        bus.subscribe(
+            Event,
+            WorkspaceWriter(plan, self.layout, on_error=self._workspace_failed),
+            name="writer.workspace",
+        )
         # The caller's subscribers before the runtime's: they see an event before
         # anything the run's callbacks or the runtime publish in response to it.
         for sub in self.subscribers:
@@ -477,6 +549,12 @@ def _set_aside(path: Path) -> None:
     """Move an existing experiment directory to a new name (never delete it)."""
     if not path.exists():
         return
+    holder = lock_holder(ExperimentLayout(path).lock_file)
+    if holder is not None:
+        raise WorkspaceLocked(
+            f"{path} is being run by pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')}; --fresh would move it away under that run"
+        )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.name}.{stamp}")
     n = 1

@@ -178,22 +178,27 @@ async def test_hook_calls_happen_in_the_documented_order(
         ("pipeline", "on_run_started", None),  # attached when the pipeline was built
         ("trainer", "run", 0),
         *each("on_epoch_end", 0),
-        *each("on_epoch_end", 1),
-        # CheckpointCallback (kept last) asked during epoch 1; the runtime saved at once,
-        # the run's callbacks see the request and the result after the epoch itself.
+        # CheckpointCallback (first in the list) asks during epoch 1: the subscriber sees
+        # it at once, the run's callbacks after the epoch itself, and the runtime saves
+        # once every callback has seen the epoch.
+        ("subscriber", "on_epoch_end", 1),
         ("subscriber", "on_checkpoint_due", ckpt1),
-        ("trainer", "save_checkpoint", 1),
-        ("subscriber", "on_checkpoint_saved", ckpt1),
+        ("yaml", "on_epoch_end", 1),
+        ("pipeline", "on_epoch_end", 1),
         ("yaml", "on_checkpoint_due", ckpt1),
         ("pipeline", "on_checkpoint_due", ckpt1),
-        ("yaml", "on_checkpoint_saved", ckpt1),
-        ("pipeline", "on_checkpoint_saved", ckpt1),
+        ("trainer", "save_checkpoint", 1),
+        *each("on_checkpoint_saved", ckpt1),
         *each("on_epoch_end", 2),
         ("trainer", "return", 2),
-        *each("on_run_ending", 2),
+        # run() returned: the final checkpoint is saved at once (outside an epoch); each
+        # of the run's callbacks still sees RunEnding before the request it caused.
+        ("subscriber", "on_run_ending", 2),
         ("subscriber", "on_checkpoint_due", final),
         ("trainer", "save_checkpoint", 2),
         ("subscriber", "on_checkpoint_saved", final),
+        ("yaml", "on_run_ending", 2),
+        ("pipeline", "on_run_ending", 2),
         ("yaml", "on_checkpoint_due", final),
         ("pipeline", "on_checkpoint_due", final),
         ("yaml", "on_checkpoint_saved", final),

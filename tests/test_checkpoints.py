@@ -167,15 +167,30 @@ async def test_a_failing_save_leaves_nothing_partial_and_keeps_the_older_checkpo
     for folder in (False, True):
         ws = workspace / f"folder-{folder}"
         root = experiment(
-            make_experiment, [0.5, 0.4, 0.3], {"save_top_k": 1}, folder=folder, fail_save_at=2
+            make_experiment, [0.5, 0.4, 0.3, 0.2], {"save_top_k": 1}, folder=folder, fail_save_at=2
         )
         result = await expman.run_experiment(root, workspace=ws)
-        assert result.runs[0].status == "completed"  # a failed save is reported, not fatal
-        # The final save (epoch 2 again) fails too; the older checkpoint is all there is.
+        (run,) = result.runs
+        # A save during an epoch reaches the pipeline's epoch_end: the run fails there.
+        assert (run.status, run.epochs) == ("failed", 3)
+        assert run.error is not None
+        assert "OSError: disk full" in run.error
         assert files(ws) == ["checkpoint-1"], folder
         assert [n for n, _, _ in saved(ws)] == ["checkpoint-0", "checkpoint-1"]
-        log = (ws / RUN / "logs" / "run.log").read_text()
-        assert "disk full" in log
+
+
+async def test_a_failing_final_save_is_reported_and_leaves_nothing(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Only checkpoint-final (epoch 2) fails to save: no file is left, run.log says why."""
+    root = experiment(
+        make_experiment, [0.5, 0.4, 0.3], {"interval": 0}, folder=True, fail_save_at=2
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.runs[0].status == "completed"
+    assert files(workspace) == []
+    assert saved(workspace) == []
+    assert "disk full" in (workspace / RUN / "logs" / "run.log").read_text()
 
 
 async def test_a_missing_monitor_metric_fails_the_run(

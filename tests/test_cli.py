@@ -90,3 +90,35 @@ def test_quickstart_example_runs(tmp_path: Path) -> None:
     journal = tmp_path / "ws" / "quickstart" / "logs" / "events.jsonl"
     types = [json.loads(line)["type"] for line in journal.read_text().splitlines()]
     assert types.count("RunFinished") == 6
+
+
+def test_fresh_keeps_the_old_folder_and_starts_anew(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """--fresh renames the previous experiment folder (never deletes it) and reruns all."""
+    root = make_experiment(trials=[{"name": "a", "id": 1}])
+    assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
+    proc = run_cli("run", str(root), "-w", str(workspace), "lr=0.5", "--fresh")
+    assert proc.returncode == 0, proc.stderr
+    folders = sorted(p.name for p in workspace.iterdir())
+    assert folders[0] == "exp"
+    assert len(folders) == 2
+    assert folders[1].startswith("exp.")
+    assert (workspace / folders[1] / "logs" / "events.jsonl").is_file()
+    assert (
+        "lr: 0.5"
+        in (workspace / "exp" / "trials" / "a" / "run_0" / "configs" / "run.yaml").read_text()
+    )
+
+
+def test_accept_changes_resumes_with_the_new_config(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """--accept-changes reruns the trials whose config changed, in the same folder."""
+    root = make_experiment(trials=[{"name": "a", "id": 1}])
+    assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
+    proc = run_cli("run", str(root), "-w", str(workspace), "lr=0.5", "--accept-changes")
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in workspace.iterdir()] == ["exp"]
+    journal = (workspace / "exp" / "logs" / "events.jsonl").read_text()
+    assert journal.count('"type":"RunFinished"') == 2

@@ -389,3 +389,16 @@ def test_hostile_yaml_deep_nesting_is_refused(make_experiment: Callable[..., Pat
     (root / "experiment.yaml").write_text("name: e\nid: 1\nsettings: " + "[" * 500 + "]" * 500)
     with pytest.raises(ConfigError, match="nesting deeper than"):
         prepare(root)
+
+
+def test_hostile_yaml_huge_file_is_refused_without_reading_it(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """A config file over the size limit is refused by its size alone."""
+    root = make_experiment()
+    with (root / "base.yaml").open("w") as f:
+        f.write("settings:\n  blob: '")
+        f.write("x" * (9 * 1024 * 1024))
+        f.write("'\n")
+    with pytest.raises(ConfigError, match="config files are limited to"):
+        prepare(root)

@@ -54,10 +54,6 @@ class Callback(YAMLSerializable):
     #: The key of this callback's state in a checkpoint (default: the class name).
     state_key: ClassVar[str | None] = None
 
-    #: True for callbacks that ask for checkpoints: a run keeps them after the others,
-    #: so the state saved with a checkpoint includes every callback's view of its epoch.
-    saves_checkpoints: ClassVar[bool] = False
-
     _hooks: ClassVar[dict[type[Event], str | None]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

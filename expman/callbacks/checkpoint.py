@@ -50,8 +50,6 @@ PREFIX = "checkpoint-"
 class CheckpointCallback(Callback):
     """Checkpoints every ``interval`` epochs, the ``save_top_k`` best kept; last and final."""
 
-    saves_checkpoints = True
-
     def __init__(
         self,
         interval: int = 1,

@@ -3,6 +3,9 @@
 OmegaConf stays inside this package; the runtime receives frozen plain objects.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from expman.config.loading import YamlDocument, load_yaml
 from expman.config.merging import deep_merge, insert_value, multiply
 from expman.config.plan import (
@@ -32,10 +35,10 @@ __all__ = [
 ]
 
 
-def settings_view(settings: object) -> object:
+def settings_view(settings: Mapping[str, Any]) -> Any:
     """A read-only OmegaConf view of resolved settings (attribute access for pipelines)."""
     from omegaconf import OmegaConf
 
-    view = OmegaConf.create(settings)  # type: ignore[arg-type]
+    view = OmegaConf.create(dict(settings))
     OmegaConf.set_readonly(view, True)
     return view

@@ -33,7 +33,7 @@ _FLOAT = re.compile(
 )
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """SafeLoader that reads ``1e-3`` as a float (as OmegaConf does) and no timestamps."""
 
 

@@ -85,4 +85,5 @@ def multiply(a: Sequence[Any], b: Sequence[Any]) -> ListConfig:
 def _as_container(value: Any) -> DictConfig | ListConfig:
     if isinstance(value, (DictConfig, ListConfig)):
         return value
-    return OmegaConf.create(value)
+    created: DictConfig | ListConfig = OmegaConf.create(value)
+    return created

@@ -19,13 +19,15 @@ import structlog
 
 from expman.environment import RunPaths
 from expman.errors import CallbackError
-from expman.events import EpochEnd, Event, RunEnding, RunStarted, StopRequested
+from expman.events import CheckpointDue, EpochEnd, Event, RunEnding, RunStarted, StopRequested
 
 if TYPE_CHECKING:
     from expman.bus import EventBus
     from expman.config import RunSpec
 
 CheckpointSaver = Callable[[Path], Awaitable[None]]
+#: The file name of the checkpoint saved when an experiment is interrupted.
+INTERRUPT_CHECKPOINT = "checkpoint-interrupt"
 
 log = structlog.get_logger("expman.runtime")
 
@@ -90,6 +92,12 @@ class RunContext:
         # non-empty only while _delivering (one delivery loop at a time).
         self._inbox: collections.deque[Event] = collections.deque()
         self._delivering = False
+        self._interrupt_saved = False
+        # Invariant: dispatching_epoch is True exactly while EpochEnd is being published;
+        # CheckpointDue requests arriving then wait in deferred_checkpoints.
+        self.dispatching_epoch = False
+        self.deferred_checkpoints: list[CheckpointDue] = []
+        self.save_deferred: Callable[[CheckpointDue], Awaitable[None]] | None = None
 
     # -- what the pipeline reads -----------------------------------------------------
 
@@ -138,18 +146,45 @@ class RunContext:
         self.last_epoch = epoch
         self.last_metrics = metrics
         self.last_report = time.monotonic()
-        await self._bus.publish(
-            EpochEnd(
-                experiment=self.experiment,
-                trial=self.trial,
-                repeat=self.repeat,
-                epoch=epoch,
-                metrics=metrics,
+        self.dispatching_epoch = True
+        try:
+            await self._bus.publish(
+                EpochEnd(
+                    experiment=self.experiment,
+                    trial=self.trial,
+                    repeat=self.repeat,
+                    epoch=epoch,
+                    metrics=metrics,
+                )
             )
-        )
+        finally:
+            self.dispatching_epoch = False
+        # Checkpoints asked for while callbacks saw this epoch are saved now, once every
+        # callback has seen it, so the state saved with them includes this epoch.
+        while self.deferred_checkpoints and self.save_deferred is not None:
+            await self.save_deferred(self.deferred_checkpoints.pop(0))
+        if self._stop_scope == "experiment" and not self._interrupt_saved:
+            await self._save_on_interrupt(epoch)
         if self.callback_error is not None:
             raise self.callback_error
         return self._stop_reason is not None
+
+    async def _save_on_interrupt(self, epoch: int) -> None:
+        # The experiment is being interrupted and the pipeline is paused in epoch_end:
+        # a safe moment for one last checkpoint, so that resume loses no epoch.
+        self._interrupt_saved = True
+        if self.checkpoint_saver is None:
+            return
+        await self._bus.publish(
+            CheckpointDue(
+                experiment=self.experiment,
+                trial=self.trial,
+                repeat=self.repeat,
+                path=str(self.paths.artifacts / INTERRUPT_CHECKPOINT),
+                epoch=epoch,
+                reason="interrupt",
+            )
+        )
 
     def request_stop(self, reason: str = "requested by pipeline") -> Any:
         """Ask for this run to stop (publishes StopRequested); awaitable in async code."""
@@ -178,7 +213,6 @@ class RunContext:
         attaches the pipeline's own (``pipeline.register_callback``) once it has built
         the pipeline, after ``RunStarted``: those then receive the run's
         ``RunStarted`` on attaching, so every callback sees the same sequence.
-        Callbacks whose class sets ``saves_checkpoints = True`` are kept at the end.
         """
         added = list(callbacks)
         for cb in added:
@@ -199,9 +233,6 @@ class RunContext:
                 except Exception as exc:
                     self.callback_failed(cb, "restoring its state", exc)
         self.callbacks.extend(added)
-        # Checkpointing callbacks last (as Lightning does): the state saved with a
-        # checkpoint then includes every other callback's view of that epoch.
-        self.callbacks.sort(key=lambda cb: bool(getattr(cb, "saves_checkpoints", False)))
         if self.started is not None:
             await self._deliver(self.started, added)
 

@@ -52,7 +52,7 @@ _DURABLE = (RunStarted, RunFinished, CheckpointSaved, ExperimentFinished, Experi
 class JournalWriter:
     """Batched mailbox subscriber appending lifecycle events to the journal."""
 
-    def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
+    def __init__(self, path: Path, on_error: Callable[[OSError, str], None] | None = None) -> None:
         self.path = path
         self._fd: int | None = None
         self._on_error = on_error
@@ -79,7 +79,7 @@ class JournalWriter:
         except OSError as exc:
             self.failed = exc
             if self._on_error is not None:
-                self._on_error(exc)
+                self._on_error(exc, str(self.path))
             raise
 
     def _append(self, data: bytes, durable: bool) -> None:

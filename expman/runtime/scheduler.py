@@ -24,6 +24,7 @@ Stopping, written down:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -38,7 +39,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from expman.bus import EventBus
+from expman.bus import EventBus, Subscription
 from expman.config import ExperimentPlan, RunSpec
 from expman.environment import ExperimentLayout
 from expman.events import (
@@ -141,7 +142,7 @@ class Scheduler:
         self.peak_active = 0
         # Run callbacks first: they see a CheckpointDue before the save it causes
         # publishes CheckpointSaved, and a StopRequested in the order it was asked.
-        self._subscriptions = [
+        self._subscriptions: list[Subscription[Any]] = [
             bus.subscribe(Event, self._route_to_callbacks, name="runtime.callbacks"),
             bus.subscribe(StopRequested, self._on_stop, name="runtime.stops"),
             bus.subscribe(CheckpointDue, self._on_checkpoint_due, name="runtime.checkpoints"),
@@ -241,6 +242,15 @@ class Scheduler:
                     )
                 )
             self._record(outcome)
+            if status == "failed" and self.execution.fail_fast:
+                await self.bus.publish(
+                    StopRequested(
+                        experiment=self.plan.name,
+                        scope="experiment",
+                        reason=f"fail_fast: {spec.label} failed",
+                        source="fail_fast",
+                    )
+                )
         finally:
             with anyio.move_on_after(CLEANUP_DEADLINE, shield=True):
                 await self._trial_run_done(spec, status)
@@ -255,6 +265,8 @@ class Scheduler:
 
     async def _attempt(self, spec: RunSpec, attempt: int, point: ResumePoint | None) -> RunOutcome:
         paths = self.layout.run(spec.trial.name, spec.repeat)
+        if point is not None:
+            await anyio.to_thread.run_sync(_remove_partial_checkpoints, paths.artifacts)
         ctx = RunContext(
             spec=spec,
             experiment=self.plan.name,
@@ -265,6 +277,7 @@ class Scheduler:
             checkpoint=point.checkpoint if point else None,
             callback_state=point.state if point else None,
         )
+        ctx.save_deferred = functools.partial(self._save_checkpoint, ctx)
         active = _Active(ctx)
         key = spec.key
         try:
@@ -508,10 +521,18 @@ class Scheduler:
         if active is None:
             return
         ctx = active.ctx
+        if ctx.dispatching_epoch:
+            # Saved when every callback has seen the epoch (see RunContext._epoch_end).
+            ctx.deferred_checkpoints.append(event)
+            return
+        await self._save_checkpoint(ctx, event)
+
+    async def _save_checkpoint(self, ctx: RunContext, event: CheckpointDue) -> None:
         if ctx.checkpoint_saver is None:
             log.warning("checkpoint_skipped", reason="pipeline has no save_checkpoint hook")
             return
-        path = Path(event.path)
+        # A relative path is relative to the run's artifacts folder.
+        path = ctx.paths.artifacts / event.path
         await save_checkpoint(ctx.checkpoint_saver, path)
         state = {
             state_key(cb): cb.state_dict() for cb in ctx.callbacks if hasattr(cb, "state_dict")
@@ -528,7 +549,7 @@ class Scheduler:
             )
         )
         # A retry of this run in this session restarts from the newest checkpoint.
-        self.resume[key] = ResumePoint(path, event.epoch + 1, state, ctx.attempt)  # type: ignore[index]
+        self.resume[ctx.spec.key] = ResumePoint(path, event.epoch + 1, state, ctx.attempt)
 
 
 async def save_checkpoint(saver: Callable[[Path], Any], path: Path) -> None:
@@ -567,6 +588,14 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _remove_partial_checkpoints(folder: Path) -> None:
+    """Delete temporary checkpoint files a crash left behind (never complete ones)."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name:
+                _remove(entry)
 
 
 def _remove(path: Path) -> None:

@@ -49,7 +49,7 @@ _route: contextvars.ContextVar[tuple[LogFiles, tuple[str, ...]] | None] = contex
     "expman_log_route", default=None
 )
 _LIFECYCLE = (RunStarted, RunFinished, RunRetrying, RunStalled)
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 def iso(ts: float) -> str:

@@ -15,11 +15,13 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
 from aiofiles.os import wrap
+
+from expman.jsonlines import repair_tail
 
 #: File handles kept open at once; older ones are closed and reopened on demand.
 MAX_OPEN_FILES = 128
@@ -40,7 +42,12 @@ class LogFilesStatistics:
 class LogFiles:
     """Append-only JSON-lines files written in batches by one flusher task."""
 
-    def __init__(self, *, max_pending_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending_bytes: int = 4 * 1024 * 1024,
+        on_error: Callable[[OSError, str], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         # Invariant: _pending holds, per path, lines not yet handed to the writer
         # thread, and _pending_bytes is the sum of their lengths.
@@ -56,6 +63,11 @@ class LogFiles:
         self._flush_waiters = 0
         self.stats = LogFilesStatistics()
         self.last_error: OSError | None = None
+        self._on_error = on_error
+        # Invariant: _errors holds (error, path) raised in the writer thread, reported
+        # (in the event loop) after the batch that raised them.
+        self._errors: list[tuple[OSError, str]] = []
+        self._repaired: set[str] = set()
         self._write_batch = wrap(self._write_all)
         self._flush_lock = asyncio.Lock()
 
@@ -143,6 +155,11 @@ class LogFiles:
             self.stats.batches += 1
             self.stats.bytes += size
         self._drained.set()
+        if self._errors:
+            errors, self._errors = self._errors, []
+            if self._on_error is not None:
+                for exc, path in errors:
+                    self._on_error(exc, path)
 
     async def flush(self) -> None:
         """Return once everything queued before the call is on disk (page cache)."""
@@ -169,10 +186,10 @@ class LogFiles:
                     written = os.write(fd, view)
                     view = view[written:]
             except OSError as exc:
-                # A log that cannot be written must not kill training; it is counted
-                # and reported (the journal, which resume needs, fails loudly instead).
+                # Counted, and reported from the event loop after this batch.
                 self.stats.errors += 1
                 self.last_error = exc
+                self._errors.append((exc, path))
         if close:
             for fd in self._handles.values():
                 os.close(fd)
@@ -184,6 +201,10 @@ class LogFiles:
             self._handles.move_to_end(path)
             return fd
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        if path not in self._repaired:
+            # A line torn by an earlier crash must not run into the first new one.
+            self._repaired.add(path)
+            repair_tail(path)
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import yaml
 
 from expman.config import ExperimentPlan
 from expman.environment import ExperimentLayout
-from expman.events import Event, ExperimentStarted, RunStarted, TrialStarted
+from expman.events import Event, RunStarted, TrialStarted
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
@@ -40,7 +40,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
 
 
 def dump_yaml(data: Any) -> bytes:
-    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True).encode()
+    text: str = yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+    return text.encode()
 
 
 def _plain(value: Any) -> Any:
@@ -54,18 +55,27 @@ def _plain(value: Any) -> Any:
 class WorkspaceWriter:
     """Creates the experiment, trial and run folders and their config snapshots."""
 
-    def __init__(self, plan: ExperimentPlan, layout: ExperimentLayout) -> None:
+    def __init__(
+        self,
+        plan: ExperimentPlan,
+        layout: ExperimentLayout,
+        on_error: Callable[[OSError], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.layout = layout
         self._trials = {t.name: t for t in plan.trials}
+        self._on_error = on_error
 
     async def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            await anyio.to_thread.run_sync(self._prepare_run, event)
-        elif isinstance(event, TrialStarted):
-            await anyio.to_thread.run_sync(self._prepare_trial, event)
-        elif isinstance(event, ExperimentStarted):
-            await anyio.to_thread.run_sync(self.prepare_experiment)
+        try:
+            if isinstance(event, RunStarted):
+                await anyio.to_thread.run_sync(self._prepare_run, event)
+            elif isinstance(event, TrialStarted):
+                await anyio.to_thread.run_sync(self._prepare_trial, event)
+        except OSError as exc:
+            if self._on_error is not None:
+                self._on_error(exc)
+            raise
 
     def prepare_experiment(self) -> None:
         layout = self.layout
