@@ -471,19 +471,25 @@ async def test_stop_scope_run_stops_only_that_run(
 async def test_stop_scope_trial_stops_its_repeats_and_starts_none_of_the_rest(
     make_experiment: Callable[..., Path], workspace: Path
 ) -> None:
-    """scope trial at max_concurrency 2: repeats 0-1 stop, repeat 2 never starts; trial b runs."""
+    """scope trial at max_concurrency 2: repeats 0-1 stop (both told), repeat 2 never starts."""
     root = experiment(
         make_experiment,
         base={
             "pipeline": {"type": "cb_pipes:Trainer", "epochs": 20, "seconds": 0.05},
-            "callbacks": [{"type": "StopAt", "epoch": 1, "scope": "trial"}],
+            "callbacks": [
+                {"type": "StopAt", "epoch": 1, "scope": "trial"},
+                {"type": "cb_pipes:Recorder"},
+            ],
         },
         trials=[
             {"name": "a", "id": 1, "repeat": 3},
             {"name": "b", "id": 2, "settings": {"callbacks": []}, "repeat": 1},
         ],
     )
+    mod = cb_module(root)
     result = await expman.run_experiment(root, workspace=workspace, max_concurrency=2)
+    # Both running repeats' callbacks heard the trial's stop; repeat 2 never started.
+    assert mod.CALLS.count(("yaml", "on_stop_requested", "trial")) == 2
     a0, a1, a2, b0 = result.runs
     assert (a0.status, a0.reason, a0.epochs) == ("stopped", "stop trial at 1", 2)
     assert a1.status == "stopped"

@@ -511,9 +511,19 @@ class Scheduler:
 
     async def _route_to_callbacks(self, event: Event) -> None:
         key = event.run_key
-        active = self._active.get(key) if key is not None else None
-        if active is not None:
-            await active.ctx.notify_callbacks(event)
+        if key is not None:
+            active = self._active.get(key)
+            targets = [active] if active is not None else []
+        elif isinstance(event, StopRequested):  # a trial's or the experiment's: every run hit
+            targets = [
+                a
+                for k, a in self._active.items()
+                if event.scope == "experiment" or k[0] == event.trial
+            ]
+        else:
+            return
+        for target in targets:
+            await target.ctx.notify_callbacks(event)
 
     async def _on_checkpoint_due(self, event: CheckpointDue) -> None:
         key = event.run_key
