@@ -51,7 +51,7 @@ CRASHY = textwrap.dedent(
                     raise RuntimeError(f"flaky at epoch {epoch}")
                 self.x = (self.x * 1103515245 + ctx.seed + epoch) % 2**31
                 self.trace.append(epoch)
-                if await ctx.epoch_end(epoch, {"x": self.x}):
+                if await ctx.epoch_end(epoch, {"x": self.x, "flat": 1.0}):
                     break
             return {"x": self.x, "start_epoch": ctx.start_epoch, "attempt": ctx.attempt}
 
@@ -76,29 +76,6 @@ CRASHY = textwrap.dedent(
             await self.publish(CheckpointDue(
                 experiment=event.experiment, trial=event.trial, repeat=event.repeat,
                 path=f"checkpoint-{event.epoch}", epoch=event.epoch))
-
-
-    class Patience(Callback):
-        """Stops after `patience` epochs without a lower `x % 1000` (state survives resume)."""
-
-        def __init__(self, patience=3):
-            super().__init__()
-            self.patience, self.best, self.wait = patience, None, 0
-
-        async def on_epoch_end(self, event):
-            value = 0  # never improves after the first epoch
-            if self.best is None:
-                self.best = value
-                return
-            self.wait += 1
-            if self.wait >= self.patience:
-                await self.request_stop(f"patience {self.patience} exhausted")
-
-        def state_dict(self):
-            return {"best": self.best, "wait": self.wait}
-
-        def load_state_dict(self, state):
-            self.best, self.wait = state["best"], state["wait"]
     '''
 )
 
@@ -270,42 +247,35 @@ def test_resumed_run_continues_from_its_checkpoint_epoch(
 
 
 @pytest.mark.slow
-def test_callback_state_survives_resume(
+def test_early_stopping_state_survives_resume(
     make_experiment: Callable[..., Path], workspace: Path
 ) -> None:
-    """A patience callback that counted 2 of 3 before a crash stops after 1 more epoch."""
+    """EarlyStopping that counted 2 of 3 patience epochs before a crash stops after 1 more."""
     root = make_crashy(
-        make_experiment,
-        runs=3,
-        epochs=20,
-        seconds=0.15,
-        callbacks=[{"type": "crashy:EveryEpoch"}, {"type": "crashy:Patience", "patience": 3}],
+        make_experiment, runs=3, epochs=20, seconds=0.15,
+        callbacks=[{"type": "crashy:EveryEpoch"},
+                   {"type": "EarlyStopping", "metric": "flat", "mode": "min", "patience": 3}],
     )
     proc = start_cli(root, workspace)
-    # Epoch 0 sets the best, epochs 1 and 2 count: wait = 2 saved with checkpoint-2.
+    # A flat metric: epoch 0 sets the best, epochs 1 and 2 count, saved with checkpoint-2.
     wait_for(lambda: count(workspace, "CheckpointSaved", trial="t0", repeat=0, epoch=2) >= 1)
     proc.kill()
     proc.wait()
     state = next(
-        e["state"]
-        for e in journal(workspace)
-        if e["type"] == "CheckpointSaved"
-        and e["trial"] == "t0"
-        and e["repeat"] == 0
+        e["state"] for e in journal(workspace)
+        if e["type"] == "CheckpointSaved" and e["trial"] == "t0" and e["repeat"] == 0
         and e["epoch"] == 2
     )
-    assert state["Patience"] == {"best": 0, "wait": 2}
+    assert state["EarlyStopping"]["wait"] == 2
     assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
-    finished = [
-        e
-        for e in journal(workspace)
-        if e["type"] == "RunFinished" and e["trial"] == "t0" and e["repeat"] == 0
-    ]
+    finished = [e for e in journal(workspace) if e["type"] == "RunFinished"
+                and e["trial"] == "t0" and e["repeat"] == 0]
     assert finished[-1]["status"] == "stopped"
-    # Resumed at epoch 3 with wait=2: one more epoch exhausts the patience.
+    # Resumed at epoch 3 with wait=2: that one epoch exhausts the patience.
     run_log = workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "metrics.log"
     epochs = [json.loads(line)["epoch"] for line in run_log.read_text().splitlines()]
     assert epochs[-1] == 3
+    assert epochs.count(3) == 1
 
 
 @pytest.mark.slow
