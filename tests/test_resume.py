@@ -252,9 +252,14 @@ def test_early_stopping_state_survives_resume(
 ) -> None:
     """EarlyStopping that counted 2 of 3 patience epochs before a crash stops after 1 more."""
     root = make_crashy(
-        make_experiment, runs=3, epochs=20, seconds=0.15,
-        callbacks=[{"type": "crashy:EveryEpoch"},
-                   {"type": "EarlyStopping", "metric": "flat", "mode": "min", "patience": 3}],
+        make_experiment,
+        runs=3,
+        epochs=20,
+        seconds=0.15,
+        callbacks=[
+            {"type": "crashy:EveryEpoch"},
+            {"type": "EarlyStopping", "metric": "flat", "mode": "min", "patience": 3},
+        ],
     )
     proc = start_cli(root, workspace)
     # A flat metric: epoch 0 sets the best, epochs 1 and 2 count, saved with checkpoint-2.
@@ -262,14 +267,20 @@ def test_early_stopping_state_survives_resume(
     proc.kill()
     proc.wait()
     state = next(
-        e["state"] for e in journal(workspace)
-        if e["type"] == "CheckpointSaved" and e["trial"] == "t0" and e["repeat"] == 0
+        e["state"]
+        for e in journal(workspace)
+        if e["type"] == "CheckpointSaved"
+        and e["trial"] == "t0"
+        and e["repeat"] == 0
         and e["epoch"] == 2
     )
     assert state["EarlyStopping"]["wait"] == 2
     assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
-    finished = [e for e in journal(workspace) if e["type"] == "RunFinished"
-                and e["trial"] == "t0" and e["repeat"] == 0]
+    finished = [
+        e
+        for e in journal(workspace)
+        if e["type"] == "RunFinished" and e["trial"] == "t0" and e["repeat"] == 0
+    ]
     assert finished[-1]["status"] == "stopped"
     # Resumed at epoch 3 with wait=2: that one epoch exhausts the patience.
     run_log = workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "metrics.log"
