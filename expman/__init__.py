@@ -10,6 +10,7 @@ from expman.errors import (
     ExecutorError,
     ExpmanError,
     PipelineError,
+    ResultsError,
     WorkspaceError,
     WorkspaceLocked,
 )
@@ -37,6 +38,7 @@ from expman.experiment import (
     start_experiment,
 )
 from expman.pipeline import Pipeline
+from expman.results import Results, load_results
 from expman.runtime.context import RunContext
 from expman.serializable import YAMLSerializable, register
 
@@ -62,6 +64,8 @@ __all__ = [
     "ExpmanError",
     "Pipeline",
     "PipelineError",
+    "Results",
+    "ResultsError",
     "RunContext",
     "RunFinished",
     "RunResult",
@@ -80,6 +84,7 @@ __all__ = [
     "__version__",
     "insert_value",
     "load_plan",
+    "load_results",
     "multiply",
     "register",
     "run_experiment",

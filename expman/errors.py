@@ -9,6 +9,7 @@ escaping expman is a bug in expman itself::
      │    ├── WorkspaceLocked   another process runs this experiment directory
      │    └── ConfigChanged     resuming would silently run a different config
      ├── PipelineError          a pipeline or callback cannot be built from its config
+     ├── ResultsError           a results query names a metric or mode that does not fit
      └── ExecutorError          an execution backend cannot start or lost a worker
 """
 
@@ -68,6 +69,10 @@ class ConfigChanged(WorkspaceError):
 
 class PipelineError(ExpmanError):
     """A pipeline or callback named in a config cannot be built."""
+
+
+class ResultsError(ExpmanError):
+    """A results query (metric, mode) does not fit what the experiment recorded."""
 
 
 class ExecutorError(ExpmanError):
