@@ -29,7 +29,6 @@ from expman.results.tables import (
     STATUS_STYLE,
     counts_text,
     error_line,
-    fmt,
     fmt_duration,
     fmt_metrics,
     status_text,
@@ -165,7 +164,7 @@ class LiveDisplay(Display):
             )
         heading = Text(f"experiment {result.name}: ", style="bold")
         heading.append(result.status, style=STATUS_STYLE.get(result.status, ""))
-        heading.append(f" ({counts_text(result.counts)}) in {fmt(result.duration)}s")
+        heading.append(f" ({counts_text(result.counts)}) in {fmt_duration(result.duration)}")
         self.console.print(heading)
         self.console.print(table)
         self.console.print(f"workspace: {result.path}", highlight=False)
