@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 import expman
 
-from .conftest import run_cli
+from .conftest import run_cli, write_yaml
 
 #: Pipelines of these tests (dropped into each experiment folder as watch_pipes.py).
 PIPES = '''
@@ -81,13 +82,27 @@ def final_acc_from_metrics_logs(exp: Path) -> dict[str, list[float]]:
     return out
 
 
-@pytest.fixture
-def finished(make_experiment: Callable[..., Path], workspace: Path) -> Path:
+@pytest.fixture(scope="module")
+def finished_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished experiment: 3 trials x 3 repeats reporting acc and loss for 3 epochs."""
-    root = experiment(make_experiment, TRIALS)
-    proc = run_cli("run", str(root), "-w", str(workspace), "-j", "4", "--quiet")
+    base = tmp_path_factory.mktemp("finished")
+    root = base / "configs"
+    root.mkdir()
+    write_yaml(root / "experiment.yaml", {"name": "exp", "id": 1, "desc": "", "settings": {}})
+    write_yaml(
+        root / "base.yaml", {"settings": {"seed": 7, "pipeline": {"type": "watch_pipes:SeededAcc"}}}
+    )
+    write_yaml(root / "trials.yaml", TRIALS)
+    (root / "watch_pipes.py").write_text(PIPES)
+    proc = run_cli("run", str(root), "-w", str(base / "ws"), "-j", "4", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    return workspace / "exp"
+    return base / "ws" / "exp"
+
+
+@pytest.fixture
+def finished(finished_once: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the finished experiment, for a test to read or damage."""
+    return Path(shutil.copytree(finished_once, tmp_path / "copy" / "exp"))
 
 
 class TestResults:
@@ -366,3 +381,45 @@ def test_status_of_a_workspace_lists_its_experiments(
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert "finished" in lines["first"]
     assert "1 completed" in lines["second"]
+
+
+class TestLiveness:
+    """Whether an unfinished experiment is running or crashed, from its lock or journal."""
+
+    @staticmethod
+    def unfinish(exp: Path) -> None:
+        journal = exp / "logs" / "events.jsonl"
+        lines = journal.read_text().splitlines(keepends=True)
+        cut = max(i for i, line in enumerate(lines) if '"RunStarted"' in line)
+        journal.write_text("".join(lines[: cut + 1]))  # the last run started, nothing after
+
+    @staticmethod
+    def dead_pid() -> int:
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        return proc.pid
+
+    def test_the_journal_pid_decides_without_a_lock(self, finished: Path) -> None:
+        """No lock file: the pid recorded in ExperimentStarted is dead, so interrupted."""
+        self.unfinish(finished)
+        results = expman.load_results(finished)
+        assert results.state == "interrupted"
+        assert [r.status for r in results.runs][-1] == "interrupted"
+
+    @pytest.mark.parametrize(
+        "text",
+        ['{{"pid": {pid}, "host": "{host}"}}', "pid: {pid}\nhost: {host}\n", "{pid} {host}\n"],
+    )
+    def test_a_lock_naming_a_live_or_dead_process_decides(self, finished: Path, text: str) -> None:
+        """A .lock (JSON, key: value or bare 'PID HOST') naming a live process means
+        running (the unfinished run too); naming a dead one means interrupted."""
+        import socket
+
+        self.unfinish(finished)
+        lock = finished / ".lock"
+        lock.write_text(text.format(pid=os.getpid(), host=socket.gethostname()))
+        results = expman.load_results(finished)
+        assert results.state == "running"
+        assert [r.status for r in results.runs][-1] == "running"
+        lock.write_text(text.format(pid=self.dead_pid(), host=socket.gethostname()))
+        assert expman.load_results(finished).state == "interrupted"

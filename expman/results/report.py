@@ -76,6 +76,9 @@ def curves_png(plt: Any, hist: History, trials: Sequence[str]) -> str:
         n = max(curve.n)
         ax.plot(curve.epochs, curve.mean, color=color, label=f"{name} (n={n})", linewidth=1.8)
     ax.xaxis.get_major_locator().set_params(integer=True)
+    values = [v for c in hist.trials.values() for v in c.mean]
+    if values and min(values) > 0 and max(values) / min(values) > 100:
+        ax.set_yscale("log")  # losses falling over decades
     ax.set_xlabel("epoch")
     ax.set_ylabel(hist.metric)
     ax.set_title(f"{hist.metric}: mean ± std over repeats")

@@ -49,6 +49,8 @@ def fmt(value: Any) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     seconds = round(seconds)
@@ -104,19 +106,20 @@ def experiment_heading(view: ExperimentView) -> Text:
 def runs_table(view: ExperimentView) -> Table:
     """Every run: status, attempt, epochs done, duration, last metrics, error or reason."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("run", "status", "attempt", "epochs", "duration", "last metrics", "note"):
+    notes = [error_line(run.error) or run.reason or "" for run in view.runs]
+    columns = ["run", "status", "attempt", "epochs", "duration", "last metrics"]
+    for name in columns + (["note"] if any(notes) else []):
         table.add_column(name, no_wrap=name != "note")
-    for run in view.runs:
-        note = error_line(run.error) or run.reason or ""
-        table.add_row(
+    for run, note in zip(view.runs, notes, strict=True):
+        cells = [
             run.label,
             status_text(run.status),
             str(run.attempt or "-"),
             str(run.epochs),
             fmt_duration(run.duration),
             fmt_metrics(run.metrics),
-            note,
-        )
+        ]
+        table.add_row(*cells, *([note] if any(notes) else []))
     return table
 
 
