@@ -77,9 +77,13 @@ class LiveDisplay(Display):
         if start:
             await anyio.to_thread.run_sync(self._start)
         for renderable in printed:
-            await anyio.to_thread.run_sync(self.console.print, renderable)
+            await anyio.to_thread.run_sync(self._print, renderable)
         if stop:
             await anyio.to_thread.run_sync(self.close)
+
+    def _print(self, renderable: RenderableType) -> None:
+        # soft_wrap: a long failure line stays one line (the terminal wraps it, copy-paste works).
+        self.console.print(renderable, soft_wrap=True)
 
     def _run_log(self, event: Event) -> Path | None:
         if self._root is None or event.trial is None or event.repeat is None:
@@ -118,7 +122,7 @@ class LiveDisplay(Display):
             ProgressBar(total=max(total, 1), completed=done, width=40),
             Text(
                 f"{done}/{total} runs  {fmt_duration(elapsed)} elapsed"
-                f"  {'~' + fmt_duration(eta) + ' left' if eta is not None else ''}"
+                f"  {'~' + fmt_duration(eta) + ' left' if eta is not None and done < total else ''}"
             ),
         )
         tally = Text()

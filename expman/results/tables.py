@@ -288,18 +288,20 @@ def runs_ranked_table(
     view: ExperimentView, ranked: Sequence[tuple[RunView, float | None]], metric: str
 ) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("run", "status", "seed", "epochs", metric, "metrics", "note"):
+    notes = [error_line(run.error) or run.reason or "" for run, _ in ranked]
+    columns = ["run", "status", "seed", "epochs", metric, "metrics"]
+    for name in columns + (["note"] if any(notes) else []):
         table.add_column(name, no_wrap=name != "note")
-    for run, value in ranked:
-        table.add_row(
+    for (run, value), note in zip(ranked, notes, strict=True):
+        cells = [
             run.label,
             status_text(run.status),
             fmt(run.seed),
             str(run.epochs),
             fmt(value),
             fmt_metrics(run.metrics),
-            error_line(run.error) or run.reason or "",
-        )
+        ]
+        table.add_row(*cells, *([note] if any(notes) else []))
     return table
 
 
