@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import pty
@@ -12,14 +13,24 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
-from expman.display import ProgressState
-from expman.events import EpochEnd, ExperimentStarted, RunFinished, RunRetrying, RunStarted
+import expman
+from expman.display import LineDisplay, ProgressState
+from expman.events import (
+    EpochEnd,
+    Event,
+    ExperimentStarted,
+    RunFinished,
+    RunRetrying,
+    RunStarted,
+)
 
 from .conftest import run_cli
 
@@ -251,3 +262,40 @@ class TestProgressState:
         eta = state.eta()
         assert eta is not None
         assert 40.0 < eta < 60.0  # 0.5 of 3 runs done in 10 s: about 50 s left
+
+
+async def test_a_stuck_output_does_not_hold_up_the_runs(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A display whose output blocks (a terminal nobody drains) lets every run finish;
+    it catches up once the output moves again."""
+    root = failing_experiment(make_experiment, repeat=3, epochs=3, seconds=0.01)
+    gate = threading.Event()
+
+    class StuckOutput(io.StringIO):
+        def write(self, text: str) -> int:
+            gate.wait(30)
+            return super().write(text)
+
+    output = StuckOutput()
+    display = LineDisplay(output)
+    finished: list[RunFinished] = []
+    all_finished = anyio.Event()
+
+    async def count(event: Event) -> None:
+        if isinstance(event, RunFinished):
+            finished.append(event)
+            if len(finished) == 3:
+                all_finished.set()
+
+    with anyio.fail_after(30):
+        async with expman.start_experiment(root, workspace=workspace, subscribers=[count]) as h:
+            display.attach(h.bus)
+            await all_finished.wait()
+            assert output.getvalue() == ""  # the display is still stuck on its first line
+            gate.set()
+            result = await h.wait()
+    assert result.counts == {"completed": 2, "failed": 1}
+    text = output.getvalue()
+    assert text.startswith("experiment exp: 3 runs in 1 trials")
+    assert "t/run_0: FAILED" in text

@@ -62,7 +62,9 @@ class Display:
         """A message for people (before or after the live part)."""
         self._write(text + "\n")
 
-    async def __call__(self, events: Sequence[Event]) -> None:
+    async def __call__(self, events: Sequence[Event] | Event) -> None:
+        if isinstance(events, Event):  # subscribed without batch=True
+            events = [events]
         lines = []
         for event in events:
             self.state.apply(event)

@@ -53,7 +53,9 @@ class LiveDisplay(Display):
     def note(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
 
-    async def __call__(self, events: Sequence[Event]) -> None:
+    async def __call__(self, events: Sequence[Event] | Event) -> None:
+        if isinstance(events, Event):  # subscribed without batch=True
+            events = [events]
         printed: list[RenderableType] = []
         start = stop = False
         with self._lock:
