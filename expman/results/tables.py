@@ -8,6 +8,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -111,7 +112,7 @@ def runs_table(view: ExperimentView) -> Table:
     for name in columns + (["note"] if any(notes) else []):
         table.add_column(name, no_wrap=name != "note")
     for run, note in zip(view.runs, notes, strict=True):
-        cells = [
+        cells: list[RenderableType] = [
             run.label,
             status_text(run.status),
             str(run.attempt or "-"),
@@ -293,7 +294,7 @@ def runs_ranked_table(
     for name in columns + (["note"] if any(notes) else []):
         table.add_column(name, no_wrap=name != "note")
     for (run, value), note in zip(ranked, notes, strict=True):
-        cells = [
+        cells: list[RenderableType] = [
             run.label,
             status_text(run.status),
             fmt(run.seed),
