@@ -89,8 +89,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if path.is_dir() and not is_experiment_dir(path):
         views = list_experiments(path)
         if not views:
+            hint = ""
+            if (path / "experiment.yaml").is_file():
+                hint = (
+                    "; this is a config folder, its experiment lives in the workspace"
+                    " (workspace/<name> by default)"
+                )
             raise WorkspaceError(
                 f"{path.absolute()}: neither an experiment folder nor a workspace holding any"
+                + hint
             )
         console.print(f"workspace {path.absolute()}: {len(views)} experiment(s)")
         console.print(experiments_table(views))

@@ -115,8 +115,11 @@ class Results:
                 "error": run.error,
                 "reason": run.reason,
             }
-            row.update(settings.get(run.trial, {}))
-            row.update(run.metrics)
+            # Settings and metrics never overwrite a column: a clash gets a prefix.
+            for key, value in settings.get(run.trial, {}).items():
+                row[key if key not in row else f"settings.{key}"] = value
+            for key, value in run.metrics.items():
+                row[key if key not in row else f"metrics.{key}"] = value
             rows.append(row)
         return pd.DataFrame(rows)
 

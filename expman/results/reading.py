@@ -111,9 +111,12 @@ def read_experiment(path: str | Path) -> ExperimentView:
     if not root.is_dir():
         raise WorkspaceError(f"{root}: not a folder")
     if not is_experiment_dir(root):
+        hint = ""
+        if (root / "experiment.yaml").is_file():
+            hint = "; this is a config folder, its experiment lives in the workspace"
         raise WorkspaceError(
             f"{root}: not an experiment folder (expected logs/events.jsonl or"
-            " configs/resolved.yaml inside)"
+            f" configs/resolved.yaml inside){hint}"
         )
     layout = ExperimentLayout(root)
     trials = _read_trials(layout)
