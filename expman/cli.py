@@ -162,7 +162,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     async with start_experiment(
         plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=display.on_plan
     ) as handle:
-        display.attach(handle.bus)
+        display.attach(handle.bus)  # before the experiment's task first runs: sees every event
         async with anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:

@@ -48,6 +48,7 @@ class LiveDisplay(Display):
         super().__init__(self.console.file)
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._started = False  # the live area was shown (it is not shown again once closed)
         self._root: Path | None = None
 
     def note(self, text: str) -> None:
@@ -57,13 +58,12 @@ class LiveDisplay(Display):
         if isinstance(events, Event):  # subscribed without batch=True
             events = [events]
         printed: list[RenderableType] = []
-        start = stop = False
+        start, stop = not self._started, False
         with self._lock:
             for event in events:
                 self.state.apply(event)
                 if isinstance(event, ExperimentStarted):
                     self._root = Path(event.path)
-                    start = True
                 elif isinstance(event, ExperimentFinished):
                     stop = True
                 elif isinstance(event, RunFinished) and event.status == "failed":
@@ -93,7 +93,8 @@ class LiveDisplay(Display):
         return ExperimentLayout(self._root).run(event.trial, event.repeat).log_file
 
     def _start(self) -> None:
-        if self._live is None:
+        if not self._started:
+            self._started = True
             self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
 
