@@ -342,12 +342,14 @@ def test_status_of_an_experiment_running_in_another_process(
     assert [row[1] for row in status_rows(status.stdout).values()] == ["completed"] * 3
 
 
+@pytest.mark.slow
 def test_status_of_an_experiment_killed_with_sigkill(
     make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path
 ) -> None:
     """After SIGKILL, status says interrupted: the started runs interrupted with the epochs
-    they logged, the others not started; results still reads what was logged."""
-    root = experiment(make_experiment, TRIALS[:1], epochs=1000, seconds=0.05)
+    they logged, the others not started; results still reads what was logged.  Once
+    resumed to its end, the interrupted runs show their second attempt."""
+    root = experiment(make_experiment, TRIALS[:1], epochs=30, seconds=0.05)
     exp = workspace / "exp"
     log = tmp_path / "run.out"
     proc = start_run(root, workspace, log, "-j", "2", "--quiet")
@@ -366,6 +368,16 @@ def test_status_of_an_experiment_killed_with_sigkill(
     results = expman.load_results(exp)
     assert results.state == "interrupted"
     assert results.history("acc").trials["weak"].epochs[0] == 0
+
+    resumed = run_cli("run", str(root), "-w", str(workspace), "-j", "3", "--quiet")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    rows = status_rows(run_cli("status", str(exp)).stdout)
+    assert [rows[f"weak/run_{k}"][1:4] for k in range(3)] == [
+        ["completed", "2", "30"],
+        ["completed", "2", "30"],
+        ["completed", "1", "30"],
+    ]
+    assert expman.load_results(exp).summary("acc")[0].n == 3
 
 
 def test_status_of_a_workspace_lists_its_experiments(

@@ -121,9 +121,8 @@ def read_experiment(path: str | Path) -> ExperimentView:
     layout = ExperimentLayout(root)
     trials = _read_trials(layout)
     journal = _fold_journal(layout)
-    live = journal.open_session and owner_alive(
-        read_lock(layout.lock_file) or journal.owner, layout.logs
-    )
+    owner = read_lock(layout.lock_file) or journal.owner
+    live = journal.open_session and owner_alive(owner, layout.logs)
     if journal.sessions == 0:
         state = "not started"
     elif not journal.open_session:
@@ -135,12 +134,13 @@ def read_experiment(path: str | Path) -> ExperimentView:
     runs: list[RunView] = []
     seen: set[tuple[str, int]] = set()
     planned = [(t.name, k) for t in trials for k in range(t.repeat)]
-    for key in planned + [k for k in journal.runs if k not in set(planned)]:
+    for key in [*planned, *journal.runs]:  # planned order, then runs no longer planned
         if key in seen:
             continue
         seen.add(key)
         entry = journal.runs.get(key)
-        if live and entry is not None and entry.status is None and entry.session < journal.sessions:
+        stale = entry is not None and entry.status is None and entry.session < journal.sessions
+        if live and stale:
             entry = None  # started in an earlier, crashed session; not (yet) again in this one
         runs.append(_run_view(layout, key, entry, curves.get(key), live))
     if not trials:
@@ -153,7 +153,7 @@ def read_experiment(path: str | Path) -> ExperimentView:
         trials=tuple(trials),
         runs=tuple(runs),
         curves=curves,
-        owner=read_lock(layout.lock_file) or journal.owner,
+        owner=owner,
         started=journal.started,
         finished=journal.finished,
     )
