@@ -332,6 +332,9 @@ def test_status_of_an_experiment_running_in_another_process(
         assert int(running[0][3]) >= 1  # epochs done so far
         assert "acc=" in status.stdout
         assert rows["weak/run_2"][1] == "waiting"
+        partial = run_cli("results", str(exp), "--format", "json")
+        assert partial.returncode == 0, partial.stderr
+        assert json.loads(partial.stdout)["state"] == "running"
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
         if proc.poll() is None:

@@ -140,7 +140,7 @@ def resolve_metric(view: ExperimentView, metric: str | None, mode: str | None) -
         if mode is None:
             raise ResultsError(
                 f"cannot tell whether a lower or a higher {metric!r} is better;"
-                " say so with --mode min or --mode max"
+                " say so with --mode min|max (mode='min'|'max' in Python)"
             )
     if mode not in ("min", "max"):
         raise ResultsError(f"mode must be 'min' or 'max', got {mode!r}")
