@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -26,10 +26,8 @@ from expman.errors import WorkspaceError
 from expman.jsonlines import read_lines
 from expman.results.liveness import Owner, owner_alive, read_lock
 
-#: Run statuses that end a run for good (in this session).
-FINAL = ("completed", "stopped", "failed", "cancelled")
-#: Experiment states, as ``expman status`` shows them.
-STATES = ("running", "finished", "interrupted", "not started")
+#: An experiment's states, as ``expman status`` shows them.
+ExperimentState = Literal["running", "finished", "interrupted", "not started"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +79,7 @@ class ExperimentView:
 
     name: str
     path: Path
-    state: str
+    state: ExperimentState
     status: str | None  # ExperimentFinished's status, when the last session finished
     trials: tuple[TrialView, ...]
     runs: tuple[RunView, ...]
@@ -123,6 +121,7 @@ def read_experiment(path: str | Path) -> ExperimentView:
     journal = _fold_journal(layout)
     owner = read_lock(layout.lock_file) or journal.owner
     live = journal.open_session and owner_alive(owner, layout.logs)
+    state: ExperimentState
     if journal.sessions == 0:
         state = "not started"
     elif not journal.open_session:
