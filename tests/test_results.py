@@ -158,6 +158,19 @@ class TestResults:
         accs = [r["acc"] for r in runs]
         assert accs == sorted(accs, reverse=True)
 
+    def test_a_config_folder_names_the_experiment_it_ran_into(self, finished_once: Path) -> None:
+        """`expman results CONFIG_DIR -w WORKSPACE` reads the experiment that config ran into,
+        as `expman run CONFIG_DIR -w WORKSPACE` placed it."""
+        configs, ws = finished_once.parents[1] / "configs", finished_once.parent
+        by_config = run_cli("results", str(configs), "-w", str(ws), "--format", "json")
+        assert by_config.returncode == 0, by_config.stderr
+        by_folder = run_cli("results", str(finished_once), "--format", "json")
+        assert json.loads(by_config.stdout) == json.loads(by_folder.stdout)
+        elsewhere = run_cli("status", str(configs), "-w", str(ws.parent / "elsewhere"))
+        assert elsewhere.returncode == 2
+        assert "is a config folder and its experiment" in elsewhere.stderr
+        assert "has not run yet" in elsewhere.stderr
+
     def test_mistakes_are_one_message_and_exit_2(self, finished: Path, tmp_path: Path) -> None:
         """A missing folder, a folder that is no experiment, an unknown metric: exit 2, no
         traceback."""

@@ -40,11 +40,15 @@ def add_results_commands(commands: Any) -> None:
     status = commands.add_parser(
         "status", help="runs of an experiment, or experiments of a workspace, with their state"
     )
-    status.add_argument("path", help="an experiment folder, or a workspace of experiments")
+    status.add_argument(
+        "path", help="an experiment folder, its config folder, or a workspace of experiments"
+    )
+    _workspace_option(status)
     status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     results = commands.add_parser("results", help="trials ranked by a metric over their repeats")
-    results.add_argument("path", help="an experiment folder (workspace/<experiment>)")
+    results.add_argument("path", help=EXPERIMENT_HELP)
+    _workspace_option(results)
     _metric_options(results)
     results.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format"
@@ -53,12 +57,39 @@ def add_results_commands(commands: Any) -> None:
     results.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     report = commands.add_parser("report", help="write a self-contained HTML report")
-    report.add_argument("path", help="an experiment folder (workspace/<experiment>)")
+    report.add_argument("path", help=EXPERIMENT_HELP)
+    _workspace_option(report)
     report.add_argument(
         "-o", "--output", help="the HTML file to write (default: <experiment>/report.html)"
     )
     _metric_options(report)
     report.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+EXPERIMENT_HELP = "an experiment folder (workspace/<name>), or the config folder it ran from"
+
+
+def _workspace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w",
+        "--workspace",
+        help="where a config folder's experiment ran (default: its env.yaml or ./workspace)",
+    )
+
+
+def experiment_dir(path: Path, workspace: str | None = None) -> Path:
+    """The experiment folder ``path`` names: itself, or the one its config folder ran into."""
+    if is_experiment_dir(path) or not (path / "experiment.yaml").is_file():
+        return path  # reading it says what is wrong, if anything
+    from expman.config import load_plan
+
+    plan = load_plan(path, workspace=workspace)
+    if not is_experiment_dir(plan.path):
+        raise WorkspaceError(
+            f"{path.absolute()} is a config folder and its experiment {plan.path} has not"
+            " run yet (another workspace? pass -w)"
+        )
+    return plan.path
 
 
 def _metric_options(parser: argparse.ArgumentParser) -> None:
@@ -84,20 +115,13 @@ def _console() -> Console:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = experiment_dir(Path(args.path), args.workspace)
     console = _console()
     if path.is_dir() and not is_experiment_dir(path):
         views = list_experiments(path)
         if not views:
-            hint = ""
-            if (path / "experiment.yaml").is_file():
-                hint = (
-                    "; this is a config folder, its experiment lives in the workspace"
-                    " (workspace/<name> by default)"
-                )
             raise WorkspaceError(
                 f"{path.absolute()}: neither an experiment folder nor a workspace holding any"
-                + hint
             )
         console.print(f"workspace {path.absolute()}: {len(views)} experiment(s)")
         console.print(experiments_table(views))
@@ -110,7 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    results = Results(read_experiment(Path(args.path)))
+    results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     view = results.view
     metric, mode = resolve_metric(view, args.metric, args.mode)
     if args.runs:
@@ -142,7 +166,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from expman.results.report import write_report
 
-    results = Results(read_experiment(Path(args.path)))
+    results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     output = Path(args.output) if args.output else results.path / "report.html"
     try:
         written = write_report(results, output, args.metric, args.mode, args.reduce)

@@ -109,12 +109,9 @@ def read_experiment(path: str | Path) -> ExperimentView:
     if not root.is_dir():
         raise WorkspaceError(f"{root}: not a folder")
     if not is_experiment_dir(root):
-        hint = ""
-        if (root / "experiment.yaml").is_file():
-            hint = "; this is a config folder, its experiment lives in the workspace"
         raise WorkspaceError(
             f"{root}: not an experiment folder (expected logs/events.jsonl or"
-            f" configs/resolved.yaml inside){hint}"
+            " configs/resolved.yaml inside)"
         )
     layout = ExperimentLayout(root)
     trials = _read_trials(layout)
