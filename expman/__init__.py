@@ -11,6 +11,7 @@ from expman.errors import (
     ExecutorError,
     ExpmanError,
     PipelineError,
+    ResultsError,
     WorkspaceError,
     WorkspaceLocked,
 )
@@ -39,6 +40,7 @@ from expman.experiment import (
     start_experiment,
 )
 from expman.pipeline import Pipeline
+from expman.results import Results, load_results
 from expman.runtime.context import RunContext
 from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
@@ -69,6 +71,8 @@ __all__ = [
     "MetricsTracker",
     "Pipeline",
     "PipelineError",
+    "Results",
+    "ResultsError",
     "RunContext",
     "RunEnding",
     "RunFinished",
@@ -88,6 +92,7 @@ __all__ = [
     "__version__",
     "insert_value",
     "load_plan",
+    "load_results",
     "multiply",
     "register",
     "run_experiment",

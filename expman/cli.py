@@ -1,4 +1,4 @@
-"""The ``expman`` command: ``run`` and ``validate`` an experiment.
+"""The ``expman`` command: ``run``, ``validate``, ``status``, ``results`` and ``report``.
 
 Exit codes: 0 every run completed (or was stopped on purpose), 1 some run failed,
 2 usage or config error, 130 interrupted.
@@ -22,6 +22,7 @@ from expman.errors import (
     WorkspaceError,
     WorkspaceLocked,
 )
+from expman.results.commands import RESULTS_COMMANDS, add_results_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even though the config differs from the recorded one",
     )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="plain lines instead of the live display"
+    )
+    run.add_argument(
+        "--json", action="store_true", help="one JSON event per line on stdout, nothing else"
+    )
     run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     validate = commands.add_parser("validate", help="check configs and print the plan")
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     validate.add_argument("-w", "--workspace")
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    add_results_commands(commands)
     return parser
 
 
@@ -93,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return cmd_validate(args)
+        if args.command in RESULTS_COMMANDS:
+            return RESULTS_COMMANDS[args.command](args)
         if args.command == "run":
             if args.max_concurrency is not None and args.max_concurrency < 1:
                 parser.error("-j/--max-concurrency must be at least 1")
@@ -106,10 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"expman: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WorkspaceError as exc:
+        # While running, a workspace that fails (disk full, read-only) fails the run.
         print(f"expman: error: {exc}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
-        return EXIT_FAILED
+        return EXIT_FAILED if args.command == "run" else EXIT_USAGE
     except ExpmanError as exc:
         print(f"expman: error: {exc}", file=sys.stderr)
         if args.debug:
@@ -147,6 +158,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    from expman.display import choose_display
     from expman.experiment import prepare, single_errors, start_experiment
 
     plan = await anyio.to_thread.run_sync(
@@ -159,25 +171,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
         )
     )
     interrupted = False
-
-    def announce(plan: Any, resume: Any) -> None:
-        if resume.done:
-            print(
-                f"resuming {plan.path}: {len(resume.done)} run(s) already done, "
-                f"{len(resume.todo)} to run"
-            )
-            shown = ", ".join(f"{r.trial}/run_{r.repeat} ({r.status})" for r in resume.done[:8])
-            more = f" and {len(resume.done) - 8} more" if len(resume.done) > 8 else ""
-            print(f"  skipping {shown}{more}")
-            for spec, point in resume.restarting:
-                where = (
-                    f"from epoch {point.epoch}" if point and point.checkpoint else "from scratch"
-                )
-                print(f"  {spec.label}: runs again {where}")
+    # The progress display: live on a terminal, lines in a pipe, JSON events with --json.
+    display = choose_display(json=args.json, quiet=args.quiet)
 
     async with start_experiment(
-        plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=announce
+        plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=display.on_plan
     ) as handle:
+        display.attach(handle.bus)  # before the experiment's task first runs: sees every event
         with single_errors():
             async with anyio.create_task_group() as tg:
 
@@ -203,27 +203,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                     result = await handle.wait()
                 finally:
                     tg.cancel_scope.cancel()
-    print_summary(result)
+    display.summary(result)
     if interrupted or result.status == "cancelled":
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result.status == "failed" else EXIT_OK
-
-
-def print_summary(result: Any) -> None:
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
-    print(f"experiment {result.name}: {result.status} ({counts}) in {result.duration:.2f}s")
-    for run in result.runs:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(run.metrics.items())[:4])
-        note = run.error or run.reason or ""
-        skipped = " (done before)" if run.skipped else ""
-        print(
-            f"  {run.trial}/run_{run.repeat}: {run.status}{skipped} {metrics}"
-            f"{'  ' + note if note else ''}"
-        )
-    print(f"workspace: {result.path}")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

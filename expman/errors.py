@@ -10,6 +10,7 @@ escaping expman is a bug in expman itself::
      │    └── ConfigChanged     resuming would silently run a different config
      ├── PipelineError          a pipeline or callback cannot be built from its config
      ├── CallbackError          a run's callback raised: that run fails
+     ├── ResultsError           a results query names a metric or mode that does not fit
      └── ExecutorError          an execution backend cannot start or lost a worker
 """
 
@@ -77,6 +78,10 @@ class CallbackError(ExpmanError):
     A run's callbacks are part of its training loop, as in Lightning and Keras; the
     experiment's own subscribers stay isolated (reported, never fatal).
     """
+
+
+class ResultsError(ExpmanError):
+    """A results query (metric, mode) does not fit what the experiment recorded."""
 
 
 class ExecutorError(ExpmanError):

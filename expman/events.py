@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,12 +51,18 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExperimentStarted(Event):
-    """An experiment began; ``runs`` is how many runs its plan holds."""
+    """An experiment began; ``runs`` is how many runs its plan holds.
+
+    ``pid`` and ``host`` name the process that runs it, so that a reader of the
+    journal can tell a running experiment from a crashed one.
+    """
 
     path: str
     runs: int
     trials: int
     resumed: bool = False
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,87 @@
+"""Displays for pipes and programs: plain log lines, or one JSON event per line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from expman.display.base import Display, plain_summary
+from expman.environment import ExperimentLayout
+from expman.events import (
+    Event,
+    ExperimentStarted,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    to_dict,
+)
+from expman.jsonlines import dumps
+from expman.results.tables import error_line, fmt, fmt_metrics
+
+
+def failure_line(event: RunFinished, log: Path | None) -> str:
+    """Trial, repeat, the error's last line and where the run's log is."""
+    error = error_line(event.error) or event.reason or "failed"
+    where = f" (log: {log})" if log else ""
+    return f"{event.trial}/run_{event.repeat}: FAILED after {event.duration:.1f}s: {error}{where}"
+
+
+class LineDisplay(Display):
+    """One line per run start, finish and failure: for pipes, logs and ``--quiet``."""
+
+    name = "display.lines"
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        super().__init__(out)
+        self._root: Path | None = None
+
+    def line_for(self, event: Event) -> str | None:
+        state = self.state
+        label = f"{event.trial}/run_{event.repeat}"
+        if isinstance(event, ExperimentStarted):
+            self._root = Path(event.path)
+            return (
+                f"experiment {event.experiment}: {event.runs} runs in {event.trials} trials"
+                f" -> {event.path}"
+            )
+        if isinstance(event, RunStarted):
+            attempt = f", attempt {event.attempt}" if event.attempt > 1 else ""
+            start = f", from epoch {event.start_epoch}" if event.start_epoch else ""
+            return f"{label}: started (seed {event.seed}{attempt}{start})"
+        if isinstance(event, RunFinished):
+            progress = f"[{state.done}/{state.total}] "
+            if event.status == "failed":
+                return progress + failure_line(event, self.run_log(event))
+            note = f" ({event.reason})" if event.reason else ""
+            metrics = fmt_metrics(event.metrics)
+            return (
+                f"{progress}{label}: {event.status} in {event.duration:.1f}s,"
+                f" {event.epochs} epochs{note}{'  ' + metrics if metrics else ''}"
+            )
+        if isinstance(event, RunRetrying):
+            return f"{label}: retrying (attempt {event.attempt})"
+        if isinstance(event, RunStalled):
+            return f"{label}: stalled, no epoch for {fmt(event.seconds)}s"
+        return None
+
+    def run_log(self, event: Event) -> Path | None:
+        if self._root is None or event.trial is None or event.repeat is None:
+            return None
+        return ExperimentLayout(self._root).run(event.trial, event.repeat).log_file
+
+
+class JsonDisplay(Display):
+    """Every event as one JSON object per line on stdout; people's text goes to stderr."""
+
+    name = "display.json"
+
+    def line_for(self, event: Event) -> str | None:
+        return dumps(to_dict(event)).decode()
+
+    def note(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def summary(self, result: Any) -> None:
+        print(plain_summary(result), end="", file=sys.stderr)

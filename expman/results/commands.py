@@ -1,0 +1,185 @@
+"""``expman status | results | report``: read an experiment folder back, from the command line.
+
+Each command reads files only, so it works on a running experiment (in another
+process), a finished one and a crashed one.  Mistakes (a missing folder, a folder that
+is not an experiment, an unknown metric) raise :class:`~expman.errors.ExpmanError`
+subclasses, which the CLI prints as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from expman.errors import ExpmanError, WorkspaceError
+from expman.jsonlines import dumps
+from expman.results.loaded import Results
+from expman.results.reading import is_experiment_dir, list_experiments, read_experiment
+from expman.results.summary import resolve_metric
+from expman.results.tables import (
+    experiment_heading,
+    experiments_table,
+    ranked_runs,
+    results_csv,
+    results_json,
+    results_table,
+    runs_csv,
+    runs_ranked_table,
+    runs_records,
+    runs_table,
+)
+
+
+def add_results_commands(commands: Any) -> None:
+    """Add ``status``, ``results`` and ``report`` to the CLI's subcommands."""
+    status = commands.add_parser(
+        "status", help="runs of an experiment, or experiments of a workspace, with their state"
+    )
+    status.add_argument(
+        "path", help="an experiment folder, its config folder, or a workspace of experiments"
+    )
+    _workspace_option(status)
+    status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    results = commands.add_parser("results", help="trials ranked by a metric over their repeats")
+    results.add_argument("path", help=EXPERIMENT_HELP)
+    _workspace_option(results)
+    _metric_options(results)
+    results.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output format"
+    )
+    results.add_argument("--runs", action="store_true", help="one row per run, not per trial")
+    results.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument("path", help=EXPERIMENT_HELP)
+    _workspace_option(report)
+    report.add_argument(
+        "-o", "--output", help="the HTML file to write (default: <experiment>/report.html)"
+    )
+    _metric_options(report)
+    report.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+EXPERIMENT_HELP = "an experiment folder (workspace/<name>), or the config folder it ran from"
+
+
+def _workspace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w",
+        "--workspace",
+        help="where a config folder's experiment ran (default: its env.yaml or ./workspace)",
+    )
+
+
+def experiment_dir(path: Path, workspace: str | None = None) -> Path:
+    """The experiment folder ``path`` names: itself, or the one its config folder ran into."""
+    if is_experiment_dir(path) or not (path / "experiment.yaml").is_file():
+        return path  # reading it says what is wrong, if anything
+    from expman.config import load_plan
+
+    plan = load_plan(path, workspace=workspace)
+    if not is_experiment_dir(plan.path):
+        raise WorkspaceError(
+            f"{path.absolute()} is a config folder and its experiment {plan.path} has not"
+            " run yet (another workspace? pass -w)"
+        )
+    return plan.path
+
+
+def _metric_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", help="the metric to rank by (default: guessed from names)")
+    parser.add_argument(
+        "--mode",
+        choices=["min", "max"],
+        help="lower or higher is better (default: from the name; loss/error min, acc/score max)",
+    )
+    parser.add_argument(
+        "--reduce",
+        choices=["last", "best"],
+        default="last",
+        help="each run's final value (last, default) or its best epoch's (best)",
+    )
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe: never squeeze tables into 80 columns
+        console = Console(highlight=False, width=max(console.width, 240))
+    return console
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = experiment_dir(Path(args.path), args.workspace)
+    console = _console()
+    if path.is_dir() and not is_experiment_dir(path):
+        views = list_experiments(path)
+        if not views:
+            raise WorkspaceError(
+                f"{path.absolute()}: neither an experiment folder nor a workspace holding any"
+            )
+        console.print(f"workspace {path.absolute()}: {len(views)} experiment(s)")
+        console.print(experiments_table(views))
+        return 0
+    view = read_experiment(path)
+    console.print(experiment_heading(view))
+    console.print(runs_table(view))
+    console.print(f"path: {view.path}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
+    view = results.view
+    metric, mode = resolve_metric(view, args.metric, args.mode)
+    if args.runs:
+        ranked = ranked_runs(view, metric, mode, args.reduce)
+        if args.format == "json":
+            print(dumps(runs_records(view, ranked, metric)).decode())
+        elif args.format == "csv":
+            sys.stdout.write(runs_csv(runs_records(view, ranked, metric), metric))
+        else:
+            console = _console()
+            console.print(f"{view.name}: runs ranked by {metric} ({mode}, {args.reduce} value)")
+            console.print(runs_ranked_table(view, ranked, metric))
+        return 0
+    rows = results.summary(metric, mode, args.reduce)
+    if args.format == "json":
+        print(results_json(view, rows, metric, mode, args.reduce))
+    elif args.format == "csv":
+        sys.stdout.write(results_csv(rows, results.metrics))
+    else:
+        console = _console()
+        console.print(
+            f"{view.name} ({view.state}): trials ranked by the mean of {metric} over repeats"
+            f" ({mode} is better, {args.reduce} value of each run; * marks the best)"
+        )
+        console.print(results_table(rows, results.metrics))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from expman.results.report import write_report
+
+    results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
+    output = Path(args.output) if args.output else results.path / "report.html"
+    try:
+        written = write_report(results, output, args.metric, args.mode, args.reduce)
+    except ImportError as exc:
+        raise ExpmanError(str(exc)) from None
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write {output}: {exc.strerror or exc}") from None
+    print(f"report: {written.absolute()}")
+    return 0
+
+
+RESULTS_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "results": cmd_results,
+    "report": cmd_report,
+}

@@ -1,0 +1,285 @@
+"""Aggregation over repeats: one row per trial, ranked, and epoch curves with mean ± std.
+
+A run's value of a metric is its final value (``reduce="last"``: the metric in the
+run's final metrics, else its last epoch's) or its best epoch (``reduce="best"``).
+Only runs that ``completed`` or were ``stopped`` on purpose count; failed, cancelled,
+interrupted and running runs do not.  ``std`` is the sample standard deviation
+(n - 1); it is ``None`` for a single value.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeGuard
+
+from expman.errors import ResultsError
+from expman.results.reading import Curve, ExperimentView, RunView, TrialView
+
+Mode = Literal["min", "max"]
+Reduce = Literal["last", "best"]
+
+#: Run statuses whose metrics are results.
+COUNTED = ("completed", "stopped")
+
+_MIN_WORDS = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "nll", "time")
+_MAX_WORDS = ("acc", "score", "f1", "auc", "precision", "recall", "r2", "iou", "map", "reward")
+
+
+def infer_mode(metric: str) -> Mode | None:
+    """``min`` for loss- or error-like names, ``max`` for accuracy- or score-like ones."""
+    name = metric.lower()
+    if any(w in name for w in _MIN_WORDS):
+        return "min"
+    if any(w in name for w in _MAX_WORDS):
+        return "max"
+    return None
+
+
+def is_number(value: Any) -> TypeGuard[float]:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and math.isnan(value))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A metric over a trial's repeats."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    values: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        if not values:
+            return cls(0, None, None, None, None, ())
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(
+            len(values), statistics.fmean(values), std, min(values), max(values), tuple(values)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrialSummary:
+    """One trial aggregated over its repeats; ``rank`` 1 is the best."""
+
+    trial: str
+    rank: int
+    metric: str
+    mode: Mode
+    stats: Stats
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Stats] = field(default_factory=dict)
+    runs: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def best(self) -> bool:
+        return self.rank == 1 and self.stats.n > 0
+
+    @property
+    def mean(self) -> float | None:
+        return self.stats.mean
+
+    @property
+    def std(self) -> float | None:
+        return self.stats.std
+
+    @property
+    def n(self) -> int:
+        return self.stats.n
+
+
+def metric_names(view: ExperimentView) -> list[str]:
+    """Every numeric metric any run reported, in order of first appearance."""
+    names: dict[str, None] = {}
+    for run in view.runs:
+        for curve in (view.curves.get((run.trial, run.repeat)) or {}).values():
+            names.update((k, None) for k, v in curve.items() if is_number(v))
+        names.update((k, None) for k, v in run.metrics.items() if is_number(v))
+    return list(names)
+
+
+def default_metric(view: ExperimentView) -> str:
+    """The metric to rank by when none is named: the first whose direction is known."""
+    names = metric_names(view)
+    if not names:
+        raise ResultsError(f"{view.path}: no run reported any numeric metric yet")
+    # Held-out before training metrics, accuracy-like before loss-like, then first seen.
+    known = [n for n in names if infer_mode(n) is not None]
+    if not known:
+        return names[0]
+    return min(
+        known,
+        key=lambda n: (
+            not any(w in n.lower() for w in ("val", "test")),
+            infer_mode(n) != "max",
+            names.index(n),
+        ),
+    )
+
+
+def resolve_metric(view: ExperimentView, metric: str | None, mode: str | None) -> tuple[str, Mode]:
+    """The metric and mode a query uses; ResultsError naming what exists if unknown."""
+    names = metric_names(view)
+    if metric is None:
+        metric = default_metric(view)
+    elif metric not in names:
+        known = ", ".join(names) or "(none reported yet)"
+        raise ResultsError(f"{view.path}: unknown metric {metric!r}; known metrics: {known}")
+    if mode is None:
+        mode = infer_mode(metric)
+        if mode is None:
+            raise ResultsError(
+                f"cannot tell whether a lower or a higher {metric!r} is better;"
+                " say so with --mode min|max (mode='min'|'max' in Python)"
+            )
+    if mode not in ("min", "max"):
+        raise ResultsError(f"mode must be 'min' or 'max', got {mode!r}")
+    return metric, mode  # type: ignore[return-value]
+
+
+def run_value(
+    run: RunView, curve: Curve | None, metric: str, reduce: Reduce, mode: Mode
+) -> float | None:
+    """One run's value of ``metric``: final (``last``) or best epoch (``best``)."""
+    final = run.metrics.get(metric)
+    if reduce == "last":
+        if is_number(final):
+            return float(final)
+        for epoch in sorted(curve or {}, reverse=True):
+            value = (curve or {})[epoch].get(metric)
+            if is_number(value):
+                return float(value)
+        return None
+    values = [float(c[metric]) for c in (curve or {}).values() if is_number(c.get(metric))]
+    if is_number(final):
+        values.append(float(final))
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)
+
+
+def differing_settings(trials: Sequence[TrialView]) -> dict[str, dict[str, Any]]:
+    """For each trial, its settings (dotted keys) whose values differ between trials."""
+    flat = {t.name: dict(flatten(t.settings)) for t in trials}
+    keys: dict[str, None] = {}
+    for values in flat.values():
+        keys.update((k, None) for k in values)
+    missing = object()
+    differing = [
+        k for k in keys if len({repr(values.get(k, missing)) for values in flat.values()}) > 1
+    ]
+    return {name: {k: values.get(k) for k in differing} for name, values in flat.items()}
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def summarize(
+    view: ExperimentView, metric: str, mode: Mode, reduce: Reduce = "last"
+) -> list[TrialSummary]:
+    """One row per trial over its repeats, ranked best first (trials without values last)."""
+    settings = differing_settings(view.trials)
+    names = metric_names(view)
+    rows = []
+    for trial in view.trials:
+        runs = [r for r in view.runs if r.trial == trial.name]
+        counted = [r for r in runs if r.status in COUNTED]
+        per_metric = {}
+        for name in names:
+            name_mode = mode if name == metric else (infer_mode(name) or mode)
+            values = []
+            for r in counted:
+                value = run_value(r, view.curves.get((r.trial, r.repeat)), name, reduce, name_mode)
+                if value is not None:
+                    values.append(value)
+            per_metric[name] = Stats.of(values)
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        rows.append((trial, per_metric.get(metric, Stats.of([])), per_metric, len(runs), counts))
+    sign = 1.0 if mode == "min" else -1.0
+    rows.sort(key=lambda row: (row[1].mean is None, sign * (row[1].mean or 0.0)))
+    return [
+        TrialSummary(
+            trial=trial.name,
+            rank=i + 1,
+            metric=metric,
+            mode=mode,
+            stats=stats,
+            settings=settings.get(trial.name, {}),
+            metrics=per_metric,
+            runs=n_runs,
+            counts=counts,
+        )
+        for i, (trial, stats, per_metric, n_runs, counts) in enumerate(rows)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TrialCurve:
+    """A trial's mean ± std of a metric per epoch over its repeats (n: repeats at that epoch)."""
+
+    trial: str
+    epochs: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    n: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Epoch curves of one metric: per run, and per trial as mean ± std over repeats."""
+
+    metric: str
+    runs: Mapping[tuple[str, int], tuple[tuple[int, float], ...]]
+    trials: Mapping[str, TrialCurve]
+
+
+def history(view: ExperimentView, metric: str) -> History:
+    """The epoch curves of ``metric`` (every run that reported it, whatever its status)."""
+    runs: dict[tuple[str, int], tuple[tuple[int, float], ...]] = {}
+    for run in view.runs:
+        curve = view.curves.get((run.trial, run.repeat)) or {}
+        points = tuple(
+            (epoch, float(curve[epoch][metric]))
+            for epoch in sorted(curve)
+            if is_number(curve[epoch].get(metric))
+        )
+        if points:
+            runs[(run.trial, run.repeat)] = points
+    trials: dict[str, TrialCurve] = {}
+    for trial in view.trials:
+        by_epoch: dict[int, list[float]] = {}
+        for (name, _), points in runs.items():
+            if name == trial.name:
+                for epoch, value in points:
+                    by_epoch.setdefault(epoch, []).append(value)
+        if not by_epoch:
+            continue
+        epochs = tuple(sorted(by_epoch))
+        trials[trial.name] = TrialCurve(
+            trial=trial.name,
+            epochs=epochs,
+            mean=tuple(statistics.fmean(by_epoch[e]) for e in epochs),
+            std=tuple(
+                statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs
+            ),
+            n=tuple(len(by_epoch[e]) for e in epochs),
+        )
+    return History(metric=metric, runs=runs, trials=trials)
