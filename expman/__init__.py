@@ -35,13 +35,13 @@ from expman.experiment import (
     Experiment,
     ExperimentHandle,
     ExperimentResult,
-    RunResult,
     run_experiment,
     start_experiment,
 )
 from expman.pipeline import Pipeline
 from expman.results import Results, load_results
 from expman.runtime.context import RunContext
+from expman.runtime.scheduler import RunOutcome as RunResult
 from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
 

@@ -23,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.lock import ExperimentLock, lock_holder
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
+from expman.runtime.scheduler import RunOutcome as RunResult
 from expman.serializable import (
     InvalidParam,
     UnknownType,
@@ -59,23 +60,6 @@ log = structlog.get_logger("expman")
 
 #: Events a caller's ``events()`` stream may hold before the experiment waits for it.
 STREAM_BUFFER = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """How one run ended."""
-
-    trial: str
-    repeat: int
-    status: str
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    reason: str | None = None
-    duration: float = 0.0
-    epochs: int = 0
-    attempt: int = 1
-    seed: int = 0
-    skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +88,7 @@ class ExperimentResult:
         return self.status == "completed"
 
 
-def experiment_status(runs: Iterable[RunResult | RunOutcome]) -> str:
+def experiment_status(runs: Iterable[RunResult]) -> str:
     """``cancelled`` if anything was interrupted, else ``failed`` if a run failed."""
     statuses = {r.status for r in runs}
     if "cancelled" in statuses:
@@ -497,7 +481,7 @@ class _ExperimentRun:
         return scheduler
 
     async def _finish(self) -> None:
-        runs = _in_plan_order(self.plan, tuple(_result(o) for o in self.outcomes))
+        runs = _in_plan_order(self.plan, tuple(self.outcomes))
         status = experiment_status(runs)
         duration = time.monotonic() - self.started
         result = ExperimentResult(
@@ -514,22 +498,6 @@ class _ExperimentRun:
 def _in_plan_order(plan: ExperimentPlan, runs: tuple[RunResult, ...]) -> tuple[RunResult, ...]:
     order = {spec.key: i for i, spec in enumerate(plan.runs)}
     return tuple(sorted(runs, key=lambda r: order.get((r.trial, r.repeat), len(order))))
-
-
-def _result(outcome: RunOutcome) -> RunResult:
-    return RunResult(
-        trial=outcome.trial,
-        repeat=outcome.repeat,
-        status=outcome.status,
-        metrics=outcome.metrics,
-        error=outcome.error,
-        reason=outcome.reason,
-        duration=outcome.duration,
-        epochs=outcome.epochs,
-        attempt=outcome.attempt,
-        seed=outcome.seed,
-        skipped=outcome.skipped,
-    )
 
 
 def _name_of(sub: Any) -> str:

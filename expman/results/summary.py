@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
+from expman.callbacks.monitor import infer_mode
 from expman.errors import ResultsError
 from expman.results.reading import Curve, ExperimentView, RunView, TrialView
 
@@ -23,19 +24,6 @@ Reduce = Literal["last", "best"]
 
 #: Run statuses whose metrics are results.
 COUNTED = ("completed", "stopped")
-
-_MIN_WORDS = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "nll", "time")
-_MAX_WORDS = ("acc", "score", "f1", "auc", "precision", "recall", "r2", "iou", "map", "reward")
-
-
-def infer_mode(metric: str) -> Mode | None:
-    """``min`` for loss- or error-like names, ``max`` for accuracy- or score-like ones."""
-    name = metric.lower()
-    if any(w in name for w in _MIN_WORDS):
-        return "min"
-    if any(w in name for w in _MAX_WORDS):
-        return "max"
-    return None
 
 
 def is_number(value: Any) -> TypeGuard[float]:

@@ -79,7 +79,10 @@ class ResumePoint:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How one run ended (``skipped``: it had ended in an earlier session)."""
+    """How one run ended (``skipped``: it had ended in an earlier session).
+
+    Public as ``expman.RunResult`` (the runs of an ``ExperimentResult``).
+    """
 
     trial: str
     repeat: int
