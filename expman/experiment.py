@@ -32,7 +32,13 @@ from expman.executors import make_executor
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
-from expman.serializable import UnknownType, YAMLSerializable, import_path, resolve_type
+from expman.serializable import (
+    UnknownType,
+    YAMLSerializable,
+    import_path,
+    resolve_type,
+    signature_of,
+)
 from expman.writers.eventlog import EventLogWriter, configure_structlog, log_to
 from expman.writers.logfiles import LogFiles
 from expman.writers.workspace import WorkspaceWriter
@@ -134,10 +140,8 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
     if method is not None and not callable(getattr(target, method, None)):
         raise trial.error(f"{key}.type", f"{config['type']!r} has no {method}(ctx) method")
     params = {k: v for k, v in config.items() if k != "type"}
-    import inspect
-
     try:
-        inspect.signature(target).bind(**params)
+        signature_of(target).bind(**params)
     except TypeError as exc:
         raise trial.error(key, f"{config['type']}: {exc}") from None
     except ValueError:

@@ -10,6 +10,7 @@ experiment can keep its pipeline module beside its YAML.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import sys
@@ -87,11 +88,17 @@ def resolve_type(name: str) -> Any:
     return target
 
 
+@functools.lru_cache(maxsize=512)
+def signature_of(target: Any) -> inspect.Signature:
+    """``inspect.signature(target)``, computed once per class (planning checks every trial)."""
+    return inspect.signature(target)
+
+
 def build(target: Any, params: Mapping[str, Any]) -> Any:
     """Call ``target(**params)``, turning a signature mismatch into a readable TypeError."""
     if params:
         try:
-            inspect.signature(target).bind(**params)
+            signature_of(target).bind(**params)
         except TypeError as exc:
             raise TypeError(f"{getattr(target, '__name__', target)}: {exc}") from None
         except ValueError:  # builtins without a signature
