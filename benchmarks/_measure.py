@@ -29,7 +29,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,11 @@ import expman  # noqa: E402
 
 #: Set by ``run_all.py --smoke`` (or pass ``--smoke`` to a script): tiny sizes, same code paths.
 SMOKE = "--smoke" in sys.argv[1:] or os.environ.get("EXPMAN_BENCH_SMOKE") == "1"
+
+#: Each timing is taken this many times and the best is reported (the machine is shared
+#: and noisy; the best run is the one least disturbed).  Every sample is kept in
+#: ``samples_s``.
+REPEATS = 1 if SMOKE else 3
 
 REQUIRED_FIELDS = (
     "workload",
@@ -120,7 +125,7 @@ def emit(
     case: str,
     *,
     params: Mapping[str, Any],
-    wall_s: float,
+    wall_s: float | Sequence[float],
     items: int,
     item: str,
     result: tuple[str, float, str] | None = None,
@@ -129,9 +134,12 @@ def emit(
 ) -> dict[str, Any]:
     """Print one measurement as a JSON line on stdout (and return it).
 
+    ``wall_s`` is one time or several samples (the best is reported, all are kept);
     ``result`` is ``(name, value, unit)``; ``target`` is ``(op, bound)`` with op
     ``"<="`` or ``">="`` and the bound in the result's unit.
     """
+    samples = [wall_s] if isinstance(wall_s, (int, float)) else list(wall_s)
+    wall_s = min(samples)
     record: dict[str, Any] = {
         "workload": workload,
         "case": case,
@@ -147,6 +155,8 @@ def emit(
         "cpus": os.cpu_count(),
         "smoke": SMOKE,
     }
+    if len(samples) > 1:
+        record["samples_s"] = [round(x, 6) for x in samples]
     if result is not None:
         name, value, unit = result
         record["result"] = {"name": name, "value": round(value, 4), "unit": unit}

@@ -99,9 +99,12 @@ def main() -> None:
             plan = expman.load_plan(root, workspace=workdir / "ws")
         journal = plan.path / "logs" / "events.jsonl"
         lines = write_journal(plan, journal, finished)
-        with _measure.stopwatch() as t:
-            state = read_journal(journal)
-            resume = plan_resume(plan, state)
+        samples = []
+        for _ in range(_measure.REPEATS):
+            with _measure.stopwatch() as t:
+                state = read_journal(journal)
+                resume = plan_resume(plan, state)
+            samples.append(t[0])
         if len(resume.done) != finished or len(resume.todo) != len(plan.runs) - finished:
             raise SystemExit(f"resume planned {len(resume.done)} done, {len(resume.todo)} to do")
     _measure.emit(
@@ -114,10 +117,10 @@ def main() -> None:
             "repeat": REPEAT,
             "journal_lines": lines,
         },
-        wall_s=t[0],
+        wall_s=samples,
         items=finished,
         item="finished run",
-        result=("read journal + plan", t[0], "s"),
+        result=("read journal + plan", min(samples), "s"),
         target=("<=", 0.5),
         load_plan_s=round(load[0], 4),
     )

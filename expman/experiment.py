@@ -387,7 +387,8 @@ class _ExperimentRun:
             name="writer.logs",
         )
         bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
-        bus.subscribe(Event, WorkspaceWriter(plan, self.layout), name="writer.workspace")
+        workspace = WorkspaceWriter(plan, self.layout)
+        bus.subscribe(workspace.EVENTS, workspace, name="writer.workspace")
         scheduler = Scheduler(
             plan,
             bus,

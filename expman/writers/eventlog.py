@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import datetime
 import logging
+import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from expman.events import (
     RunStarted,
     to_dict,
 )
-from expman.jsonlines import dumps
+from expman.jsonlines import dumps, dumps_fields
 from expman.writers.logfiles import LogFiles
 
 _route: contextvars.ContextVar[tuple[LogFiles, tuple[str, ...]] | None] = contextvars.ContextVar(
@@ -52,9 +53,24 @@ _LIFECYCLE = (RunStarted, RunFinished, RunRetrying, RunStalled)
 _UTC = datetime.timezone.utc
 
 
+_iso_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def iso(ts: float) -> str:
     """An ISO-8601 UTC timestamp, written like structlog's (``...Z``)."""
-    return datetime.datetime.fromtimestamp(ts, _UTC).isoformat().replace("+00:00", "Z")
+    # Formatting a datetime per log line is a large share of the writer's time; events
+    # arrive many per second, so the "YYYY-MM-DDTHH:MM:SS" part is formatted once a second.
+    second = math.floor(ts)
+    micro = round((ts - second) * 1e6)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    cached = _iso_second
+    if cached[0] != second:
+        text = datetime.datetime.fromtimestamp(second, _UTC).isoformat()
+        cached[0], cached[1] = second, text[:19]
+    if micro:
+        return f"{cached[1]}.{micro:06d}Z"
+    return f"{cached[1]}Z"
 
 
 @contextlib.contextmanager
@@ -146,6 +162,17 @@ def event_record(event: Event) -> dict[str, Any]:
     return entry
 
 
+def render_event(event: Event) -> bytes:
+    """The log line of an event: ``dumps(event_record(event))`` plus a newline, built faster."""
+    # The head holds only an ISO timestamp, a level name and a class name: nothing to escape.
+    ts, level, name = iso(event.time), _level(event), type(event).__name__
+    head = f'{{"timestamp":"{ts}","level":"{level}","event":"{name}",'
+    body = dumps_fields({}, event)
+    if body[:1] != b"{" or body == b"{}":  # pragma: no cover - every event has fields
+        return dumps(event_record(event)) + b"\n"
+    return head.encode() + body[1:] + b"\n"
+
+
 def _level(event: Event) -> str:
     if isinstance(event, RunFinished):
         return "error" if event.status == "failed" else "info"
@@ -196,23 +223,34 @@ class EventLogWriter:
         return paths
 
     async def __call__(self, events: Sequence[Event]) -> None:
-        emit = self.files.emit_many
+        # The batch's lines are gathered per file here and handed over in one call.
+        out: dict[str, list[bytes]] = {}
+
+        def emit(paths: tuple[str, ...], line: bytes) -> None:
+            for path in paths:
+                bucket = out.get(path)
+                if bucket is None:
+                    out[path] = [line]
+                else:
+                    bucket.append(line)
+
         for event in events:
             trial, repeat = event.trial, event.repeat
             if trial is None:
-                emit((self._experiment,), dumps(event_record(event)) + b"\n")
+                emit((self._experiment,), render_event(event))
                 continue
             if repeat is None:
-                emit(self._trial(trial), dumps(event_record(event)) + b"\n")
+                emit(self._trial(trial), render_event(event))
                 continue
             run_log, run_metrics, lifecycle = self._run(trial, repeat)
             if isinstance(event, EpochEnd):
-                emit((run_log,), dumps(event_record(event)) + b"\n")
+                emit((run_log,), render_event(event))
                 emit((run_metrics, self._experiment_metrics), dumps(metrics_record(event)) + b"\n")
             elif isinstance(event, LogRecord):
                 emit((run_log,), event.line.encode() + b"\n")
             elif isinstance(event, _LIFECYCLE):
-                emit(lifecycle, dumps(event_record(event)) + b"\n")
+                emit(lifecycle, render_event(event))
             else:
-                emit((run_log,), dumps(event_record(event)) + b"\n")
+                emit((run_log,), render_event(event))
+        self.files.emit_batch(out)
         await self.files.wait_writable()

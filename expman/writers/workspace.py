@@ -58,6 +58,9 @@ def _plain(value: Any) -> Any:
 class WorkspaceWriter:
     """Creates the experiment, trial and run folders and their config snapshots."""
 
+    #: The events it acts on (subscribe to these only: it is a control subscriber).
+    EVENTS = (ExperimentStarted, TrialStarted, RunStarted)
+
     def __init__(self, plan: ExperimentPlan, layout: ExperimentLayout) -> None:
         self.plan = plan
         self.layout = layout
