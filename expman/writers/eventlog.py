@@ -164,13 +164,21 @@ def event_record(event: Event) -> dict[str, Any]:
 
 def render_event(event: Event) -> bytes:
     """The log line of an event: ``dumps(event_record(event))`` plus a newline, built faster."""
-    # The head holds only an ISO timestamp, a level name and a class name: nothing to escape.
-    ts, level, name = iso(event.time), _level(event), type(event).__name__
-    head = f'{{"timestamp":"{ts}","level":"{level}","event":"{name}",'
     body = dumps_fields({}, event)
     if body[:1] != b"{" or body == b"{}":  # pragma: no cover - every event has fields
         return dumps(event_record(event)) + b"\n"
-    return head.encode() + body[1:] + b"\n"
+    # The head holds only an ISO timestamp, a level name and a class name: nothing to escape.
+    cls = type(event)
+    tail = _HEAD_TAILS.get(cls)
+    if tail is None or cls is RunFinished:
+        tail = f'","level":"{_level(event)}","event":"{cls.__name__}",'
+        if cls is not RunFinished:
+            _HEAD_TAILS[cls] = tail
+    return f'{{"timestamp":"{iso(event.time)}{tail}'.encode() + body[1:] + b"\n"
+
+
+#: The constant part of each event class's log line head (RunFinished's level varies).
+_HEAD_TAILS: dict[type[Event], str] = {}
 
 
 def _level(event: Event) -> str:
@@ -179,6 +187,11 @@ def _level(event: Event) -> str:
     if isinstance(event, (RunStalled, RunRetrying)):
         return "warning"
     return "info"
+
+
+def render_metrics(event: EpochEnd) -> bytes:
+    """One line of a metrics.log, with its newline."""
+    return dumps(metrics_record(event)) + b"\n"
 
 
 def metrics_record(event: EpochEnd) -> dict[str, Any]:
@@ -225,32 +238,29 @@ class EventLogWriter:
     async def __call__(self, events: Sequence[Event]) -> None:
         # The batch's lines are gathered per file here and handed over in one call.
         out: dict[str, list[bytes]] = {}
-
-        def emit(paths: tuple[str, ...], line: bytes) -> None:
-            for path in paths:
-                bucket = out.get(path)
-                if bucket is None:
-                    out[path] = [line]
-                else:
-                    bucket.append(line)
-
+        experiment_metrics = self._experiment_metrics
         for event in events:
             trial, repeat = event.trial, event.repeat
             if trial is None:
-                emit((self._experiment,), render_event(event))
-                continue
-            if repeat is None:
-                emit(self._trial(trial), render_event(event))
-                continue
-            run_log, run_metrics, lifecycle = self._run(trial, repeat)
-            if isinstance(event, EpochEnd):
-                emit((run_log,), render_event(event))
-                emit((run_metrics, self._experiment_metrics), dumps(metrics_record(event)) + b"\n")
-            elif isinstance(event, LogRecord):
-                emit((run_log,), event.line.encode() + b"\n")
-            elif isinstance(event, _LIFECYCLE):
-                emit(lifecycle, render_event(event))
+                paths: tuple[str, ...] = (self._experiment,)
+                line = render_event(event)
+            elif repeat is None:
+                paths, line = self._trial(trial), render_event(event)
             else:
-                emit((run_log,), render_event(event))
+                run_log, run_metrics, lifecycle = self._run(trial, repeat)
+                if isinstance(event, EpochEnd):
+                    out.setdefault(run_log, []).append(render_event(event))
+                    line = render_metrics(event)
+                    out.setdefault(run_metrics, []).append(line)
+                    out.setdefault(experiment_metrics, []).append(line)
+                    continue
+                if isinstance(event, LogRecord):
+                    paths, line = (run_log,), event.line.encode() + b"\n"
+                elif isinstance(event, _LIFECYCLE):
+                    paths, line = lifecycle, render_event(event)
+                else:
+                    paths, line = (run_log,), render_event(event)
+            for path in paths:
+                out.setdefault(path, []).append(line)
         self.files.emit_batch(out)
         await self.files.wait_writable()
