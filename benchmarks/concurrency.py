@@ -32,7 +32,7 @@ async def one_experiment(workdir: Path, runs: int, attempt: int) -> float:
         result = await expman.run_experiment(root, workspace=workdir / "ws")
     if result.status != "completed":
         raise SystemExit(f"concurrency run ended {result.status}: {result.counts}")
-    return t[0]
+    return t.sample
 
 
 async def main() -> None:

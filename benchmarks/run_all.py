@@ -86,7 +86,17 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def table(records: Sequence[Mapping[str, Any]]) -> str:
     """The measurements as a Markdown table (what benchmarks/README.md holds)."""
-    head = ("workload", "case", "wall s", "µs/item", "result", "target", "met", "peak RSS MB")
+    head = (
+        "workload",
+        "case",
+        "wall s",
+        "µs/item",
+        "CPU µs/item",
+        "result",
+        "target",
+        "met",
+        "peak RSS MB",
+    )
     rows = [head, tuple("---" for _ in head)]
     for r in records:
         result = r.get("result") or {}
@@ -102,6 +112,7 @@ def table(records: Sequence[Mapping[str, Any]]) -> str:
                 str(r.get("case", "")),
                 _number(r.get("wall_s")),
                 _number(r.get("per_item_us")),
+                _number(r.get("cpu_per_item_us")),
                 shown.strip(),
                 str(r.get("target", "")),
                 "" if met is None else ("yes" if met else "**no**"),

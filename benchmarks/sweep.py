@@ -36,7 +36,7 @@ async def sweep(workdir: Path, trials: int, attempt: int = 0) -> float:
         result = await expman.run_experiment(root, workspace=workdir / "ws")
     if result.status != "completed" or len(result.runs) != trials:
         raise SystemExit(f"sweep of {trials} trials ended {result.status}: {result.counts}")
-    return t[0]
+    return t.sample
 
 
 async def main() -> None:

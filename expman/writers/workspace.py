@@ -22,9 +22,15 @@ from expman.environment import ExperimentLayout
 from expman.events import Event, ExperimentStarted, RunStarted, TrialStarted
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(
+    path: Path, data: bytes, *, durable: bool = False, make_parent: bool = True
+) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    ``make_parent=False`` skips creating the folder (the caller just made it).
+    """
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -37,6 +43,23 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def make_folders(root: Path, *subfolders: str) -> None:
+    """Create ``root`` and its subfolders (existing ones are fine).
+
+    Each run creates a small tree on a metadata-bound disk, so this makes one
+    ``mkdir`` per folder, where ``makedirs`` would retry and stat its way down.
+    """
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(root, exist_ok=True)
+    for name in subfolders:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(root / name)
 
 
 #: libyaml's emitter when PyYAML was built with it: the same YAML, several times faster.
@@ -85,9 +108,7 @@ class WorkspaceWriter:
     def _prepare_trial(self, event: TrialStarted) -> None:
         assert event.trial is not None
         trial = self._trials[event.trial]
-        root = self.layout.trial_dir(trial.name)
-        for sub in ("configs", "logs", "artifacts"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
         atomic_write(
             self.layout.trial_config_file(trial.name),
             dump_yaml(
@@ -101,6 +122,7 @@ class WorkspaceWriter:
                     "settings": trial.settings,
                 }
             ),
+            make_parent=False,
         )
 
     def _prepare_run(self, event: RunStarted) -> None:
@@ -108,8 +130,7 @@ class WorkspaceWriter:
         assert event.repeat is not None
         trial = self._trials[event.trial]
         paths = self.layout.run(trial.name, event.repeat)
-        for folder in (paths.configs, paths.logs, paths.artifacts):
-            folder.mkdir(parents=True, exist_ok=True)
+        make_folders(paths.root, "configs", "logs", "artifacts")
         atomic_write(
             paths.config_file,
             dump_yaml(
@@ -124,4 +145,5 @@ class WorkspaceWriter:
                     "settings": trial.settings,
                 }
             ),
+            make_parent=False,
         )
