@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import yaml
 
-from expman.config import ExperimentPlan
+from expman.config import ExperimentPlan, TrialSpec
 from expman.environment import ExperimentLayout
 from expman.events import Event, ExperimentStarted, RunStarted, TrialStarted
 
@@ -81,13 +81,25 @@ def _plain(value: Any) -> Any:
 class WorkspaceWriter:
     """Creates the experiment, trial and run folders and their config snapshots."""
 
-    #: The events it acts on (subscribe to these only: it is a control subscriber).
-    EVENTS = (ExperimentStarted, TrialStarted, RunStarted)
+    #: The events to subscribe it to (it is a control subscriber: only these).  An
+    #: experiment calls :meth:`prepare_experiment` itself before its journal opens, so
+    #: ExperimentStarted would only write the same files a second time.
+    EVENTS = (TrialStarted, RunStarted)
 
     def __init__(self, plan: ExperimentPlan, layout: ExperimentLayout) -> None:
         self.plan = plan
         self.layout = layout
         self._trials = {t.name: t for t in plan.trials}
+        # Each trial's settings rendered once: trial.yaml and every run.yaml end with
+        # them, and YAML representation is the costly part of writing a snapshot.
+        self._settings_yaml: dict[str, bytes] = {}
+
+    def _with_settings(self, trial: TrialSpec, head: Mapping[str, Any]) -> bytes:
+        """``dump_yaml({**head, "settings": trial.settings})``, settings rendered once."""
+        block = self._settings_yaml.get(trial.name)
+        if block is None:
+            block = self._settings_yaml[trial.name] = dump_yaml({"settings": trial.settings})
+        return dump_yaml(head) + block
 
     async def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -111,7 +123,8 @@ class WorkspaceWriter:
         make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
         atomic_write(
             self.layout.trial_config_file(trial.name),
-            dump_yaml(
+            self._with_settings(
+                trial,
                 {
                     "name": trial.name,
                     "id": trial.id,
@@ -119,8 +132,7 @@ class WorkspaceWriter:
                     "repeat": trial.repeat,
                     "config_hash": trial.config_hash,
                     "resources": dict(trial.resources),
-                    "settings": trial.settings,
-                }
+                },
             ),
             make_parent=False,
         )
@@ -133,7 +145,8 @@ class WorkspaceWriter:
         make_folders(paths.root, "configs", "logs", "artifacts")
         atomic_write(
             paths.config_file,
-            dump_yaml(
+            self._with_settings(
+                trial,
                 {
                     "experiment": self.plan.name,
                     "trial": trial.name,
@@ -142,8 +155,7 @@ class WorkspaceWriter:
                     "seed": event.seed,
                     "attempt": event.attempt,
                     "config_hash": event.config_hash,
-                    "settings": trial.settings,
-                }
+                },
             ),
             make_parent=False,
         )
