@@ -16,6 +16,7 @@ from pathlib import Path
 
 import _measure
 import anyio
+from _floor import floor
 from _folders import write_experiment
 
 import expman
@@ -36,6 +37,12 @@ async def sweep(workdir: Path, trials: int, attempt: int = 0) -> float:
         result = await expman.run_experiment(root, workspace=workdir / "ws")
     if result.status != "completed" or len(result.runs) != trials:
         raise SystemExit(f"sweep of {trials} trials ended {result.status}: {result.counts}")
+    return t.sample
+
+
+async def floor_run(workdir: Path, trials: int, attempt: int, *, folders: bool) -> float:
+    with _measure.stopwatch() as t:
+        await floor(workdir / f"floor-{trials}-{folders}-{attempt}", trials, folders=folders)
     return t.sample
 
 
@@ -70,6 +77,30 @@ async def main() -> None:
                 item="run",
                 result=("overhead per run", per_run_ms, "ms"),
                 target=target,
+            )
+        # The floor: the same file work (with and without the per-run folder tree)
+        # done by a plain asyncio loop, for comparison (see _floor.py).
+        trials = sizes[0]
+        for folders in (False, True):
+            samples = [
+                await floor_run(workdir, trials, k, folders=folders)
+                for k in range(_measure.REPEATS)
+            ]
+            what = "JSON lines + journal fsyncs" + (" + folders and snapshots" if folders else "")
+            _measure.emit(
+                "sweep",
+                f"floor: {what}, {trials} runs",
+                params={
+                    "runs": trials,
+                    "epochs": EPOCHS,
+                    "concurrency": CONCURRENCY,
+                    "folders": folders,
+                    "expman": False,
+                },
+                wall_s=samples,
+                items=trials,
+                item="run",
+                result=("cost per run", min(samples) / trials * 1e3, "ms"),
             )
 
 
