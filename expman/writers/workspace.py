@@ -67,7 +67,8 @@ _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def dump_yaml(data: Any) -> bytes:
-    return yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True).encode()
+    text: str = yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return text.encode()
 
 
 def _plain(value: Any) -> Any:
