@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+#: orjson options of every log line (numpy values, non-string keys).
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_OPTIONS = JSON_OPTIONS
 
 
 def _default(value: Any) -> Any:
@@ -25,6 +27,10 @@ def _default(value: Any) -> Any:
     if hasattr(value, "keys"):
         return dict(value)
     return repr(value)
+
+
+#: What orjson calls for values it does not know (numpy/torch scalars, paths, sets).
+json_default = _default
 
 
 def dumps(obj: Any) -> bytes:

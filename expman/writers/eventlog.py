@@ -30,6 +30,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 import structlog
 
 from expman.environment import ExperimentLayout
@@ -43,7 +44,7 @@ from expman.events import (
     RunStarted,
     to_dict,
 )
-from expman.jsonlines import dumps, dumps_fields
+from expman.jsonlines import JSON_OPTIONS, dumps, json_default
 from expman.writers.logfiles import LogFiles
 
 _route: contextvars.ContextVar[tuple[LogFiles, tuple[str, ...]] | None] = contextvars.ContextVar(
@@ -164,8 +165,10 @@ def event_record(event: Event) -> dict[str, Any]:
 
 def render_event(event: Event) -> bytes:
     """The log line of an event: ``dumps(event_record(event))`` plus a newline, built faster."""
-    body = dumps_fields({}, event)
-    if body[:1] != b"{" or body == b"{}":  # pragma: no cover - every event has fields
+    try:
+        # orjson reads the dataclass's fields itself; every event has some (experiment).
+        body = orjson.dumps(event, default=json_default, option=JSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
         return dumps(event_record(event)) + b"\n"
     # The head holds only an ISO timestamp, a level name and a class name: nothing to escape.
     cls = type(event)
@@ -191,7 +194,11 @@ def _level(event: Event) -> str:
 
 def render_metrics(event: EpochEnd) -> bytes:
     """One line of a metrics.log, with its newline."""
-    return dumps(metrics_record(event)) + b"\n"
+    record = metrics_record(event)
+    try:
+        return orjson.dumps(record, default=json_default, option=JSON_OPTIONS) + b"\n"
+    except (TypeError, orjson.JSONEncodeError):
+        return dumps(record) + b"\n"
 
 
 def metrics_record(event: EpochEnd) -> dict[str, Any]:
@@ -238,9 +245,24 @@ class EventLogWriter:
     async def __call__(self, events: Sequence[Event]) -> None:
         # The batch's lines are gathered per file here and handed over in one call.
         out: dict[str, list[bytes]] = {}
-        experiment_metrics = self._experiment_metrics
+        # EpochEnd is most of the traffic: its two run files' lists, per run, per batch.
+        epoch_lists: dict[tuple[str, int], tuple[list[bytes], list[bytes]]] = {}
+        experiment_metrics: list[bytes] | None = None
         for event in events:
             trial, repeat = event.trial, event.repeat
+            if type(event) is EpochEnd and trial is not None and repeat is not None:
+                lists = epoch_lists.get((trial, repeat))
+                if lists is None:
+                    run_log, run_metrics, _ = self._run(trial, repeat)
+                    lists = out.setdefault(run_log, []), out.setdefault(run_metrics, [])
+                    epoch_lists[(trial, repeat)] = lists
+                if experiment_metrics is None:
+                    experiment_metrics = out.setdefault(self._experiment_metrics, [])
+                lists[0].append(render_event(event))
+                line = render_metrics(event)
+                lists[1].append(line)
+                experiment_metrics.append(line)
+                continue
             if trial is None:
                 paths: tuple[str, ...] = (self._experiment,)
                 line = render_event(event)
@@ -249,12 +271,10 @@ class EventLogWriter:
             else:
                 run_log, run_metrics, lifecycle = self._run(trial, repeat)
                 if isinstance(event, EpochEnd):
-                    out.setdefault(run_log, []).append(render_event(event))
-                    line = render_metrics(event)
-                    out.setdefault(run_metrics, []).append(line)
-                    out.setdefault(experiment_metrics, []).append(line)
-                    continue
-                if isinstance(event, LogRecord):
+                    paths, line = (run_log,), render_event(event)
+                    out.setdefault(run_log, []).append(line)
+                    paths, line = (run_metrics, self._experiment_metrics), render_metrics(event)
+                elif isinstance(event, LogRecord):
                     paths, line = (run_log,), event.line.encode() + b"\n"
                 elif isinstance(event, _LIFECYCLE):
                     paths, line = lifecycle, render_event(event)
