@@ -88,9 +88,16 @@ def resolve_type(name: str) -> Any:
     return target
 
 
-@functools.lru_cache(maxsize=512)
 def signature_of(target: Any) -> inspect.Signature:
     """``inspect.signature(target)``, computed once per class (planning checks every trial)."""
+    try:
+        return _cached_signature(target)
+    except TypeError:  # an unhashable callable (rare): look it up each time
+        return inspect.signature(target)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_signature(target: Any) -> inspect.Signature:
     return inspect.signature(target)
 
 
