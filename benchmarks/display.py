@@ -3,27 +3,22 @@
 One run reports EPOCHS epochs (a no-op pipeline) while the display under test is
 attached to the bus as ``expman run`` attaches it; the live display draws into
 /dev/null through a console that believes it is a terminal.  Prints one JSON line per
-display: best of 3 wall times and epochs per second.  ``python benchmarks/display.py [EPOCHS]``
+display (``_measure.emit``): best of 3 wall times and epochs per second.
+``python benchmarks/display.py`` (``--smoke`` for tiny sizes).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _measure
+import anyio
+from rich.console import Console
 
-import anyio  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-import expman  # noqa: E402
-from expman.display import Display, JsonDisplay, LineDisplay, LiveDisplay  # noqa: E402
+import expman
+from expman.display import Display, JsonDisplay, LineDisplay, LiveDisplay
 
 PIPELINE = """
 from expman import Pipeline
@@ -63,12 +58,12 @@ async def measure(workdir: Path, kind: str, epochs: int, attempt: int) -> float:
         "json": JsonDisplay(devnull),
         "live": LiveDisplay(Console(file=devnull, force_terminal=True, width=120)),
     }[kind]
-    started = time.perf_counter()
-    async with expman.start_experiment(root, workspace=workdir / "ws") as handle:
-        if display is not None:
-            display.attach(handle.bus)
-        result = await handle.wait()
-    wall = time.perf_counter() - started
+    with _measure.stopwatch() as watch:
+        async with expman.start_experiment(root, workspace=workdir / "ws") as handle:
+            if display is not None:
+                display.attach(handle.bus)
+            result = await handle.wait()
+    wall = watch.sample
     if display is not None:
         display.close()
     devnull.close()
@@ -77,21 +72,22 @@ async def measure(workdir: Path, kind: str, epochs: int, attempt: int) -> float:
 
 
 async def main() -> None:
-    epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    epochs = _measure.size(20_000, 200)
     with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
         workdir = Path(tmp)
         await measure(workdir, "none", 100, -1)  # warm up imports
         for kind in ("none", "lines", "json", "live"):
-            walls = [await measure(workdir, kind, epochs, k) for k in range(3)]
-            line: dict[str, Any] = {
-                "workload": "display",
-                "case": kind,
-                "params": {"epochs": epochs, "metrics": 2},
-                "wall_s": walls,
-                "epochs_per_s": round(epochs / min(walls)),
-                "load_average": os.getloadavg()[0],
-            }
-            print(json.dumps(line), flush=True)
+            walls = [await measure(workdir, kind, epochs, k) for k in range(_measure.REPEATS)]
+            _measure.emit(
+                "display",
+                kind,
+                params={"epochs": epochs, "metrics": 2},
+                wall_s=walls,
+                items=epochs,
+                item="epoch",
+                result=("epochs per second", epochs / min(walls), "/s"),
+                load_average=os.getloadavg()[0],
+            )
 
 
 if __name__ == "__main__":

@@ -232,14 +232,27 @@ def event_types() -> Mapping[str, type[Event]]:
     return found
 
 
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+#: Field values that need no conversion (checked before the slower Mapping test).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     """The JSON-ready form of an event: ``{"type": name, **fields}``."""
-    data: dict[str, Any] = {"type": type(event).__name__}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, Mapping):
+    cls = type(event)
+    data: dict[str, Any] = {"type": cls.__name__}
+    for name in _field_names(cls):
+        value = getattr(event, name)
+        if type(value) not in _PLAIN and isinstance(value, Mapping):
             value = dict(value)
-        data[f.name] = value
+        data[name] = value
     return data
 
 

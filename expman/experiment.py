@@ -50,6 +50,7 @@ from expman.serializable import (
     YAMLSerializable,
     import_path,
     resolve_type,
+    signature_of,
 )
 from expman.writers.eventlog import EventLogWriter, configure_structlog, log_to
 from expman.writers.logfiles import LogFiles
@@ -135,10 +136,8 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
     if method is not None and not callable(getattr(target, method, None)):
         raise trial.error(f"{key}.type", f"{config['type']!r} has no {method}(ctx) method")
     params = {k: v for k, v in config.items() if k != "type"}
-    import inspect
-
     try:
-        inspect.signature(target).bind(**params)
+        signature_of(target).bind(**params)
     except TypeError as exc:
         raise trial.error(key, f"{config['type']}: {exc}") from None
     except ValueError:
@@ -453,11 +452,8 @@ class _ExperimentRun:
             name="writer.logs",
         )
         bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
-        bus.subscribe(
-            Event,
-            WorkspaceWriter(plan, self.layout, on_error=self._workspace_failed),
-            name="writer.workspace",
-        )
+        workspace = WorkspaceWriter(plan, self.layout, on_error=self._workspace_failed)
+        bus.subscribe(workspace.EVENTS, workspace, name="writer.workspace")
         # The caller's subscribers before the runtime's: they see an event before
         # anything the run's callbacks or the runtime publish in response to it.
         for sub in self.subscribers:

@@ -10,6 +10,7 @@ experiment can keep its pipeline module beside its YAML.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import sys
@@ -105,11 +106,24 @@ def resolve_type(name: str) -> Any:
     return target
 
 
+def signature_of(target: Any) -> inspect.Signature:
+    """``inspect.signature(target)``, computed once per class (planning checks every trial)."""
+    try:
+        return _cached_signature(target)
+    except TypeError:  # an unhashable callable (rare): look it up each time
+        return inspect.signature(target)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_signature(target: Any) -> inspect.Signature:
+    return inspect.signature(target)
+
+
 def build(target: Any, params: Mapping[str, Any]) -> Any:
     """Call ``target(**params)``, turning a signature mismatch into a readable TypeError."""
     if params:
         try:
-            inspect.signature(target).bind(**params)
+            signature_of(target).bind(**params)
         except TypeError as exc:
             raise TypeError(f"{getattr(target, '__name__', target)}: {exc}") from None
         except ValueError:  # builtins without a signature

@@ -33,15 +33,38 @@ _FLOAT = re.compile(
 )
 
 
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+class _PyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """SafeLoader that reads ``1e-3`` as a float (as OmegaConf does) and no timestamps."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in _Loader.yaml_implicit_resolvers.items()
-}
+# libyaml's parser (when PyYAML was built with it) reads the same documents ten times
+# faster; planning thousands of trials is mostly parsing trials.yaml.
+_CLoader: Any = getattr(yaml, "CSafeLoader", None)
+_Loader: Any = type("_Loader", (_CLoader,), {}) if _CLoader is not None else _PyLoader
+for _cls in {_PyLoader, _Loader}:
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    _cls.yaml_implicit_resolvers = {
+        key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for key, resolvers in _cls.yaml_implicit_resolvers.items()
+    }
+_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the event stream (no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(
+                    f"nesting deeper than {MAX_DEPTH} levels",
+                    file=path,
+                    line=event.start_mark.line + 1,
+                )
+        elif isinstance(event, _CLOSE):
+            depth -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +116,9 @@ def load_yaml(path: Path) -> YamlDocument:
 
     loader = _Loader(text)
     try:
+        if _Loader is not _PyLoader:
+            # libyaml composes recursively in C: bound the depth before it does.
+            _check_depth(text, path)
         node = loader.get_single_node()
         lines: dict[str, int] = {}
         if node is not None:

@@ -29,9 +29,8 @@ from expman.events import (
     StopRequested,
     TrialFinished,
     TrialStarted,
-    to_dict,
 )
-from expman.jsonlines import dump_line, read_lines, repair_tail
+from expman.jsonlines import dumps_fields, read_lines, repair_tail
 
 #: The event types the journal records.
 JOURNALED: tuple[type[Event], ...] = (
@@ -47,6 +46,11 @@ JOURNALED: tuple[type[Event], ...] = (
     StopRequested,
 )
 _DURABLE = (RunStarted, RunFinished, CheckpointSaved, ExperimentFinished, ExperimentStarted)
+
+
+def encode(event: Event) -> bytes:
+    """One journal line: ``dump_line(to_dict(event))``, without building the dict."""
+    return dumps_fields({"type": type(event).__name__}, event) + b"\n"
 
 
 class JournalWriter:
@@ -72,7 +76,7 @@ class JournalWriter:
     async def __call__(self, events: Sequence[Event]) -> None:
         if self.failed is not None:
             return
-        data = b"".join(dump_line(to_dict(e)) for e in events)
+        data = b"".join(encode(e) for e in events)
         durable = any(isinstance(e, _DURABLE) for e in events)
         try:
             await anyio.to_thread.run_sync(self._append, data, durable)

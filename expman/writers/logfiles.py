@@ -15,7 +15,7 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -96,6 +96,23 @@ class LogFiles:
                     bucket.append(line)
                 self._pending_bytes += len(line)
                 self.stats.lines += 1
+        self._notify()
+
+    def emit_batch(self, lines: Mapping[str, list[bytes]]) -> None:
+        """Queue many lines for many files at once (one lock, one wake-up)."""
+        size = count = 0
+        with self._lock:
+            pending = self._pending
+            for path, more in lines.items():
+                bucket = pending.get(path)
+                if bucket is None:
+                    pending[path] = list(more)
+                else:
+                    bucket.extend(more)
+                count += len(more)
+                size += sum(map(len, more))
+            self._pending_bytes += size
+            self.stats.lines += count
         self._notify()
 
     async def wait_writable(self) -> None:

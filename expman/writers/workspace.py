@@ -17,14 +17,20 @@ from typing import Any
 import anyio
 import yaml
 
-from expman.config import ExperimentPlan
+from expman.config import ExperimentPlan, TrialSpec
 from expman.environment import ExperimentLayout
 from expman.events import Event, RunStarted, TrialStarted
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(
+    path: Path, data: bytes, *, durable: bool = False, make_parent: bool = True
+) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    ``make_parent=False`` skips creating the folder (the caller just made it).
+    """
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -39,8 +45,29 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
         raise
 
 
+def make_folders(root: Path, *subfolders: str) -> None:
+    """Create ``root`` and its subfolders (existing ones are fine).
+
+    Each run creates a small tree on a metadata-bound disk, so this makes one
+    ``mkdir`` per folder, where ``makedirs`` would retry and stat its way down.
+    """
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(root, exist_ok=True)
+    for name in subfolders:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(root / name)
+
+
+#: libyaml's emitter when PyYAML was built with it: the same YAML, several times faster.
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_yaml(data: Any) -> bytes:
-    text: str = yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+    text: str = yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     return text.encode()
 
 
@@ -55,6 +82,11 @@ def _plain(value: Any) -> Any:
 class WorkspaceWriter:
     """Creates the experiment, trial and run folders and their config snapshots."""
 
+    #: The events to subscribe it to (it is a control subscriber: only these).  An
+    #: experiment calls :meth:`prepare_experiment` itself before its journal opens, so
+    #: ExperimentStarted would only write the same files a second time.
+    EVENTS = (TrialStarted, RunStarted)
+
     def __init__(
         self,
         plan: ExperimentPlan,
@@ -65,6 +97,16 @@ class WorkspaceWriter:
         self.layout = layout
         self._trials = {t.name: t for t in plan.trials}
         self._on_error = on_error
+        # Each trial's settings rendered once: trial.yaml and every run.yaml end with
+        # them, and YAML representation is the costly part of writing a snapshot.
+        self._settings_yaml: dict[str, bytes] = {}
+
+    def _with_settings(self, trial: TrialSpec, head: Mapping[str, Any]) -> bytes:
+        """``dump_yaml({**head, "settings": trial.settings})``, settings rendered once."""
+        block = self._settings_yaml.get(trial.name)
+        if block is None:
+            block = self._settings_yaml[trial.name] = dump_yaml({"settings": trial.settings})
+        return dump_yaml(head) + block
 
     async def __call__(self, event: Event) -> None:
         try:
@@ -88,12 +130,11 @@ class WorkspaceWriter:
     def _prepare_trial(self, event: TrialStarted) -> None:
         assert event.trial is not None
         trial = self._trials[event.trial]
-        root = self.layout.trial_dir(trial.name)
-        for sub in ("configs", "logs", "artifacts"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
         atomic_write(
             self.layout.trial_config_file(trial.name),
-            dump_yaml(
+            self._with_settings(
+                trial,
                 {
                     "name": trial.name,
                     "id": trial.id,
@@ -101,9 +142,9 @@ class WorkspaceWriter:
                     "repeat": trial.repeat,
                     "config_hash": trial.config_hash,
                     "resources": dict(trial.resources),
-                    "settings": trial.settings,
-                }
+                },
             ),
+            make_parent=False,
         )
 
     def _prepare_run(self, event: RunStarted) -> None:
@@ -111,11 +152,11 @@ class WorkspaceWriter:
         assert event.repeat is not None
         trial = self._trials[event.trial]
         paths = self.layout.run(trial.name, event.repeat)
-        for folder in (paths.configs, paths.logs, paths.artifacts):
-            folder.mkdir(parents=True, exist_ok=True)
+        make_folders(paths.root, "configs", "logs", "artifacts")
         atomic_write(
             paths.config_file,
-            dump_yaml(
+            self._with_settings(
+                trial,
                 {
                     "experiment": self.plan.name,
                     "trial": trial.name,
@@ -124,7 +165,7 @@ class WorkspaceWriter:
                     "seed": event.seed,
                     "attempt": event.attempt,
                     "config_hash": event.config_hash,
-                    "settings": trial.settings,
-                }
+                },
             ),
+            make_parent=False,
         )

@@ -1,0 +1,139 @@
+"""The fast paths of the writers and the config loader give exactly what the plain ones did."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+import yaml
+
+import expman
+from expman.events import (
+    CheckpointDue,
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    LogRecord,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    StopRequested,
+    TrialFinished,
+    TrialStarted,
+    from_dict,
+    to_dict,
+)
+from expman.jsonlines import dump_line, dumps, dumps_fields, loads
+from expman.runtime.journal import encode
+from expman.writers.eventlog import event_record, iso, render_event
+
+RUN = {"experiment": "exp", "trial": "a", "repeat": 0}
+
+EVENTS: list[Event] = [
+    ExperimentStarted(experiment="exp", path="/w/exp", runs=3, trials=1),
+    ExperimentFinished(experiment="exp", status="completed", duration=1.5, counts={"completed": 3}),
+    TrialStarted(experiment="exp", trial="a", trial_id="1", repeats=3),
+    TrialFinished(
+        experiment="exp", trial="a", trial_id="1", counts=MappingProxyType({"failed": 1})
+    ),
+    RunStarted(**RUN, seed=7, config_hash="abc", checkpoint=None),
+    EpochEnd(**RUN, epoch=2, metrics={"loss": np.float32(0.25), "n": np.int64(3), "v": np.ones(2)}),
+    EpochEnd(**RUN, epoch=3, metrics={1: "non-str key", "nan": math.nan, "text": 'q"uote\n'}),
+    EpochEnd(**RUN, epoch=4, metrics={"path": Path("/x"), "set": {1}, "obj": object}),
+    CheckpointDue(**RUN, path="/w/c", epoch=4),
+    CheckpointSaved(**RUN, path="/w/c", epoch=4, state={"ES": {"best": None, "wait": 2}}),
+    StopRequested(experiment="exp", scope="experiment", reason="signal", source="signal"),
+    RunFinished(**RUN, status="failed", duration=0.1, error="ValueError: boom", metrics={}),
+    RunFinished(**RUN, status="completed", duration=0.1, metrics={"loss": 0.5}),
+    RunStalled(**RUN, seconds=3.0),
+    RunRetrying(**RUN, attempt=2, error="x"),
+    LogRecord(**RUN, line='{"event": "hello"}'),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_rendered_log_line_is_the_event_record_dumped(event: Event) -> None:
+    """A log line rendered from the dataclass equals dumps(event_record(event)) + newline."""
+    assert render_event(event) == dumps(event_record(event)) + b"\n"
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_journal_line_is_the_to_dict_codec(event: Event) -> None:
+    """A journal line equals dump_line(to_dict(event)) and reads back as the same event."""
+    line = encode(event)
+    assert line == dump_line(to_dict(event))
+    back = from_dict(loads(line))
+    assert type(back) is type(event)
+    assert (back.seq, back.time, back.trial) == (event.seq, event.time, event.trial)
+
+
+def test_dumps_fields_puts_the_head_first_and_handles_empty_heads() -> None:
+    """dumps_fields(head, obj) is one object: head's keys, then the dataclass's fields."""
+    event = EpochEnd(**RUN, epoch=1, metrics={"loss": 1.0})
+    assert loads(dumps_fields({"type": "EpochEnd"}, event)) == to_dict(event)
+    assert next(iter(loads(dumps_fields({"z": 1}, event)))) == "z"
+    fields = {k: v for k, v in to_dict(event).items() if k != "type"}
+    assert dumps_fields({}, event) == dumps(fields)
+
+
+def _reference_iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_cached_iso_timestamps_match_datetime_formatting() -> None:
+    """iso() matches datetime's ISO format, whole seconds and rounding up included."""
+    rng = random.Random(7)
+    stamps = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_001.0000004, 0.5]
+    stamps += [1_700_000_000 + rng.uniform(0, 100_000) for _ in range(5_000)]
+    stamps += [float(int(s)) for s in stamps[:200]]
+    for ts in stamps:
+        assert iso(ts) == _reference_iso(ts), ts
+
+
+async def test_run_snapshot_holds_identity_then_settings(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """run.yaml and trial.yaml hold their fields in order, ending with the trial's settings."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper"}, "lr": 0.1, "deep": {"a": [1, "yes"]}},
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+    )
+    await expman.run_experiment(root, workspace=workspace)
+    trial_dir = workspace / "exp" / "trials" / "a"
+    trial = yaml.safe_load((trial_dir / "configs" / "trial.yaml").read_text())
+    assert list(trial) == ["name", "id", "desc", "repeat", "config_hash", "resources", "settings"]
+    for repeat in (0, 1):
+        run = yaml.safe_load((trial_dir / f"run_{repeat}" / "configs" / "run.yaml").read_text())
+        assert list(run) == [
+            "experiment",
+            "trial",
+            "trial_id",
+            "repeat",
+            "seed",
+            "attempt",
+            "config_hash",
+            "settings",
+        ]
+        assert run["repeat"] == repeat
+        assert run["settings"] == trial["settings"]
+    assert trial["settings"]["deep"] == {"a": [1, "yes"]}
+
+
+def test_yaml_loader_keeps_its_resolvers(tmp_path: Path) -> None:
+    """Config files read 1e-3 as a number and dates as strings, whichever parser is used."""
+    path = tmp_path / "x.yaml"
+    path.write_text("lr: 1e-3\nwhen: 2024-01-02\nflag: yes\n")
+    from expman.config.loading import load_yaml
+
+    doc = load_yaml(path)
+    assert doc.data == {"lr": 0.001, "when": "2024-01-02", "flag": True}
+    assert doc.line("when") == 2
