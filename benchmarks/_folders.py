@@ -99,8 +99,9 @@ MODULE = textwrap.dedent(
 
 #: The control callbacks every benchmark run carries (see benchmarks/README.md).
 CALLBACKS: list[dict[str, Any]] = [
-    {"type": "bench_pipes:BestTracker", "monitor": "loss"},
-    {"type": "bench_pipes:NeverStop", "monitor": "loss"},
+    {"type": "MetricsTracker"},
+    # Patience far beyond the run's length: it tracks every epoch and never stops one.
+    {"type": "EarlyStopping", "metric": "loss", "mode": "min", "patience": 10**9},
 ]
 
 
