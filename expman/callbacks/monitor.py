@@ -97,6 +97,9 @@ def improves(value: float, best: float | None, mode: Mode, margin: float = 0.0) 
 
 def as_number(value: Any) -> float | None:
     """``value`` as a float if it is a real number (NumPy scalars too, not bools), else None."""
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, without an ABC check per epoch
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return float(value)

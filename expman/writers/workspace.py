@@ -97,6 +97,8 @@ class WorkspaceWriter:
         self.layout = layout
         self._trials = {t.name: t for t in plan.trials}
         self._on_error = on_error
+        # Trials started whose folders come with their first run's (see __call__).
+        self._unprepared: dict[str, TrialStarted] = {}
         # Each trial's settings rendered once: trial.yaml and every run.yaml end with
         # them, and YAML representation is the costly part of writing a snapshot.
         self._settings_yaml: dict[str, bytes] = {}
@@ -111,9 +113,12 @@ class WorkspaceWriter:
     async def __call__(self, event: Event) -> None:
         try:
             if isinstance(event, RunStarted):
-                await anyio.to_thread.run_sync(self._prepare_run, event)
+                # One worker-thread hop per run: a trial's folders are made with its first
+                # run's (a hop costs more than the mkdirs, under a loaded event loop).
+                trial = self._unprepared.pop(event.trial, None) if event.trial else None
+                await anyio.to_thread.run_sync(self._prepare_run, event, trial)
             elif isinstance(event, TrialStarted):
-                await anyio.to_thread.run_sync(self._prepare_trial, event)
+                self._unprepared[event.trial or ""] = event
         except OSError as exc:
             if self._on_error is not None:
                 self._on_error(exc)
@@ -147,7 +152,9 @@ class WorkspaceWriter:
             make_parent=False,
         )
 
-    def _prepare_run(self, event: RunStarted) -> None:
+    def _prepare_run(self, event: RunStarted, trial_started: TrialStarted | None = None) -> None:
+        if trial_started is not None:
+            self._prepare_trial(trial_started)
         assert event.trial is not None
         assert event.repeat is not None
         trial = self._trials[event.trial]
