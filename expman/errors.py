@@ -10,6 +10,7 @@ escaping expman is a bug in expman itself::
      │    └── ConfigChanged     resuming would silently run a different config
      ├── PipelineError          a pipeline or callback cannot be built from its config
      └── ExecutorError          an execution backend cannot start or lost a worker
+          └── WorkerLost        a worker process or Ray actor died before its run ended
 """
 
 from __future__ import annotations
@@ -72,3 +73,7 @@ class PipelineError(ExpmanError):
 
 class ExecutorError(ExpmanError):
     """An execution backend failed outside of user code."""
+
+
+class WorkerLost(ExecutorError):
+    """A worker (process or Ray actor) died before its run ended: its run failed."""

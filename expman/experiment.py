@@ -29,6 +29,7 @@ from expman.environment import Environment, ExperimentLayout
 from expman.errors import ConfigError
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.runtime.devices import detect_devices, resource_problem
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
@@ -239,7 +240,21 @@ def prepare(
             )
     plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
     check_buildables(plan)
+    check_resources(plan)
     return plan
+
+
+def check_resources(plan: ExperimentPlan) -> None:
+    """Refuse a trial that asks for more GPUs or CPUs than the local executors have."""
+    if plan.execution.executor == "ray" or not any(t.resources for t in plan.trials):
+        return  # Ray schedules resources itself
+    devices = detect_devices(plan.execution.devices)
+    doc = plan.documents["trials.yaml"]
+    for trial in plan.trials:
+        problem = resource_problem(trial.resources, devices)
+        if problem is not None:
+            key, message = problem
+            raise doc.error(f"[{trial.index}].resources.{key}", f"trial {trial.name!r} {message}")
 
 
 @contextlib.asynccontextmanager
@@ -351,7 +366,9 @@ class _ExperimentRun:
             try:
                 with log_to(self.files, str(layout.log_file), experiment=plan.name):
                     async with bus:
-                        executor = make_executor(plan.execution, self.max_concurrency)
+                        executor = make_executor(
+                            plan.execution, self.max_concurrency, config_dir=plan.config_dir
+                        )
                         scheduler = self._wire(executor)
                         await bus.publish(
                             ExperimentStarted(

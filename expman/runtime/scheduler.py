@@ -140,6 +140,8 @@ class Scheduler:
         self._trial_started: dict[str, anyio.Event] = {}
         self._trial_counts: dict[str, dict[str, int]] = {}
         self.peak_active = 0
+        # The GPU ids each run holds from its lease (local executors), by run key.
+        self._devices: dict[tuple[str, int], tuple[str, ...]] = {}
         self._subscriptions = [
             bus.subscribe(StopRequested, self._on_stop, name="runtime.stops"),
             bus.subscribe(CheckpointDue, self._on_checkpoint_due, name="runtime.checkpoints"),
@@ -161,7 +163,7 @@ class Scheduler:
                     if await self._not_started(spec):
                         self.limiter.release_on_behalf_of(spec)
                         continue
-                    tg.start_soon(self._run, spec, name=f"run:{spec.label}")
+                    tg.start_soon(self._run_with_resources, spec, name=f"run:{spec.label}")
         finally:
             for sub in self._subscriptions:
                 sub.unsubscribe()
@@ -245,6 +247,21 @@ class Scheduler:
                 await self._trial_run_done(spec, status)
             self.limiter.release_on_behalf_of(spec)
 
+    async def _run_with_resources(self, spec: RunSpec) -> None:
+        """Run ``spec`` holding its trial's resources (GPU ids, CPUs) for its whole life."""
+        started = False
+        try:
+            async with self.executor.reserve(spec.trial.resources) as devices:
+                started = True
+                self._devices[spec.key] = devices
+                try:
+                    await self._run(spec)
+                finally:
+                    self._devices.pop(spec.key, None)
+        finally:
+            if not started:  # cancelled while waiting for devices: _run never began
+                self.limiter.release_on_behalf_of(spec)
+
     def _stopping(self, spec: RunSpec) -> bool:
         return (
             self._experiment_stop is not None
@@ -262,6 +279,7 @@ class Scheduler:
             attempt=attempt,
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
+            devices=self._devices.get(spec.key, ()),
         )
         active = _Active(ctx)
         key = spec.key

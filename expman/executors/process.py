@@ -1,0 +1,252 @@
+"""Process executor: each run in its own worker process (a fresh interpreter: spawn).
+
+The worker is ``python -c "...worker.main()" FD``: it gets the run in a ``start``
+message over one end of a socket pair (length-prefixed JSON frames, see
+:mod:`expman.executors.worker`), puts the config folder on its ``sys.path``, builds
+the pipeline and runs it in its main thread, whether ``run`` is sync or async.
+
+* **Live events.** ``ctx.epoch_end`` in the worker sends the epoch; the driver
+  publishes ``EpochEnd`` on the bus and replies with ``should_stop``, so control
+  callbacks stay synchronous with the run.  Stop requests and checkpoint requests
+  travel the other way.
+* **Logs.** The worker's stdout and stderr are one pipe read by the driver: structlog
+  and ``logging`` write JSON lines there, raw prints become JSON entries
+  (``logger: output``), and each line goes to the run's run.log as a ``LogRecord``.
+  Before each message the worker writes a mark line; the driver publishes a message
+  only once the output up to its mark is published, so run.log keeps the run's order.
+  Output written at the C level (a segfault's report) is kept too.
+* **Death.** A worker that exits before reporting its end (``os._exit``, SIGKILL, a
+  segfault) fails its run with :class:`~expman.errors.WorkerLost` naming the exit
+  code or signal; other runs go on.
+* **Cancellation** (grace period over, timeout) terminates the worker, then kills it
+  after ``kill_after`` seconds.
+* **Devices.** With GPUs in the pool, a worker's ``CUDA_VISIBLE_DEVICES`` is its lease
+  (empty when it leased none, so it sees no GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteStream, Process
+
+import expman
+from expman.errors import WorkerLost
+from expman.executors.base import Executor
+from expman.executors.remote import Message, RemoteRun, start_message
+from expman.executors.worker import MARK, output_record
+from expman.jsonlines import dumps, loads
+
+if TYPE_CHECKING:
+    from expman.runtime.context import RunContext
+    from expman.runtime.devices import ResourcePool
+
+_HEADER = struct.Struct(">I")
+_WORKER = "from expman.executors.worker import main; main()"
+
+
+class ProcessExecutor(Executor):
+    """Runs each run in a fresh worker process; the bus stays here."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        pool: ResourcePool | None = None,
+        *,
+        config_dir: Path | None = None,
+        kill_after: float = 2.0,
+    ) -> None:
+        self.pool = pool
+        self.config_dir = config_dir
+        self.kill_after = kill_after
+        self.workers_started = 0
+
+    def environment(self, ctx: RunContext) -> dict[str, str]:
+        """The worker's environment: ours, expman importable, unbuffered, its devices."""
+        env = dict(os.environ)
+        package_root = str(Path(expman.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.pool is not None and self.pool.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(ctx.devices)
+        return env
+
+    def sys_path(self) -> list[str]:
+        """What the worker puts on ``sys.path``: the config folder, then the driver's."""
+        paths = [str(self.config_dir)] if self.config_dir is not None else []
+        paths.extend(p for p in sys.path if p and p not in paths)
+        return paths
+
+    async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        parent, child = socket.socketpair()
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-c", _WORKER, str(child.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+                env=self.environment(ctx),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.workers_started += 1
+        stream: ByteStream | None = None
+        try:
+            stream = await anyio.abc.UNIXSocketStream.from_socket(parent)
+            return await self._serve(ctx, process, stream)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _end(process, self.kill_after)
+                if stream is not None:
+                    await stream.aclose()
+                else:
+                    parent.close()
+
+    async def _serve(self, ctx: RunContext, process: Process, stream: ByteStream) -> Any:
+        assert process.stdout is not None
+        output = _Output(process.stdout)
+
+        async def send(message: Message) -> None:
+            body = dumps(message)
+            await stream.send(_HEADER.pack(len(body)) + body)
+
+        remote = RemoteRun(ctx, send, before=output.wait_for_mark)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(output.pump, remote)
+            await remote.send(start_message(ctx, self.sys_path()))
+            try:
+                result = await remote.serve(_frames(stream))
+            except WorkerLost:
+                code = await process.wait()
+                with anyio.move_on_after(self.kill_after):
+                    await output.closed.wait()  # a crash report still reaches run.log
+                raise WorkerLost(describe_exit(code)) from None
+            # The run has ended: let the worker exit and its last lines arrive.
+            with anyio.move_on_after(self.kill_after):
+                await output.closed.wait()
+            tg.cancel_scope.cancel()
+        return result
+
+
+def describe_exit(code: int) -> str:
+    """Why a worker ended early, in words: its exit code or the signal that killed it."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the worker process was killed by {name} (signal {-code}) before its run ended"
+    return f"the worker process exited with code {code} before its run ended"
+
+
+async def _end(process: Process, kill_after: float) -> None:
+    """Terminate a worker that is still alive, then kill it if it lingers."""
+    if process.returncode is None:
+        try:
+            process.terminate()
+        except ProcessLookupError:
+            pass
+        with anyio.move_on_after(kill_after):
+            await process.wait()
+        if process.returncode is None:
+            try:
+                process.kill()
+            except ProcessLookupError:
+                pass
+    await process.aclose()
+
+
+async def _frames(stream: ByteStream) -> AsyncIterator[Message]:
+    """The worker's messages, until it closes its end."""
+    buffer = bytearray()
+    while True:
+        while len(buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer)
+            if len(buffer) < _HEADER.size + size:
+                break
+            body = bytes(buffer[_HEADER.size : _HEADER.size + size])
+            del buffer[: _HEADER.size + size]
+            yield loads(body)
+        try:
+            buffer += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
+
+
+class _Output:
+    """The worker's stdout+stderr: every line to run.log, and the marks it has passed."""
+
+    def __init__(self, stream: ByteReceiveStream) -> None:
+        self._stream = stream
+        self.mark = 0
+        self.closed = anyio.Event()
+        self._moved = anyio.Event()
+
+    async def wait_for_mark(self, message: Message) -> None:
+        """Return once every line the worker wrote before ``message`` is published."""
+        mark = message.get("mark")
+        while mark is not None and self.mark < mark and not self.closed.is_set():
+            moved = self._moved
+            await moved.wait()
+
+    def _advance(self, mark: int) -> None:
+        self.mark = max(self.mark, mark)
+        self._moved.set()
+        self._moved = anyio.Event()
+
+    async def pump(self, remote: RemoteRun) -> None:
+        context = {"experiment": remote.ctx.experiment, "trial": remote.ctx.trial}
+        context["repeat"] = remote.ctx.repeat  # type: ignore[assignment]
+        pending = b""
+        try:
+            while True:
+                try:
+                    chunk = await self._stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    break
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    await self._line(line, remote, context)
+            if pending:
+                await self._line(pending, remote, context)
+        finally:
+            self.closed.set()
+            self._moved.set()
+
+    async def _line(self, line: bytes, remote: RemoteRun, context: Mapping[str, Any]) -> None:
+        text, found, mark = line.partition(MARK)
+        if text.strip():
+            await remote.publish_line(_as_json_line(text, context))
+        if found:
+            try:
+                self._advance(int(mark))
+            except ValueError:
+                pass
+
+
+def _as_json_line(text: bytes, context: Mapping[str, Any]) -> str:
+    """The line itself when it is a JSON log entry, else the text wrapped as one."""
+    stripped = text.strip()
+    if stripped.startswith(b"{"):
+        try:
+            if isinstance(loads(stripped), dict):
+                return stripped.decode("utf-8", "replace")
+        except ValueError:
+            pass
+    decoded = text.rstrip(b"\r").decode("utf-8", "replace")
+    return output_record(decoded, context).decode()
