@@ -125,6 +125,8 @@ class ProcessExecutor(Executor):
             await stream.send(_HEADER.pack(len(body)) + body)
 
         remote = RemoteRun(ctx, send, before=output.wait_for_mark)
+        failure: Exception | None = None
+        result: Any = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(output.pump, remote)
             await remote.send(start_message(ctx, self.sys_path()))
@@ -132,13 +134,16 @@ class ProcessExecutor(Executor):
                 result = await remote.serve(_frames(stream))
             except WorkerLost:
                 code = await process.wait()
-                with anyio.move_on_after(self.kill_after):
-                    await output.closed.wait()  # a crash report still reaches run.log
-                raise WorkerLost(describe_exit(code)) from None
-            # The run has ended: let the worker exit and its last lines arrive.
+                failure = WorkerLost(describe_exit(code))
+            except Exception as exc:
+                # Raised outside the task group, so the run fails with the pipeline's error.
+                failure = exc
+            # The run has ended: let the worker's last lines (a crash report) arrive.
             with anyio.move_on_after(self.kill_after):
                 await output.closed.wait()
             tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return result
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from expman.errors import WorkerLost
 from expman.events import LogRecord, from_dict
@@ -118,32 +118,43 @@ class RemoteRun:
     async def serve(self, messages: AsyncIterator[Message]) -> Any:
         """The run's result; raises the pipeline's exception or WorkerLost."""
         send, receive = anyio.create_memory_object_stream[Message | None](math.inf)
+        result: Any = None
+        failure: BaseException | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read, messages, send)
             tg.start_soon(self._forward_stop)
             try:
-                async with receive:
-                    async for message in receive:
-                        if message is None:
-                            raise WorkerLost("the worker ended before its run did")
-                        op = message["op"]
-                        if self._before is not None:
-                            await self._before(message)
-                        if op == "epoch":
-                            stop = await self.ctx._epoch_end(
-                                int(message["epoch"]), message.get("metrics") or {}
-                            )
-                            await self.send(self._reply(stop))
-                        elif op == "publish":
-                            await self.ctx._bus.publish(from_dict(message["event"]))
-                            await self.send(self._reply(self.ctx.should_stop))
-                        elif op == "result":
-                            return message.get("value")
-                        elif op == "error":
-                            raise remote_exception(message)
-                raise WorkerLost("the worker ended before its run did")
+                result = await self._handle(receive)
+            except Exception as exc:
+                # Raised outside the task group, so callers see it as is (not in a group).
+                failure = exc
             finally:
                 tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _handle(self, receive: MemoryObjectReceiveStream[Message | None]) -> Any:
+        async with receive:
+            async for message in receive:
+                if message is None:
+                    break
+                op = message["op"]
+                if self._before is not None:
+                    await self._before(message)
+                if op == "epoch":
+                    stop = await self.ctx._epoch_end(
+                        int(message["epoch"]), message.get("metrics") or {}
+                    )
+                    await self.send(self._reply(stop))
+                elif op == "publish":
+                    await self.ctx._bus.publish(from_dict(message["event"]))
+                    await self.send(self._reply(self.ctx.should_stop))
+                elif op == "result":
+                    return message.get("value")
+                elif op == "error":
+                    raise remote_exception(message)
+        raise WorkerLost("the worker ended before its run did")
 
     def _reply(self, stop: bool) -> Message:
         ctx = self.ctx

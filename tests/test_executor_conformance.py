@@ -1,0 +1,356 @@
+"""One conformance suite for every executor: async, thread, process and ray.
+
+Each test runs the same experiment on each backend and states the behaviour every
+executor must have.  The async executor runs an ``async def run`` pipeline, the others
+a plain ``def run`` one (the same training loop).  Ray's tests use a real local Ray
+instance, started once for this module.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import expman
+from expman.events import EpochEnd, Event, RunStarted, TrialFinished, TrialStarted
+from expman.testing import capture_events
+
+#: Pipelines and callbacks of this suite, shipped in each experiment's folder.
+CONFORMANCE = textwrap.dedent(
+    '''
+    import json
+    import logging
+    import os
+    import sys
+    import time
+
+    import anyio
+    import structlog
+
+    from expman import Callback, Pipeline
+    from expman.events import CheckpointDue
+
+
+    class Train(Pipeline):
+        """Epochs of ``seconds``; loss falls, ``acc`` counts epochs; saves and loads its state."""
+
+        def __init__(self, seconds=0.0, epochs=3, fail_on=None, fail_repeat=None,
+                     ignore_stop=False, talk=False, crash=None, record=False):
+            super().__init__()
+            self.seconds, self.epochs = seconds, epochs
+            self.fail_on, self.fail_repeat = fail_on, fail_repeat
+            self.ignore_stop, self.talk, self.crash, self.record = ignore_stop, talk, crash, record
+            self.state = {"epoch": -1}
+            self.loaded = None
+
+        def begin(self, ctx):
+            if self.talk:
+                print("plain print", 1)
+                print("to stderr", file=sys.stderr)
+                structlog.get_logger().info("structlog line", lr=ctx.config.lr)
+                logging.getLogger("user").warning("stdlib line")
+            if self.record:
+                self.started = time.time()
+
+        def step(self, ctx, epoch):
+            failing = self.fail_repeat in (None, ctx.repeat) and ctx.attempt == 1
+            if epoch == self.fail_on and failing:
+                if self.crash == "exit":
+                    os._exit(3)
+                if self.crash == "segfault":
+                    import ctypes
+                    ctypes.string_at(0)
+                raise ValueError(f"boom at epoch {epoch}")
+            self.state = {"epoch": epoch}
+            return {
+                "loss": 1.0 / (epoch + 1),
+                "acc": epoch,
+                "start": ctx.start_epoch,
+                "loaded": self.loaded,
+                "pid": os.getpid(),
+            }
+
+        def end(self, ctx):
+            if self.record:
+                lease = {
+                    "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "devices": list(ctx.devices),
+                    "start": self.started,
+                    "end": time.time(),
+                }
+                (ctx.artifacts / "lease.json").write_text(json.dumps(lease))
+            return {"final_epoch": self.state["epoch"]}
+
+        def run(self, ctx):
+            self.begin(ctx)
+            for epoch in range(ctx.start_epoch, self.epochs):
+                time.sleep(self.seconds)
+                stop = ctx.epoch_end(epoch, self.step(ctx, epoch))
+                if stop and not self.ignore_stop:
+                    break
+            return self.end(ctx)
+
+        def save_checkpoint(self, path):
+            path.write_text(json.dumps(self.state))
+
+        def load_checkpoint(self, path):
+            self.state = json.loads(path.read_text())
+            self.loaded = self.state["epoch"]
+
+
+    class ATrain(Train):
+        """The same training loop as ``async def run``."""
+
+        async def run(self, ctx):
+            self.begin(ctx)
+            for epoch in range(ctx.start_epoch, self.epochs):
+                await anyio.sleep(self.seconds)
+                stop = await ctx.epoch_end(epoch, self.step(ctx, epoch))
+                if stop and not self.ignore_stop:
+                    break
+            return self.end(ctx)
+
+
+    class StopAt(Callback):
+        """Asks to stop (``scope``) once ``acc`` reaches ``value``."""
+
+        def __init__(self, value=1, scope="run"):
+            super().__init__()
+            self.value, self.scope = value, scope
+
+        async def on_epoch_end(self, event):
+            if event.metrics.get("acc", -1) >= self.value:
+                await self.request_stop(f"acc reached {self.value}", scope=self.scope, event=event)
+
+
+    class CheckpointEvery(Callback):
+        """Asks for a checkpoint after every epoch, into the run's artifacts."""
+
+        def __init__(self, root):
+            super().__init__()
+            self.root = root
+
+        async def on_epoch_end(self, event):
+            path = f"{self.root}/trials/{event.trial}/run_{event.repeat}/artifacts/checkpoint.json"
+            await self.publish(
+                CheckpointDue(
+                    experiment=event.experiment,
+                    trial=event.trial,
+                    repeat=event.repeat,
+                    path=path,
+                    epoch=event.epoch,
+                )
+            )
+    '''
+)
+
+EXECUTORS = [
+    "async",
+    "thread",
+    pytest.param("process", marks=pytest.mark.slow),
+    pytest.param("ray", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[None]:
+    """One local Ray instance for the module's Ray tests (start-up costs seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "ray":
+        request.getfixturevalue("ray_instance")
+    return name
+
+
+Factory = Callable[..., Path]
+
+
+@pytest.fixture
+def conformance(make_experiment: Factory, workspace: Path, executor: str) -> Factory:
+    """An experiment of Train/ATrain runs on ``executor``, with the suite's module shipped."""
+
+    def make(
+        *,
+        pipeline: dict[str, Any] | None = None,
+        callbacks: list[dict[str, Any]] | None = None,
+        trials: list[dict[str, Any]] | None = None,
+        execution: dict[str, Any] | None = None,
+        env: dict[str, Any] | None = None,
+    ) -> Path:
+        kind = "conformance:ATrain" if executor == "async" else "conformance:Train"
+        base: dict[str, Any] = {"pipeline": {"type": kind, **(pipeline or {})}, "lr": 0.1}
+        if callbacks:
+            base["callbacks"] = callbacks
+        root = make_experiment(
+            base=base,
+            trials=trials or [{"name": "a", "id": 1, "repeat": 1}],
+            env={**(env or {}), "execution": {"executor": executor, **(execution or {})}},
+        )
+        (root / "conformance.py").write_text(CONFORMANCE)
+        return root
+
+    return make
+
+
+def run_events(events: list[Event], trial: str, repeat: int) -> list[Event]:
+    return [e for e in events if e.run_key == (trial, repeat)]
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_log(workspace: Path, trial: str = "a", repeat: int = 0) -> list[dict[str, Any]]:
+    return json_lines(workspace / "exp" / "trials" / trial / f"run_{repeat}" / "logs" / "run.log")
+
+
+# -- the suite -----------------------------------------------------------------------------
+
+
+async def test_event_order_of_a_run(conformance: Factory, workspace: Path) -> None:
+    """A run publishes RunStarted, one EpochEnd per epoch in order, then RunFinished."""
+    root = conformance(pipeline={"epochs": 3})
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    run = result.runs[0]
+    assert run.epochs == 3
+    assert run.metrics["final_epoch"] == 2
+    assert run.metrics["loss"] == pytest.approx(1 / 3)
+    names = [
+        type(e).__name__
+        for e in events
+        if isinstance(e, (TrialStarted, TrialFinished)) or e.run_key
+    ]
+    assert names == [
+        "TrialStarted",
+        "RunStarted",
+        "EpochEnd",
+        "EpochEnd",
+        "EpochEnd",
+        "RunFinished",
+        "TrialFinished",
+    ]
+    assert [e.epoch for e in events.of_type(EpochEnd)] == [0, 1, 2]
+
+
+async def test_early_stop_is_exact(conformance: Factory, workspace: Path) -> None:
+    """A callback's StopRequested on epoch 1 ends the run after exactly 2 epochs, stopped."""
+    root = conformance(
+        pipeline={"epochs": 50, "seconds": 0.01},
+        callbacks=[{"type": "conformance:StopAt", "value": 1}],
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    run = result.runs[0]
+    assert run.status == "stopped"
+    assert run.epochs == 2
+    assert run.metrics["final_epoch"] == 1
+    assert run.reason == "acc reached 1"
+
+
+@pytest.mark.parametrize("scope", ["trial", "experiment"])
+async def test_stop_scopes(conformance: Factory, workspace: Path, scope: str) -> None:
+    """A trial-scope stop ends that trial's runs only; an experiment-scope stop ends all."""
+    stop = [{"type": "conformance:StopAt", "value": 2, "scope": scope}]
+    root = conformance(
+        pipeline={"epochs": 40, "seconds": 0.05},
+        trials=[
+            {"name": "a", "id": 1, "repeat": 2, "settings": {"callbacks": stop}},
+            {"name": "b", "id": 2, "repeat": 1},
+        ],
+        execution={"max_concurrency": 3},
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    by_run = {(r.trial, r.repeat): r for r in result.runs}
+    expected_a = "stopped" if scope == "trial" else "cancelled"
+    assert by_run["a", 0].status == by_run["a", 1].status == expected_a
+    assert by_run["a", 0].epochs < 40
+    if scope == "trial":
+        assert by_run["b", 0].status == "completed"
+        assert by_run["b", 0].epochs == 40
+    else:
+        assert by_run["b", 0].status == "cancelled"
+        assert by_run["b", 0].epochs < 40
+
+
+async def test_a_failing_run_is_a_result(conformance: Factory, workspace: Path) -> None:
+    """A pipeline that raises ends failed with the error and its traceback in run.log."""
+    root = conformance(
+        pipeline={"epochs": 3, "fail_on": 1, "fail_repeat": 1},
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert [r.status for r in result.runs] == ["completed", "failed"]
+    assert result.runs[1].error == "ValueError: boom at epoch 1"
+    entries = run_log(workspace, repeat=1)
+    assert any("boom at epoch 1" in e.get("exception", "") for e in entries)
+    assert entries[-1]["event"] == "RunFinished"
+
+
+async def test_timeout_ends_a_run_that_ignores_stop(conformance: Factory, workspace: Path) -> None:
+    """A run past execution.timeout is cancelled (its worker killed) and ends failed."""
+    root = conformance(
+        pipeline={"epochs": 2000, "seconds": 0.02, "ignore_stop": True},
+        execution={"timeout": 1.0, "grace_period": 0.2},
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    run = result.runs[0]
+    assert run.status == "failed"
+    assert run.reason == "timeout"
+    assert 0 < run.epochs < 2000
+
+
+async def test_checkpoint_and_resume(conformance: Factory, workspace: Path) -> None:
+    """Checkpoints requested by a callback are saved by the pipeline; a rerun resumes from one."""
+    callbacks = [{"type": "conformance:CheckpointEvery", "root": str(workspace / "exp")}]
+    root = conformance(pipeline={"epochs": 5, "fail_on": 3}, callbacks=callbacks)
+    first = await expman.run_experiment(root, workspace=workspace)
+    assert first.runs[0].status == "failed"
+    checkpoint = workspace / "exp" / "trials" / "a" / "run_0" / "artifacts" / "checkpoint.json"
+    assert json.loads(checkpoint.read_text()) == {"epoch": 2}
+
+    async with capture_events() as events:
+        second = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    run = second.runs[0]
+    assert run.status == "completed"
+    started = events.of_type(RunStarted)[0]
+    assert (started.start_epoch, started.checkpoint) == (3, str(checkpoint))
+    epochs = events.of_type(EpochEnd)
+    assert [e.epoch for e in epochs] == [3, 4]
+    assert all(e.metrics["loaded"] == 2 and e.metrics["start"] == 3 for e in epochs)
+    assert json.loads(checkpoint.read_text()) == {"epoch": 4}
+
+
+async def test_logs_are_captured_in_run_log(
+    conformance: Factory, workspace: Path, executor: str
+) -> None:
+    """structlog and logging land in run.log in order; a worker's print and stderr too."""
+    root = conformance(pipeline={"epochs": 1, "talk": True})
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "completed"
+    entries = run_log(workspace)
+    events = [e["event"] for e in entries]
+    structured = entries[events.index("structlog line")]
+    assert (structured["lr"], structured["trial"], structured["repeat"]) == (0.1, "a", 0)
+    assert entries[events.index("stdlib line")]["level"] == "warning"
+    if executor in ("process", "ray"):  # in-process runs share the driver's stdout
+        assert events.index("plain print 1") < events.index("to stderr") < events.index("EpochEnd")
+    assert events.index("structlog line") < events.index("EpochEnd") < events.index("RunFinished")
