@@ -9,6 +9,8 @@ instance, started once for this module.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -354,3 +356,89 @@ async def test_logs_are_captured_in_run_log(
     if executor in ("process", "ray"):  # in-process runs share the driver's stdout
         assert events.index("plain print 1") < events.index("to stderr") < events.index("EpochEnd")
     assert events.index("structlog line") < events.index("EpochEnd") < events.index("RunFinished")
+
+
+# -- workers that die ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["process", pytest.param("ray")], indirect=True)
+async def test_a_worker_killed_by_sigkill_fails_and_resumes(
+    conformance: Factory, workspace: Path, executor: str
+) -> None:
+    """SIGKILL mid-training fails that run (naming the signal); others go on; a rerun resumes it."""
+    callbacks = [{"type": "conformance:CheckpointEvery", "root": str(workspace / "exp")}]
+    root = conformance(
+        pipeline={"epochs": 6, "seconds": 0.05},
+        callbacks=callbacks,
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+        execution={"max_concurrency": 2},
+    )
+    killed: list[int] = []
+
+    async def kill_run_0_at_epoch_2(event: Event) -> None:
+        if isinstance(event, EpochEnd) and event.repeat == 0 and event.epoch == 2 and not killed:
+            killed.append(event.metrics["pid"])
+            os.kill(event.metrics["pid"], signal.SIGKILL)
+
+    first = await expman.run_experiment(
+        root, workspace=workspace, subscribers=[kill_run_0_at_epoch_2]
+    )
+    assert killed
+    assert [r.status for r in first.runs] == ["failed", "completed"]
+    assert "SIGKILL" in (first.runs[0].error or "") or executor == "ray"
+    assert "before its run ended" in (first.runs[0].error or "")
+    assert first.runs[1].epochs == 6
+
+    async with capture_events() as events:
+        second = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert [r.status for r in second.runs] == ["completed", "completed"]
+    assert second.runs[1].skipped
+    # Epoch 2's checkpoint was saved (callbacks come before the caller's subscribers).
+    resumed = events.of_type(RunStarted)
+    assert [(e.repeat, e.start_epoch) for e in resumed] == [(0, 3)]
+    assert [e.epoch for e in events.of_type(EpochEnd)] == [3, 4, 5]
+    assert events.of_type(EpochEnd)[0].metrics["loaded"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["process"], indirect=True)
+@pytest.mark.parametrize(
+    ("crash", "expected"),
+    [("exit", "exited with code 3"), ("segfault", "killed by SIGSEGV")],
+)
+async def test_a_worker_that_dies_fails_its_run_only(
+    conformance: Factory, workspace: Path, crash: str, expected: str
+) -> None:
+    """os._exit and a segfault in a worker fail that run with the exit code or signal."""
+    root = conformance(
+        pipeline={"epochs": 3, "fail_on": 1, "fail_repeat": 0, "crash": crash},
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert [r.status for r in result.runs] == ["failed", "completed"]
+    assert expected in (result.runs[0].error or "")
+    assert result.runs[0].error.startswith("expman.errors.WorkerLost: the worker process")  # type: ignore[union-attr]
+    if crash == "segfault":  # the interpreter's own crash report reaches run.log
+        assert any("Segmentation fault" in e["event"] for e in run_log(workspace))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["process"], indirect=True)
+async def test_an_async_pipeline_runs_in_a_worker_process(
+    make_experiment: Factory, workspace: Path, executor: str
+) -> None:
+    """An `async def run` pipeline runs in the worker's own event loop with the same ctx API."""
+    root = make_experiment(
+        base={"pipeline": {"type": "conformance:ATrain", "epochs": 3}, "lr": 0.1},
+        env={"execution": {"executor": "process"}},
+    )
+    (root / "conformance.py").write_text(CONFORMANCE)
+    callbacks = [{"type": "conformance:StopAt", "value": 1}]
+    result = await expman.run_experiment(
+        root, workspace=workspace, overrides=[f"callbacks={json.dumps(callbacks)}"]
+    )
+    assert result.runs[0].status == "stopped"
+    assert result.runs[0].epochs == 2

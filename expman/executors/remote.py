@@ -109,6 +109,7 @@ class RemoteRun:
         # are all answered (with an error) once the worker's messages end.
         self._saves: dict[int, tuple[anyio.Event, list[str | None]]] = {}
         self._ended = False
+        self._lost: WorkerLost | None = None  # why the worker's messages ended early
         self.ready = False
 
     async def send(self, message: Message) -> None:
@@ -146,15 +147,23 @@ class RemoteRun:
                     stop = await self.ctx._epoch_end(
                         int(message["epoch"]), message.get("metrics") or {}
                     )
-                    await self.send(self._reply(stop))
+                    await self._answer(self._reply(stop))
                 elif op == "publish":
                     await self.ctx._bus.publish(from_dict(message["event"]))
-                    await self.send(self._reply(self.ctx.should_stop))
+                    await self._answer(self._reply(self.ctx.should_stop))
                 elif op == "result":
                     return message.get("value")
                 elif op == "error":
                     raise remote_exception(message)
-        raise WorkerLost("the worker ended before its run did")
+        raise self._lost or WorkerLost("the worker ended before its run did")
+
+    async def _answer(self, reply: Message) -> None:
+        try:
+            await self.send(reply)
+        except Exception:
+            # The worker died while its request was being served: its messages end
+            # next, and the run fails with WorkerLost.
+            return
 
     def _reply(self, stop: bool) -> Message:
         ctx = self.ctx
@@ -180,6 +189,10 @@ class RemoteRun:
                         self.ctx.checkpoint_saver = self._save
                 else:
                     await out.send(message)
+        except WorkerLost as exc:
+            self._lost = exc
+        except Exception as exc:
+            self._lost = WorkerLost(f"lost the worker: {exc!r}")
         finally:
             self._ended = True
             for event, answer in self._saves.values():

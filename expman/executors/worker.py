@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import faulthandler
 import inspect
 import logging
 import os
@@ -447,6 +448,8 @@ def main() -> None:
     """Entry point of a worker process: serve the one run the driver sends on fd ``argv[1]``."""
     # The driver decides what Ctrl-C means (a graceful stop); the worker does not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A crash (segfault, abort) prints the Python stack to stderr, hence to run.log.
+    faulthandler.enable()
     sock = socket.socket(fileno=int(sys.argv[1]))
     channel = SocketChannel(sock)
     try:
