@@ -442,3 +442,49 @@ async def test_an_async_pipeline_runs_in_a_worker_process(
     )
     assert result.runs[0].status == "stopped"
     assert result.runs[0].epochs == 2
+
+
+# -- GPU leasing ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["thread", "process"], indirect=True)
+async def test_gpu_leases_from_env_yaml_devices(
+    conformance: Factory, workspace: Path, executor: str
+) -> None:
+    """Runs lease GPU ids from env.yaml: fractions pack, no device is oversubscribed."""
+    root = conformance(
+        pipeline={"epochs": 2, "seconds": 0.15, "record": True},
+        trials=[
+            {"name": "half", "id": 1, "repeat": 3, "resources": {"gpus": 0.5}},
+            {"name": "whole", "id": 2, "repeat": 2, "resources": {"gpus": 1}},
+            {"name": "none", "id": 3, "repeat": 1},
+        ],
+        execution={"max_concurrency": 6},
+        env={"devices": ["0", "1"]},
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.counts == {"completed": 6}
+    leases = {}
+    for run in result.runs:
+        path = workspace / "exp" / "trials" / run.trial / f"run_{run.repeat}" / "artifacts"
+        leases[run.trial, run.repeat] = json.loads((path / "lease.json").read_text())
+    share = {"half": 0.5, "whole": 1.0, "none": 0.0}
+    for (trial, _), lease in leases.items():
+        assert len(lease["devices"]) == (0 if trial == "none" else 1)
+        assert set(lease["devices"]) <= {"0", "1"}
+        if executor == "process":  # each worker saw exactly what it leased
+            assert lease["visible"] == ",".join(lease["devices"])
+    # Leases are taken in plan order and fractions pack onto the fullest device that fits.
+    assert leases["half", 0]["devices"] == leases["half", 1]["devices"]
+    assert leases["half", 2]["devices"] != leases["half", 0]["devices"]
+    # At no moment does any device hold more than one whole GPU's worth of runs.
+    for (trial, _), lease in leases.items():
+        moment = lease["start"]
+        for device in lease["devices"]:
+            load = sum(
+                share[t]
+                for (t, _), other in leases.items()
+                if device in other["devices"] and other["start"] <= moment < other["end"]
+            )
+            assert load <= 1.0, (trial, device, load)
