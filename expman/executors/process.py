@@ -107,7 +107,8 @@ class ProcessExecutor(Executor):
         stream: ByteStream | None = None
         try:
             stream = await anyio.abc.UNIXSocketStream.from_socket(parent)
-            return await self._serve(ctx, process, stream)
+            result: Mapping[str, Any] | None = await self._serve(ctx, process, stream)
+            return result
         finally:
             with anyio.CancelScope(shield=True):
                 await _end(process, self.kill_after)

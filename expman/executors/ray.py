@@ -219,8 +219,8 @@ class RunActor:
         start["devices"] = [str(d) for d in ray.get_gpu_ids()]
         context = start.get("log_context") or {}
         configure_logging(lambda line: channel.send({"op": "log", "line": line}), context)
-        sys.stdout = _LineWriter(channel, context, "stdout")  # type: ignore[assignment]
-        sys.stderr = _LineWriter(channel, context, "stderr")  # type: ignore[assignment]
+        sys.stdout = _LineWriter(channel, context, "stdout")
+        sys.stderr = _LineWriter(channel, context, "stderr")
         worker = threading.Thread(target=run_worker, args=(start, channel), daemon=True)
         worker.start()
         while True:

@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -352,7 +352,7 @@ class WorkerContext:
             self._stop_reason = message.get("reason") or "stop requested"
             self._stop_scope = message.get("scope") or "run"
 
-    def _handle(self, message: Message) -> Awaitable[None] | None:
+    def _handle(self, message: Message) -> Coroutine[Any, Any, None] | None:
         """Serve one driver request; an awaitable when the save hook is async."""
         op = message["op"]
         if op == "stop":
