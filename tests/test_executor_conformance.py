@@ -388,6 +388,7 @@ async def test_a_worker_killed_by_sigkill_fails_and_resumes(
     assert [r.status for r in first.runs] == ["failed", "completed"]
     assert "SIGKILL" in (first.runs[0].error or "") or executor == "ray"
     assert "before its run ended" in (first.runs[0].error or "")
+    assert "\n" not in (first.runs[0].error or "")
     assert first.runs[1].epochs == 6
 
     async with capture_events() as events:

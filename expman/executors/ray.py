@@ -131,9 +131,10 @@ class RayExecutor(Executor):
                 async for ref in generator:
                     yield await ref
             except ray.exceptions.RayActorError as exc:
-                raise WorkerLost(f"the Ray actor died before its run ended: {exc}") from None
+                lost = f"the Ray actor died before its run ended ({_gist(exc)})"
+                raise WorkerLost(lost) from None
             except ray.exceptions.RayError as exc:
-                raise WorkerLost(f"Ray lost the run: {exc}") from None
+                raise WorkerLost(f"Ray lost the run before it ended ({_gist(exc)})") from None
 
         remote = RemoteRun(ctx, send)
         try:
@@ -142,6 +143,12 @@ class RayExecutor(Executor):
             with anyio.CancelScope(shield=True):
                 # The run has ended (or is cancelled): its actor is not needed anymore.
                 await anyio.to_thread.run_sync(_kill, ray, actor)
+
+
+def _gist(exc: BaseException) -> str:
+    """The first line of a Ray error (its full text spans many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _kill(ray: Any, actor: Any) -> None:
