@@ -302,15 +302,22 @@ async def start_experiment(
         on_plan(plan, resume)
 
     runner = _ExperimentRun(plan, layout, resume, subscribers)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(runner.execute)
-        try:
-            yield runner.handle
-        except BaseException:
-            runner.handle.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.execute)
+            try:
+                yield runner.handle
+            except BaseException:
+                runner.handle.cancel()
+                raise
+            if not runner.handle._events_taken:
+                await runner.handle.wait()
+    except Exception as exc:
+        # The caller sees the error itself (ExecutorError, ...), not a task-group wrapper.
+        single = _single(exc)
+        if single is exc:
             raise
-        if not runner.handle._events_taken:
-            await runner.handle.wait()
+        raise single from None
 
 
 class _ExperimentRun:
@@ -343,7 +350,7 @@ class _ExperimentRun:
             with handle._cancel_scope:
                 await self._execute()
         except Exception as exc:
-            handle._error = exc
+            handle._error = _single(exc)
         finally:
             self.journal.close()
             self._stream_send.close()
@@ -434,6 +441,15 @@ class _ExperimentRun:
                 experiment=self.plan.name, status=status, duration=duration, counts=result.counts
             )
         )
+
+
+def _single(exc: Exception) -> Exception:
+    """The one error inside task-group wrappers (an executor that cannot start, ...)."""
+    inner: Any = getattr(exc, "exceptions", None)
+    while inner is not None and len(inner) == 1 and isinstance(inner[0], Exception):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
 
 
 def _in_plan_order(plan: ExperimentPlan, runs: tuple[RunResult, ...]) -> tuple[RunResult, ...]:
