@@ -163,7 +163,13 @@ EXECUTORS = [
 def ray_instance() -> Iterator[None]:
     """One local Ray instance for the module's Ray tests (start-up costs seconds)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=4,
+        object_store_memory=200 * 1024 * 1024,  # runs send small messages only
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
         yield
     finally:
