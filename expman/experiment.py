@@ -245,9 +245,17 @@ def prepare(
 
 
 def check_resources(plan: ExperimentPlan) -> None:
-    """Refuse a trial that asks for more GPUs or CPUs than the local executors have."""
-    if plan.execution.executor == "ray" or not any(t.resources for t in plan.trials):
-        return  # Ray schedules resources itself
+    """Refuse a trial asking for more GPUs or CPUs than the local executors have.
+
+    With Ray, resources are Ray's to schedule; Ray itself must be installed.
+    """
+    if plan.execution.executor == "ray":
+        from expman.executors.ray import import_ray
+
+        import_ray()
+        return
+    if not any(t.resources for t in plan.trials):
+        return
     devices = detect_devices(plan.execution.devices)
     doc = plan.documents["trials.yaml"]
     for trial in plan.trials:
@@ -302,22 +310,15 @@ async def start_experiment(
         on_plan(plan, resume)
 
     runner = _ExperimentRun(plan, layout, resume, subscribers)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.execute)
-            try:
-                yield runner.handle
-            except BaseException:
-                runner.handle.cancel()
-                raise
-            if not runner.handle._events_taken:
-                await runner.handle.wait()
-    except Exception as exc:
-        # The caller sees the error itself (ExecutorError, ...), not a task-group wrapper.
-        single = _single(exc)
-        if single is exc:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.execute)
+        try:
+            yield runner.handle
+        except BaseException:
+            runner.handle.cancel()
             raise
-        raise single from None
+        if not runner.handle._events_taken:
+            await runner.handle.wait()
 
 
 class _ExperimentRun:
@@ -350,7 +351,7 @@ class _ExperimentRun:
             with handle._cancel_scope:
                 await self._execute()
         except Exception as exc:
-            handle._error = _single(exc)
+            handle._error = exc
         finally:
             self.journal.close()
             self._stream_send.close()
@@ -441,15 +442,6 @@ class _ExperimentRun:
                 experiment=self.plan.name, status=status, duration=duration, counts=result.counts
             )
         )
-
-
-def _single(exc: Exception) -> Exception:
-    """The one error inside task-group wrappers (an executor that cannot start, ...)."""
-    inner: Any = getattr(exc, "exceptions", None)
-    while inner is not None and len(inner) == 1 and isinstance(inner[0], Exception):
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return exc
 
 
 def _in_plan_order(plan: ExperimentPlan, runs: tuple[RunResult, ...]) -> tuple[RunResult, ...]:

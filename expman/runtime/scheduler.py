@@ -130,6 +130,8 @@ class Scheduler:
         self._callbacks = callbacks
         self._on_outcome = on_outcome
         self.outcomes: list[RunOutcome] = []
+        # The GPU ids each run holds from its lease (local executors), by run key.
+        self._devices: dict[tuple[str, int], tuple[str, ...]] = {}
         # Invariant: _active holds exactly the runs between RunStarted and RunFinished.
         self._active: dict[tuple[str, int], _Active] = {}
         self._run_callbacks: dict[tuple[str, int], list[Any]] = {}
@@ -140,8 +142,6 @@ class Scheduler:
         self._trial_started: dict[str, anyio.Event] = {}
         self._trial_counts: dict[str, dict[str, int]] = {}
         self.peak_active = 0
-        # The GPU ids each run holds from its lease (local executors), by run key.
-        self._devices: dict[tuple[str, int], tuple[str, ...]] = {}
         self._subscriptions = [
             bus.subscribe(StopRequested, self._on_stop, name="runtime.stops"),
             bus.subscribe(CheckpointDue, self._on_checkpoint_due, name="runtime.checkpoints"),
