@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from expman.runtime.context import RunContext
 
 Message = dict[str, Any]
+_ENDED = "the worker ended before saving the checkpoint"
 Send = Callable[[Message], Awaitable[None]]
 
 
@@ -110,6 +111,7 @@ class RemoteRun:
         self._saves: dict[int, tuple[anyio.Event, list[str | None]]] = {}
         self._ended = False
         self._lost: WorkerLost | None = None  # why the worker's messages ended early
+        self._reader_done = anyio.Event()
         self.ready = False
 
     async def send(self, message: Message) -> None:
@@ -126,6 +128,11 @@ class RemoteRun:
             tg.start_soon(self._forward_stop)
             try:
                 result = await self._handle(receive)
+            except WorkerLost as exc:
+                # Say why the worker went, as its messages' end tells (Ray's reason).
+                with anyio.move_on_after(5):
+                    await self._reader_done.wait()
+                failure = self._lost or exc
             except Exception as exc:
                 # Raised outside the task group, so callers see it as is (not in a group).
                 failure = exc
@@ -196,10 +203,11 @@ class RemoteRun:
         finally:
             self._ended = True
             for event, answer in self._saves.values():
-                answer.append("the worker ended before saving the checkpoint")
+                answer.append(_ENDED)
                 event.set()
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 out.send_nowait(None)
+            self._reader_done.set()
 
     async def publish_line(self, line: str) -> None:
         """One line for the run's run.log (a JSON object), via the bus."""
@@ -216,17 +224,27 @@ class RemoteRun:
             await self.send({"op": "stop", "reason": ctx.stop_reason, "scope": ctx.stop_scope})
 
     async def _save(self, path: Path) -> None:
-        """The run's checkpoint saver: the worker's hook writes ``path``."""
+        """The run's checkpoint saver: the worker's hook writes ``path``.
+
+        A worker that is gone (or goes while saving) raises WorkerLost, so the run
+        fails for that reason rather than for a broken channel.
+        """
         if self._ended:
-            raise RuntimeError("the worker has ended; it cannot save a checkpoint")
+            raise WorkerLost("the worker ended before it could save a checkpoint")
         ident = next(self._ids)
         done = anyio.Event()
         answer: list[str | None] = []
         self._saves[ident] = (done, answer)
         try:
-            await self.send({"op": "save", "id": ident, "path": str(path)})
+            try:
+                await self.send({"op": "save", "id": ident, "path": str(path)})
+            except Exception as exc:
+                lost = f"the worker cannot be reached to save a checkpoint: {exc!r}"
+                raise WorkerLost(lost) from None
             await done.wait()
         finally:
             del self._saves[ident]
+        if self._ended and answer and answer[0] == _ENDED:
+            raise WorkerLost("the worker ended before it saved the checkpoint")
         if answer and answer[0]:
             raise RuntimeError(f"save_checkpoint failed in the worker: {answer[0]}")
