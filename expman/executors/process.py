@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 _HEADER = struct.Struct(">I")
 _WORKER = "from expman.executors.worker import main; main()"
+#: Output longer than this without a newline is cut into lines of this size.
+MAX_LINE = 1 << 20
 
 
 class ProcessExecutor(Executor):
@@ -226,6 +228,9 @@ class _Output:
                     break
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
+                if len(pending) > MAX_LINE:  # endless output without a newline
+                    lines.append(pending)
+                    pending = b""
                 for line in lines:
                     await self._line(line, remote, context)
             if pending:
