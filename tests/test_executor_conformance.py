@@ -536,3 +536,33 @@ def test_ray_is_imported_only_when_used(make_experiment: Factory, workspace: Pat
     assert lines[1].startswith(
         "ExecutorError the ray executor needs Ray: pip install 'expman[ray]'"
     )
+
+
+@pytest.mark.slow
+def test_the_ray_executor_starts_and_stops_its_own_ray(
+    make_experiment: Factory, workspace: Path
+) -> None:
+    """Without a running Ray, the executor starts a local instance and shuts it down at the end."""
+    import subprocess
+    import sys
+
+    root = make_experiment(
+        base={"pipeline": {"type": "conformance:Train", "epochs": 2}, "lr": 0.1},
+        env={"execution": {"executor": "ray", "ray": {"num_cpus": 1}}},
+    )
+    (root / "conformance.py").write_text(CONFORMANCE)
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        import ray
+        import expman
+        result = asyncio.run(expman.run_experiment({str(root)!r}, workspace={str(workspace)!r}))
+        print(result.status, result.runs[0].epochs, ray.is_initialized())
+        """
+    )
+    source = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert done.stdout.splitlines()[-1:] == ["completed 2 False"], done.stderr[-3000:]

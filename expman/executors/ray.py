@@ -91,7 +91,11 @@ class RayExecutor(Executor):
         if not options.get("address"):
             options.pop("address", None)
             options.setdefault("num_cpus", os.cpu_count() or 1)
-        self._ray.init(**options)
+        try:
+            self._ray.init(**options)
+        except Exception as exc:
+            where = options.get("address") or "a local instance"
+            raise ExecutorError(f"cannot start Ray ({where}): {_gist(exc)}") from exc
 
     async def __aexit__(
         self,
