@@ -217,8 +217,12 @@ class _Output:
         self._moved = anyio.Event()
 
     async def pump(self, remote: RemoteRun) -> None:
-        context = {"experiment": remote.ctx.experiment, "trial": remote.ctx.trial}
-        context["repeat"] = remote.ctx.repeat  # type: ignore[assignment]
+        ctx = remote.ctx
+        context: dict[str, Any] = {
+            "experiment": ctx.experiment,
+            "trial": ctx.trial,
+            "repeat": ctx.repeat,
+        }
         pending = b""
         try:
             while True:

@@ -48,7 +48,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
@@ -463,9 +462,7 @@ def main() -> None:
         sys.stdout.flush()
 
     configure_logging(to_stdout, start.get("log_context") or {})
-    started = time.monotonic()
     run_worker(start, channel)
-    logging.getLogger("expman.worker").debug("run took %.3fs", time.monotonic() - started)
     sys.stdout.flush()
     sys.stderr.flush()
     sock.close()
