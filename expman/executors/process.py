@@ -21,7 +21,10 @@ the pipeline and runs it in its main thread, whether ``run`` is sync or async.
 * **Cancellation** (grace period over, timeout) terminates the worker, then kills it
   after ``kill_after`` seconds.
 * **Devices.** With GPUs in the pool, a worker's ``CUDA_VISIBLE_DEVICES`` is its lease
-  (empty when it leased none, so it sees no GPU).
+  (empty when it leased none, so it sees no GPU), set before the pipeline is built.
+* **Spare workers.** Starting an interpreter and importing expman takes a few hundred
+  milliseconds; the executor keeps ``spare_workers`` (default 1) started and waiting, so
+  that cost overlaps the previous run.  Each run still gets a process of its own.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteStream, Process
+import structlog
+from anyio.abc import ByteReceiveStream, ByteStream, Process, TaskGroup
 
 import expman
 from expman.errors import WorkerLost
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
     from expman.runtime.context import RunContext
     from expman.runtime.devices import ResourcePool
 
+log = structlog.get_logger("expman.executors")
 _HEADER = struct.Struct(">I")
 _WORKER = "from expman.executors.worker import main; main()"
 #: Output longer than this without a newline is cut into lines of this size.
@@ -67,21 +73,63 @@ class ProcessExecutor(Executor):
         *,
         config_dir: Path | None = None,
         kill_after: float = 2.0,
+        spare_workers: int = 1,
     ) -> None:
         self.pool = pool
         self.config_dir = config_dir
         self.kill_after = kill_after
+        self.spare_workers = spare_workers
         self.workers_started = 0
+        self.spares_used = 0
+        # Invariant: every worker in _spares is started, has received nothing yet, and
+        # is ended by __aexit__ unless a run takes it first.
+        self._spares: list[_Worker] = []
+        self._spawning = 0
+        self._tasks: TaskGroup | None = None
 
-    def environment(self, ctx: RunContext) -> dict[str, str]:
-        """The worker's environment: ours, expman importable, unbuffered, its devices."""
+    async def __aenter__(self) -> ProcessExecutor:
+        if self.spare_workers > 0:
+            tasks = anyio.create_task_group()
+            await tasks.__aenter__()
+            self._tasks = tasks
+            tasks.start_soon(self._refill)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tasks, self._tasks = self._tasks, None
+        if tasks is not None:
+            tasks.cancel_scope.cancel()
+            await tasks.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            while self._spares:
+                await self._spares.pop().end(self.kill_after)
+
+    def statistics(self) -> dict[str, int]:
+        """Workers started so far, how many runs got a warm spare, spares waiting now."""
+        return {
+            "workers_started": self.workers_started,
+            "spares_used": self.spares_used,
+            "spares_waiting": len(self._spares),
+        }
+
+    def environment(self) -> dict[str, str]:
+        """A worker's environment: ours, with expman importable and output unbuffered."""
         env = dict(os.environ)
         package_root = str(Path(expman.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        if self.pool is not None and self.pool.devices:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(ctx.devices)
         return env
+
+    def run_environment(self, ctx: RunContext) -> dict[str, str]:
+        """Variables the worker sets before it builds the pipeline: its leased devices."""
+        if self.pool is not None and self.pool.devices:
+            return {"CUDA_VISIBLE_DEVICES": ",".join(ctx.devices)}
+        return {}
 
     def sys_path(self) -> list[str]:
         """What the worker puts on ``sys.path``: the config folder, then the driver's."""
@@ -89,7 +137,7 @@ class ProcessExecutor(Executor):
         paths.extend(p for p in sys.path if p and p not in paths)
         return paths
 
-    async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
+    async def _spawn(self) -> _Worker:
         parent, child = socket.socketpair()
         try:
             process = await anyio.open_process(
@@ -98,7 +146,7 @@ class ProcessExecutor(Executor):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=(child.fileno(),),
-                env=self.environment(ctx),
+                env=self.environment(),
             )
         except BaseException:
             parent.close()
@@ -106,18 +154,50 @@ class ProcessExecutor(Executor):
         finally:
             child.close()
         self.workers_started += 1
-        stream: ByteStream | None = None
+        worker = _Worker(process, parent)
         try:
-            stream = await anyio.abc.UNIXSocketStream.from_socket(parent)
-            result: Mapping[str, Any] | None = await self._serve(ctx, process, stream)
+            worker.stream = await anyio.abc.UNIXSocketStream.from_socket(parent)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await worker.end(self.kill_after)
+            raise
+        return worker
+
+    async def _refill(self) -> None:
+        """Keep ``spare_workers`` workers started and waiting (their start-up overlaps runs)."""
+        while len(self._spares) + self._spawning < self.spare_workers:
+            self._spawning += 1
+            try:
+                self._spares.append(await self._spawn())
+            except Exception as exc:  # no spares then; each run starts its own worker
+                log.warning("spare_worker_failed", error=repr(exc))
+                return
+            finally:
+                self._spawning -= 1
+
+    async def _take_worker(self) -> _Worker:
+        while self._spares:
+            worker = self._spares.pop(0)
+            if worker.process.returncode is None:
+                self.spares_used += 1
+                break
+            with anyio.CancelScope(shield=True):
+                await worker.end(self.kill_after)
+        else:
+            worker = await self._spawn()
+        if self._tasks is not None:
+            self._tasks.start_soon(self._refill)
+        return worker
+
+    async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        worker = await self._take_worker()
+        try:
+            assert worker.stream is not None
+            result: Mapping[str, Any] | None = await self._serve(ctx, worker.process, worker.stream)
             return result
         finally:
             with anyio.CancelScope(shield=True):
-                await _end(process, self.kill_after)
-                if stream is not None:
-                    await stream.aclose()
-                else:
-                    parent.close()
+                await worker.end(self.kill_after)
 
     async def _serve(self, ctx: RunContext, process: Process, stream: ByteStream) -> Any:
         assert process.stdout is not None
@@ -132,7 +212,9 @@ class ProcessExecutor(Executor):
         result: Any = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(output.pump, remote)
-            await remote.send(start_message(ctx, self.sys_path()))
+            start = start_message(ctx, self.sys_path())
+            start["env"] = self.run_environment(ctx)
+            await remote.send(start)
             try:
                 result = await remote.serve(_frames(stream))
             except WorkerLost:
@@ -148,6 +230,22 @@ class ProcessExecutor(Executor):
         if failure is not None:
             raise failure
         return result
+
+
+class _Worker:
+    """One worker process and the driver's end of its socket pair."""
+
+    def __init__(self, process: Process, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.stream: ByteStream | None = None
+
+    async def end(self, kill_after: float) -> None:
+        await _end(self.process, kill_after)
+        if self.stream is not None:
+            await self.stream.aclose()
+        else:
+            self.sock.close()
 
 
 def describe_exit(code: int) -> str:

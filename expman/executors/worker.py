@@ -405,6 +405,8 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
     ctx = WorkerContext(start, channel)
     # Context variables belong to a thread: bind the run's identity where it runs.
     structlog.contextvars.bind_contextvars(**(start.get("log_context") or {}))
+    # Before any user code: CUDA and friends read these when they initialise.
+    os.environ.update(start.get("env") or {})
     try:
         for entry in reversed(start.get("sys_path") or ()):
             if entry not in sys.path:
