@@ -276,10 +276,10 @@ class Scheduler:
             experiment=self.plan.name,
             paths=paths,
             bus=self.bus,
+            devices=self._devices.get(spec.key, ()),
             attempt=attempt,
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
-            devices=self._devices.get(spec.key, ()),
         )
         active = _Active(ctx)
         key = spec.key
