@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import expman
+import expman.events
 from expman.events import EpochEnd, Event, RunStarted, TrialFinished, TrialStarted
 from expman.testing import capture_events
 
@@ -42,8 +43,10 @@ CONFORMANCE = textwrap.dedent(
         """Epochs of ``seconds``; loss falls, ``acc`` counts epochs; saves and loads its state."""
 
         def __init__(self, seconds=0.0, epochs=3, fail_on=None, fail_repeat=None,
-                     ignore_stop=False, talk=False, crash=None, record=False):
+                     ignore_stop=False, talk=False, crash=None, record=False, own_stop=None):
             super().__init__()
+            if own_stop is not None:
+                self.register_callback(StopAt(value=own_stop))
             self.seconds, self.epochs = seconds, epochs
             self.fail_on, self.fail_repeat = fail_on, fail_repeat
             self.ignore_stop, self.talk, self.crash, self.record = ignore_stop, talk, crash, record
@@ -128,6 +131,27 @@ CONFORMANCE = textwrap.dedent(
         async def on_epoch_end(self, event):
             if event.metrics.get("acc", -1) >= self.value:
                 await self.request_stop(f"acc reached {self.value}", scope=self.scope, event=event)
+
+
+    class FinalCheckpoint(Callback):
+        """Asks for a last checkpoint once ``run`` has returned (RunEnding)."""
+
+        def __init__(self, root):
+            super().__init__()
+            self.root = root
+
+        async def on_run_ending(self, event):
+            path = f"{self.root}/trials/{event.trial}/run_{event.repeat}/artifacts/final.json"
+            await self.publish(
+                CheckpointDue(
+                    experiment=event.experiment,
+                    trial=event.trial,
+                    repeat=event.repeat,
+                    path=path,
+                    epoch=event.epoch if event.epoch is not None else 0,
+                    reason="final",
+                )
+            )
 
 
     class CheckpointEvery(Callback):
@@ -270,6 +294,32 @@ async def test_early_stop_is_exact(conformance: Factory, workspace: Path) -> Non
     assert run.epochs == 2
     assert run.metrics["final_epoch"] == 1
     assert run.reason == "acc reached 1"
+
+
+async def test_callbacks_the_pipeline_registers_see_its_run(
+    conformance: Factory, workspace: Path
+) -> None:
+    """A callback the pipeline registers in code (register_callback) stops its run exactly."""
+    from expman.runtime.context import RunContext
+
+    if not hasattr(RunContext, "attach_callbacks"):
+        pytest.skip("RunContext.attach_callbacks is not in this version of expman")
+    root = conformance(pipeline={"epochs": 50, "own_stop": 1})
+    result = await expman.run_experiment(root, workspace=workspace)
+    run = result.runs[0]
+    assert (run.status, run.epochs, run.reason) == ("stopped", 2, "acc reached 1")
+
+
+async def test_a_final_checkpoint_after_run_returns(conformance: Factory, workspace: Path) -> None:
+    """On RunEnding the pipeline is still alive: a callback's last CheckpointDue is saved."""
+    if not hasattr(expman.events, "RunEnding"):
+        pytest.skip("RunEnding is not in this version of expman.events")
+    callbacks = [{"type": "conformance:FinalCheckpoint", "root": str(workspace / "exp")}]
+    root = conformance(pipeline={"epochs": 3}, callbacks=callbacks)
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "completed"
+    final = workspace / "exp" / "trials" / "a" / "run_0" / "artifacts" / "final.json"
+    assert json.loads(final.read_text()) == {"epoch": 2}
 
 
 @pytest.mark.parametrize("scope", ["trial", "experiment"])

@@ -237,5 +237,5 @@ class RunActor:
         while True:
             message = self._outbox.get()
             yield message
-            if message["op"] in ("result", "error"):
+            if message["op"] in ("finished", "error"):
                 return

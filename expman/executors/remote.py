@@ -14,14 +14,17 @@ handler still waits inside that epoch.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import math
+import pickle
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from expman.errors import WorkerLost
@@ -30,6 +33,7 @@ from expman.events import LogRecord, from_dict
 if TYPE_CHECKING:
     from expman.runtime.context import RunContext
 
+log = structlog.get_logger("expman.executors")
 Message = dict[str, Any]
 _ENDED = "the worker ended before saving the checkpoint"
 Send = Callable[[Message], Awaitable[None]]
@@ -159,10 +163,41 @@ class RemoteRun:
                     await self.ctx._bus.publish(from_dict(message["event"]))
                     await self._answer(self._reply(self.ctx.should_stop))
                 elif op == "result":
+                    await self._run_ending()
                     return message.get("value")
                 elif op == "error":
                     raise remote_exception(message)
         raise self._lost or WorkerLost("the worker ended before its run did")
+
+    async def _run_ending(self) -> None:
+        """``run`` returned: publish RunEnding while the worker still answers, then finish."""
+        publish_run_ending = getattr(self.ctx, "publish_run_ending", None)
+        if publish_run_ending is not None:
+            await publish_run_ending()
+        await self._answer({"op": "finish"})
+
+    async def _attach_callbacks(self, ready: Message) -> None:
+        """The pipeline's own callbacks (pickled by the worker) join the run's, here."""
+        if ready.get("callbacks_error"):
+            log.warning("pipeline_callbacks_not_sent", error=ready["callbacks_error"])
+        blob = ready.get("callbacks")
+        if not blob:
+            return
+        try:
+            callbacks = pickle.loads(base64.b64decode(blob))
+        except Exception as exc:
+            log.warning("pipeline_callbacks_not_loaded", error=repr(exc))
+            return
+        attach = getattr(self.ctx, "attach_callbacks", None)
+        if attach is not None:
+            await attach(callbacks)
+            return
+        ctx = self.ctx
+        for cb in callbacks:
+            bind = getattr(cb, "bind", None)
+            if bind is not None:
+                bind(ctx._bus, ctx.experiment, ctx.trial, ctx.repeat)
+        ctx.callbacks.extend(callbacks)
 
     async def _answer(self, reply: Message) -> None:
         try:
@@ -194,6 +229,7 @@ class RemoteRun:
                     self.ready = True
                     if message.get("has_saver"):
                         self.ctx.checkpoint_saver = self._save
+                    await self._attach_callbacks(message)
                 else:
                     await out.send(message)
         except WorkerLost as exc:

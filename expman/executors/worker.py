@@ -2,7 +2,9 @@
 
 The driver sends one ``start`` message; the worker builds the pipeline (the config
 folder is put on ``sys.path`` first), loads its checkpoint when resuming, runs it and
-answers with ``result`` or ``error``.  In between, the conversation is:
+answers with ``result`` or ``error``.  The pipeline's own callbacks
+(``register_callback``) travel pickled in ``ready`` and run on the driver's bus.
+In between, the conversation is:
 
 =====================  ===========================================================
 worker -> driver       meaning
@@ -12,7 +14,8 @@ worker -> driver       meaning
 ``publish``            ``ctx.publish(event)``; the worker waits for ``reply``
 ``saved``              answer to ``save`` (``error`` set when the hook failed)
 ``log``                one JSON log line for run.log (Ray; processes use stdout)
-``result``/``error``   the run's end
+``result``/``error``   the run's end (after ``result`` the worker still serves ``save``)
+``finished``           answer to ``finish``: the worker is about to exit
 =====================  ===========================================================
 
 =====================  ===========================================================
@@ -21,6 +24,7 @@ driver -> worker       meaning
 ``reply``              answer to ``epoch``/``publish``: ``stop`` and its reason
 ``stop``               the run was asked to stop (``ctx.should_stop`` becomes True)
 ``save``               call the pipeline's ``save_checkpoint`` on ``path``
+``finish``             the run has ended on the driver (``RunEnding`` published)
 =====================  ===========================================================
 
 Requests that need the pipeline's own thread (``save``) are served while the
@@ -36,12 +40,14 @@ pair carrying length-prefixed JSON frames.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import faulthandler
 import inspect
 import logging
 import os
+import pickle
 import select
 import signal
 import socket
@@ -379,6 +385,22 @@ class WorkerContext:
         else:
             self._channel.send({"op": "saved", "id": ident, "error": None})
 
+    def _linger(self) -> None:
+        """After ``run`` returned: answer checkpoint requests until the driver says finish.
+
+        The driver publishes ``RunEnding`` meanwhile, so a callback can still ask for a
+        final checkpoint while the pipeline is alive.
+        """
+        self._serve_pending_sync()
+        while True:
+            message = self._receive(None)
+            if message["op"] == "finish":
+                break
+            pending = self._handle(message)
+            if pending is not None:
+                asyncio.run(pending)
+        self._channel.send({"op": "finished"})
+
     def __repr__(self) -> str:
         return f"WorkerContext({self.experiment}/{self.trial}/run_{self.repeat}, seed={self.seed})"
 
@@ -416,8 +438,10 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
                 _call(load, ctx.checkpoint)
-        has_saver = callable(getattr(pipeline, "save_checkpoint", None))
-        channel.send({"op": "ready", "has_saver": has_saver})
+        ready: Message = {"op": "ready"}
+        ready["has_saver"] = callable(getattr(pipeline, "save_checkpoint", None))
+        ready.update(_pickled_callbacks(pipeline))
+        channel.send(ready)
         result = _call(pipeline.run, ctx)
         ctx._serve_pending_sync()
     except BaseException as exc:  # everything the run raised is its result
@@ -432,6 +456,18 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         )
         return
     channel.send({"op": "result", "value": result})
+    ctx._linger()
+
+
+def _pickled_callbacks(pipeline: Any) -> Message:
+    """The pipeline's own callbacks (``register_callback``), pickled for the driver's bus."""
+    callbacks = list(getattr(pipeline, "callbacks", None) or ())
+    if not callbacks:
+        return {}
+    try:
+        return {"callbacks": base64.b64encode(pickle.dumps(callbacks)).decode()}
+    except Exception as exc:
+        return {"callbacks_error": _describe(exc)}
 
 
 def _call(function: Callable[..., Any], *args: Any) -> Any:
