@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
 import faulthandler
 import inspect
 import logging
@@ -54,6 +53,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
@@ -64,6 +64,7 @@ import structlog
 from expman.environment import RunPaths
 from expman.events import Event, StopRequested, to_dict
 from expman.jsonlines import dumps, loads
+from expman.writers.eventlog import iso
 
 Message = dict[str, Any]
 LineSink = Callable[[str], None]
@@ -130,7 +131,7 @@ class SocketChannel:
 
 
 def iso_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return iso(time.time())
 
 
 def output_record(text: str, context: Mapping[str, Any], stream: str = "output") -> bytes:
@@ -158,9 +159,7 @@ class _LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         entry: dict[str, Any] = {
-            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "timestamp": iso(record.created),
             "level": record.levelname.lower(),
             "event": record.getMessage(),
             "logger": record.name,
