@@ -15,7 +15,8 @@ Workloads:
 * ``ray_startup``: ``ray.init`` of a local instance, and its ``shutdown``.
 * ``cpu_bound``: 4 runs of a pure-Python loop, ``process`` at max_concurrency 2 vs 1
   (ratio close to 0.5 on 2 cores means the runs really ran in parallel); ``thread`` at
-  2 for comparison (the GIL keeps it near 1.0).
+  2 for comparison (the GIL serialises it).  ``cpu_bound_baseline`` runs the same loop
+  in bare ``python -c`` processes, 1 and 2 at a time: the best ratio this machine allows.
 """
 
 from __future__ import annotations
@@ -204,6 +205,17 @@ async def cpu_bound(scratch: Path, quick: bool) -> None:
             4,
             all_walls=[round(w, 3) for w in walls[executor, concurrency]],
         )
+    # What this machine allows at all: the same loop in bare processes, no expman.
+    bare_1 = plain_processes(iterations, 4, 1)
+    bare_2 = plain_processes(iterations, 4, 2)
+    report(
+        "cpu_bound_baseline",
+        {"runs": 4, "iterations": iterations, "what": "bare python -c processes"},
+        bare_2,
+        4,
+        sequential_seconds=round(bare_1, 3),
+        parallel_2_over_1=round(bare_2 / bare_1, 3),
+    )
     report(
         "cpu_bound_ratio",
         {"runs": 4, "cores": os.cpu_count(), "iterations": iterations, "rounds": rounds},
@@ -212,6 +224,20 @@ async def cpu_bound(scratch: Path, quick: bool) -> None:
         process_2_over_1=round(best["process", 2] / best["process", 1], 3),
         thread_2_over_process_1=round(best["thread", 2] / best["process", 1], 3),
     )
+
+
+def plain_processes(iterations: int, jobs: int, parallel: int) -> float:
+    """Wall time of ``jobs`` bare Python processes running the same loop, ``parallel`` at once."""
+    code = f"total = 0\nfor i in range({iterations}):\n    total += i * i % 7\n"
+    started = time.perf_counter()
+    for first in range(0, jobs, parallel):
+        batch = [
+            subprocess.Popen([sys.executable, "-c", code])
+            for _ in range(min(parallel, jobs - first))
+        ]
+        for process in batch:
+            process.wait()
+    return time.perf_counter() - started
 
 
 async def main() -> None:
@@ -226,17 +252,18 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
         scratch = Path(tmp)
-        executors = list(args.executors)
-        have_ray = False
-        if "ray" in executors or "ray_startup" in args.only:
-            have_ray = ray_startup() if "ray_startup" in args.only or "ray" in executors else False
-            if not have_ray and "ray" in executors:
-                executors.remove("ray")
-        try:
-            if "overhead" in args.only:
-                await overhead(scratch, executors, args.quick)
-        finally:
-            if have_ray:
+        local = [e for e in args.executors if e != "ray"]
+        if "overhead" in args.only:
+            # Before Ray starts: its idle daemons would take CPU from these.
+            await overhead(scratch, local, args.quick)
+        want_ray = "ray_startup" in args.only or (
+            "overhead" in args.only and "ray" in args.executors
+        )
+        if want_ray and ray_startup():
+            try:
+                if "overhead" in args.only and "ray" in args.executors:
+                    await overhead(scratch, ["ray"], args.quick)
+            finally:
                 ray_shutdown()
         if "cpu_bound" in args.only:
             await cpu_bound(scratch, args.quick)
