@@ -228,7 +228,11 @@ async def cpu_bound(scratch: Path, quick: bool) -> None:
 
 def plain_processes(iterations: int, jobs: int, parallel: int) -> float:
     """Wall time of ``jobs`` bare Python processes running the same loop, ``parallel`` at once."""
-    code = f"total = 0\nfor i in range({iterations}):\n    total += i * i % 7\n"
+    code = (
+        "def spin():\n    total = 0\n"
+        f"    for i in range({iterations}):\n        total += i * i % 7\n"
+        "spin()\n"
+    )
     started = time.perf_counter()
     for first in range(0, jobs, parallel):
         batch = [
