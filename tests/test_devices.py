@@ -110,3 +110,20 @@ async def test_asking_for_more_gpus_than_exist_is_a_config_error(
     assert "[1].resources.gpus" in message
     assert "asks for 3 GPU(s) but 2 are available (0, 1)" in message
     assert not workspace.exists()
+
+
+def test_validate_names_the_trial_that_asks_for_too_many_gpus(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """`expman validate` reports an impossible GPU request as a config error, exit code 2."""
+    from tests.conftest import run_cli
+
+    root = make_experiment(
+        trials=[{"name": "greedy", "id": 1, "resources": {"gpus": 1}}],
+        env={"devices": []},
+    )
+    done = run_cli("validate", str(root))
+    assert done.returncode == 2
+    assert "trials.yaml" in done.stderr
+    assert "[0].resources.gpus" in done.stderr
+    assert "Traceback" not in done.stderr

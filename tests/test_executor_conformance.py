@@ -364,6 +364,18 @@ async def test_a_failing_run_is_a_result(conformance: Factory, workspace: Path) 
     assert entries[-1]["event"] == "RunFinished"
 
 
+async def test_a_failed_run_is_retried_afresh(conformance: Factory, workspace: Path) -> None:
+    """With max_retries 1, a run that fails on its first attempt runs again and completes."""
+    root = conformance(pipeline={"epochs": 3, "fail_on": 1}, execution={"max_retries": 1})
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    run = result.runs[0]
+    assert (run.status, run.attempt, run.epochs) == ("completed", 2, 3)
+    assert [e.attempt for e in events.of_type(RunStarted)] == [1, 2]
+
+
 async def test_timeout_ends_a_run_that_ignores_stop(conformance: Factory, workspace: Path) -> None:
     """A run past execution.timeout is cancelled (its worker killed) and ends failed."""
     root = conformance(
