@@ -116,7 +116,7 @@ def test_validate_names_the_trial_that_asks_for_too_many_gpus(
     make_experiment: Callable[..., Path],
 ) -> None:
     """`expman validate` reports an impossible GPU request as a config error, exit code 2."""
-    from tests.conftest import run_cli
+    from .conftest import run_cli
 
     root = make_experiment(
         trials=[{"name": "greedy", "id": 1, "resources": {"gpus": 1}}],
