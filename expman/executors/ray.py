@@ -70,6 +70,7 @@ class RayExecutor(Executor):
         self.config_dir = config_dir
         self.started_ray = False
         self.startup_seconds = 0.0
+        self.actors_started = 0
         self._ray: Any = None
         self._actor_class: Any = None
 
@@ -108,6 +109,14 @@ class RayExecutor(Executor):
                 await anyio.to_thread.run_sync(self._ray.shutdown)
             self.started_ray = False
 
+    def statistics(self) -> dict[str, Any]:
+        """Actors started so far; whether (and how fast) this executor started Ray itself."""
+        return {
+            "actors_started": self.actors_started,
+            "started_ray": self.started_ray,
+            "startup_seconds": self.startup_seconds,
+        }
+
     def sys_path(self) -> list[str]:
         paths = [str(self.config_dir)] if self.config_dir is not None else []
         paths.extend(p for p in sys.path if p and p not in paths)
@@ -123,6 +132,7 @@ class RayExecutor(Executor):
             num_gpus=resources.get("gpus", 0),
             max_concurrency=4,  # run() streams while send() delivers the driver's answers
         ).remote()
+        self.actors_started += 1
         generator = actor.run.options(num_returns="streaming").remote(
             start_message(ctx, self.sys_path())
         )
