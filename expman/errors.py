@@ -12,6 +12,7 @@ escaping expman is a bug in expman itself::
      ├── CallbackError          a run's callback raised: that run fails
      ├── ResultsError           a results query names a metric or mode that does not fit
      └── ExecutorError          an execution backend cannot start or lost a worker
+          └── WorkerLost        a worker process or Ray actor died before its run ended
 """
 
 from __future__ import annotations
@@ -86,3 +87,7 @@ class ResultsError(ExpmanError):
 
 class ExecutorError(ExpmanError):
     """An execution backend failed outside of user code."""
+
+
+class WorkerLost(ExecutorError):
+    """A worker (process or Ray actor) died before its run ended: its run failed."""

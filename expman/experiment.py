@@ -39,6 +39,7 @@ from expman.environment import Environment, ExperimentLayout
 from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.runtime.devices import detect_devices, resource_problem
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.lock import ExperimentLock, lock_holder
 from expman.runtime.resume import ResumePlan, plan_resume
@@ -250,7 +251,29 @@ def prepare(
             )
     plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
     check_buildables(plan)
+    check_resources(plan)
     return plan
+
+
+def check_resources(plan: ExperimentPlan) -> None:
+    """Refuse a trial asking for more GPUs or CPUs than the local executors have.
+
+    With Ray, resources are Ray's to schedule; Ray itself must be installed.
+    """
+    if plan.execution.executor == "ray":
+        from expman.executors.ray import import_ray
+
+        import_ray()
+        return
+    if not any(t.resources for t in plan.trials):
+        return
+    devices = detect_devices(plan.execution.devices)
+    doc = plan.documents["trials.yaml"]
+    for trial in plan.trials:
+        problem = resource_problem(trial.resources, devices)
+        if problem is not None:
+            key, message = problem
+            raise doc.error(f"[{trial.index}].resources.{key}", f"trial {trial.name!r} {message}")
 
 
 @contextlib.asynccontextmanager
@@ -420,7 +443,9 @@ class _ExperimentRun:
                     for note, fields in self.notes:
                         log.warning(note, **fields)
                     async with bus:
-                        executor = make_executor(plan.execution, self.max_concurrency)
+                        executor = make_executor(
+                            plan.execution, self.max_concurrency, config_dir=plan.config_dir
+                        )
                         scheduler = self._wire(executor)
                         await bus.publish(
                             ExperimentStarted(

@@ -16,23 +16,31 @@ Contract (every backend passes the same conformance suite):
   pipeline (and the events it reports) between the runtime and where it runs.
 * Cancelling ``execute`` (stop grace expired, timeout) must stop the work or abandon
   it without blocking the runtime.
+* ``reserve(resources)`` holds a run's trial resources for the run's whole life and
+  yields the GPU ids it leased (``ctx.devices``).  Local backends lease them from
+  their :class:`~expman.runtime.devices.ResourcePool`; a backend without a pool
+  (Ray) leaves scheduling to its engine and yields nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from expman.runtime.context import RunContext
+    from expman.runtime.devices import ResourcePool
 
 
 class Executor(ABC):
     """One execution backend; an async context manager around a batch of runs."""
 
     name: str = "executor"
+    #: GPU ids and the CPU budget runs lease here; None: the backend schedules them.
+    pool: ResourcePool | None = None
 
     async def __aenter__(self) -> Executor:
         return self
@@ -48,3 +56,12 @@ class Executor(ABC):
     @abstractmethod
     async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
         """Run one pipeline to its end and return its result."""
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, resources: Mapping[str, float]) -> AsyncIterator[tuple[str, ...]]:
+        """Hold ``resources`` (``{gpus, cpus}``) for one run; yields its GPU ids."""
+        if self.pool is None:
+            yield ()
+            return
+        async with self.pool.lease(resources) as lease:
+            yield lease.devices

@@ -1,4 +1,12 @@
-"""In-process execution: async pipelines in the event loop, sync ones in threads."""
+"""In-process execution: async pipelines in the event loop, sync ones in threads.
+
+``async`` and ``thread`` (and ``local``, their old name) are this one executor: an
+``async def run`` always runs in the event loop (an event loop in a worker thread
+could not share the bus), and a plain ``def run`` always runs in a worker thread
+(in the loop it would block every other run).  They differ only in their name.
+Threads share the GIL: CPU-bound pure-Python pipelines do not run in parallel here;
+use the ``process`` executor for those.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import anyio
 from expman.executors.base import Executor
 from expman.pipeline import build_pipeline, call_hook
 from expman.runtime.context import RunContext
+from expman.runtime.devices import ResourcePool
 
 
 class LocalExecutor(Executor):
@@ -19,8 +28,12 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, max_threads: int = 8) -> None:
+    def __init__(
+        self, max_threads: int = 8, *, pool: ResourcePool | None = None, name: str = "local"
+    ) -> None:
         self._threads = anyio.CapacityLimiter(max(1, max_threads))
+        self.pool = pool
+        self.name = name
 
     async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
         pipeline = build_pipeline(ctx.settings["pipeline"])

@@ -134,6 +134,8 @@ class Scheduler:
         self._callbacks = callbacks
         self._on_outcome = on_outcome
         self.outcomes: list[RunOutcome] = []
+        # The GPU ids each run holds from its lease (local executors), by run key.
+        self._devices: dict[tuple[str, int], tuple[str, ...]] = {}
         # Invariant: _active holds exactly the runs between RunStarted and RunFinished.
         self._active: dict[tuple[str, int], _Active] = {}
         self._experiment_stop: str | None = None
@@ -166,7 +168,7 @@ class Scheduler:
                     if await self._not_started(spec):
                         self.limiter.release_on_behalf_of(spec)
                         continue
-                    tg.start_soon(self._run, spec, name=f"run:{spec.label}")
+                    tg.start_soon(self._run_with_resources, spec, name=f"run:{spec.label}")
         finally:
             for sub in self._subscriptions:
                 sub.unsubscribe()
@@ -259,6 +261,21 @@ class Scheduler:
                 await self._trial_run_done(spec, status)
             self.limiter.release_on_behalf_of(spec)
 
+    async def _run_with_resources(self, spec: RunSpec) -> None:
+        """Run ``spec`` holding its trial's resources (GPU ids, CPUs) for its whole life."""
+        started = False
+        try:
+            async with self.executor.reserve(spec.trial.resources) as devices:
+                started = True
+                self._devices[spec.key] = devices
+                try:
+                    await self._run(spec)
+                finally:
+                    self._devices.pop(spec.key, None)
+        finally:
+            if not started:  # cancelled while waiting for devices: _run never began
+                self.limiter.release_on_behalf_of(spec)
+
     def _stopping(self, spec: RunSpec) -> bool:
         return (
             self._experiment_stop is not None
@@ -275,6 +292,7 @@ class Scheduler:
             experiment=self.plan.name,
             paths=paths,
             bus=self.bus,
+            devices=self._devices.get(spec.key, ()),
             attempt=attempt,
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
