@@ -83,7 +83,8 @@ def report(
     workload: str, parameters: dict[str, Any], wall: float, items: int, **extra: Any
 ) -> None:
     """One measurement in the suite's shape (see ``_measure.emit``), plus children's RSS."""
-    case = ", ".join(f"{k}={v}" for k, v in parameters.items() if k in CASE_KEYS) or workload
+    named = {**parameters, **extra}
+    case = ", ".join(f"{k}={v}" for k, v in named.items() if k in CASE_KEYS) or workload
     extra.update(peak_rss_children_mb=peak_rss_mb()["peak_rss_children_mb"])
     _measure.emit(workload, case, params=parameters, wall_s=wall, items=items, item="run", **extra)
 
