@@ -73,6 +73,7 @@ class _Subscriber:
     send: MemoryObjectSendStream[Event] | None = None
     receive: MemoryObjectReceiveStream[Event] | None = None
     active: bool = True
+    drain_scope: anyio.CancelScope | None = None
 
 
 class Subscription(Generic[E]):
@@ -122,7 +123,11 @@ class EventBus:
         self._on_error = on_error
         self._task_group: TaskGroup | None = None
         self._pending_consumers: list[_Subscriber] = []
+        # Unsubscribed mailboxes still draining (their consumers get the deadline too).
+        self._closing: list[_Subscriber] = []
         self._closed = False
+        #: Seconds mailboxes may take to drain once the bus closes.
+        self.drain_timeout = 10.0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -145,11 +150,22 @@ class EventBus:
         return await self._task_group.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
-        """Close every mailbox; their consumers drain what is queued, then end."""
+        """Close every mailbox; their consumers drain what is queued, then end.
+
+        Consumers are shielded from cancellation, so that what was published before a
+        cancellation (a run's last ``RunFinished``) still reaches the writers; from
+        here on each has at most :attr:`drain_timeout` seconds to finish.
+        """
         self._closed = True
+        deadline = anyio.current_time() + self.drain_timeout
         for sub in list(self._subscribers):
             if sub.send is not None:
                 sub.send.close()
+            if sub.drain_scope is not None:
+                sub.drain_scope.deadline = min(sub.drain_scope.deadline, deadline)
+        for sub in self._closing:
+            if sub.drain_scope is not None:
+                sub.drain_scope.deadline = min(sub.drain_scope.deadline, deadline)
 
     # -- subscribing ----------------------------------------------------------------
 
@@ -192,6 +208,36 @@ class EventBus:
         self._routes.clear()
         return Subscription(self, sub)
 
+    def open_stream(
+        self,
+        event_type: type[E] | tuple[type[Event], ...],
+        *,
+        size: int,
+        name: str = "stream",
+    ) -> tuple[Subscription[E], MemoryObjectReceiveStream[Event]]:
+        """A subscription whose events the caller reads from a stream (no consumer task).
+
+        Like a mailbox of ``size`` events, the publisher waits when it is full.  When
+        the reader closes its end, the subscription ends by itself.
+        """
+        types = event_type if isinstance(event_type, tuple) else (event_type,)
+
+        async def unused(event: Event) -> None:  # the stream is read by the caller
+            raise AssertionError("a stream subscription has no handler")
+
+        sub = _Subscriber(
+            types=types,
+            handler=unused,
+            name=name,
+            mailbox_size=size,
+            batch=False,
+            stats=SubscriberStatistics(name=name, mailbox_size=size),
+        )
+        sub.send, receive = anyio.create_memory_object_stream[Event](size)
+        self._subscribers.append(sub)
+        self._routes.clear()
+        return Subscription(self, sub), receive
+
     def _remove(self, sub: _Subscriber) -> None:
         if not sub.active:
             return
@@ -200,6 +246,8 @@ class EventBus:
         self._routes.clear()
         if sub.send is not None:
             sub.send.close()
+            if sub.receive is not None:
+                self._closing.append(sub)
 
     def _route(self, event_type: type[Event]) -> tuple[_Subscriber, ...]:
         route = tuple(s for s in self._subscribers if issubclass(event_type, s.types))
@@ -230,15 +278,31 @@ class EventBus:
                 sub.stats.publisher_waits += 1
                 try:
                     await send.send(event)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                except anyio.BrokenResourceError:
+                    self._remove(sub)  # its reader went away
+                except anyio.ClosedResourceError:
                     continue
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            except anyio.BrokenResourceError:
+                self._remove(sub)
+            except anyio.ClosedResourceError:
                 continue
 
     async def _consume(self, sub: _Subscriber) -> None:
         receive = sub.receive
         assert receive is not None
         stats = sub.stats
+        with anyio.CancelScope(shield=True) as scope:
+            sub.drain_scope = scope
+            if self._closed:
+                scope.deadline = anyio.current_time() + self.drain_timeout
+            await self._drain(sub, receive, stats)
+
+    async def _drain(
+        self,
+        sub: _Subscriber,
+        receive: MemoryObjectReceiveStream[Event],
+        stats: SubscriberStatistics,
+    ) -> None:
         async with receive:
             while True:
                 try:

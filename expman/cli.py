@@ -7,8 +7,10 @@ Exit codes: 0 every run completed (or was stopped on purpose), 1 some run failed
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             if args.max_concurrency is not None and args.max_concurrency < 1:
                 parser.error("-j/--max-concurrency must be at least 1")
-            return anyio.run(cmd_run, args)
+            return _exit_now(anyio.run(cmd_run, args))
     except ConfigError as exc:
         print(f"expman: config error: {exc}", file=sys.stderr)
         if args.debug:
@@ -134,6 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE
+
+
+def _exit_now(code: int) -> int:
+    """Exit with ``code`` even if a cancelled sync pipeline's thread is still running.
+
+    A thread cannot be killed; once the summary is printed and every file is closed,
+    waiting for an abandoned pipeline thread would only hang the command.
+    """
+    lingering = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if any(t.is_alive() for t in lingering):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -173,6 +191,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     interrupted = False
     # The progress display: live on a terminal, lines in a pipe, JSON events with --json.
     display = choose_display(json=args.json, quiet=args.quiet)
+    if args.json:
+        # stdout carries JSON events only: what pipelines print goes to stderr meanwhile.
+        sys.stdout = sys.stderr
 
     async with start_experiment(
         plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=display.on_plan

@@ -91,12 +91,12 @@ class ExperimentResult:
 
 
 def experiment_status(runs: Iterable[RunResult]) -> str:
-    """``cancelled`` if anything was interrupted, else ``failed`` if a run failed."""
+    """``failed`` if a run failed, else ``cancelled`` if one was interrupted, else completed."""
     statuses = {r.status for r in runs}
-    if "cancelled" in statuses:
-        return "cancelled"
     if "failed" in statuses:
         return "failed"
+    if "cancelled" in statuses:
+        return "cancelled"
     return "completed"
 
 
@@ -381,7 +381,11 @@ class _ExperimentRun:
         self.subscribers = subscribers
         self.bus = EventBus(on_error=_report_subscriber_error)
         self.handle = ExperimentHandle(plan, self.bus)
-        self._stream_send, self.handle._stream = anyio.create_memory_object_stream[Event](1)
+        # The caller's events(): read straight from a bounded stream (no consumer task),
+        # so a caller that never reads cannot hold up the end of the experiment.
+        self.handle._stream_sub, self.handle._stream = self.bus.open_stream(
+            Event, size=STREAM_BUFFER, name="caller.events"
+        )
         self.files = LogFiles(on_error=self._workspace_failed)
         self.journal = JournalWriter(layout.journal_file, on_error=self._workspace_failed)
         self.outcomes: list[RunOutcome] = list(resume.done)
@@ -420,15 +424,9 @@ class _ExperimentRun:
             if self.fault is not None and handle._error is None:
                 handle._error = self.fault
             self.journal.close()
-            self._stream_send.close()
+            if self.handle._stream_sub is not None:
+                self.handle._stream_sub.unsubscribe()  # the caller's stream ends here
             handle._done.set()
-
-    async def _to_stream(self, event: Event) -> None:
-        try:
-            await self._stream_send.send(event)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            if self.handle._stream_sub is not None:  # the caller stopped reading
-                self.handle._stream_sub.unsubscribe()
 
     async def _execute(self) -> None:
         plan, layout, bus = self.plan, self.layout, self.bus
@@ -496,13 +494,23 @@ class _ExperimentRun:
             resume=self.resume.points,
             callbacks=build_callbacks,
         )
-        self.handle._stream_sub = bus.subscribe(
-            Event, self._to_stream, mailbox=STREAM_BUFFER, name="caller.events"
-        )
         return scheduler
 
     async def _finish(self) -> None:
-        runs = _in_plan_order(self.plan, tuple(self.outcomes))
+        # Runs cut off by a cancellation never recorded an outcome: they count as cancelled.
+        ended = {(o.trial, o.repeat) for o in self.outcomes}
+        cut = [
+            RunOutcome(
+                spec.trial.name,
+                spec.repeat,
+                "cancelled",
+                reason="experiment cancelled",
+                seed=spec.seed,
+            )
+            for spec in self.plan.runs
+            if spec.key not in ended
+        ]
+        runs = _in_plan_order(self.plan, (*self.outcomes, *cut))
         status = experiment_status(runs)
         duration = time.monotonic() - self.started
         result = ExperimentResult(

@@ -122,3 +122,24 @@ def test_accept_changes_resumes_with_the_new_config(
     assert [p.name for p in workspace.iterdir()] == ["exp"]
     journal = (workspace / "exp" / "logs" / "events.jsonl").read_text()
     assert journal.count('"type":"RunFinished"') == 2
+
+
+def test_json_output_stays_json_when_pipelines_print(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """With --json, a pipeline's print() goes to stderr; stdout holds JSON lines only."""
+    root = make_experiment(base={"pipeline": {"type": "printer:Printer"}})
+    (root / "printer.py").write_text(
+        "from expman import Pipeline\n\n\n"
+        "class Printer(Pipeline):\n"
+        "    def run(self, ctx):\n"
+        "        print('hello from the pipeline')\n"
+        "        ctx.epoch_end(0, {'loss': 1.0})\n"
+        "        return {}\n"
+    )
+    proc = run_cli("run", str(root), "-w", str(workspace), "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines
+    assert all(json.loads(line)["type"] for line in lines)
+    assert "hello from the pipeline" in proc.stderr

@@ -256,3 +256,31 @@ async def test_object_api_refuses_unsafe_names(
     with pytest.raises(expman.ConfigError, match="not usable as a directory name"):
         await experiment.run()
     assert not workspace.exists()
+
+
+async def test_wait_returns_when_events_were_taken_but_never_read(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Calling events() and never iterating it does not stop wait() from returning."""
+    root = make_experiment(trials=[{"name": "a", "id": 1, "repeat": 2}])
+    async with expman.start_experiment(root, workspace=workspace) as handle:
+        handle.events()
+        with anyio.fail_after(20):
+            result = await handle.wait()
+    assert result.status == "completed"
+
+
+async def test_a_reader_that_stops_early_does_not_hold_up_the_experiment(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Breaking out of events() after the first event lets the experiment finish."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper", "epochs": 50}},
+        trials=[{"name": "a", "id": 1, "repeat": 3}],
+    )
+    async with expman.start_experiment(root, workspace=workspace) as handle:
+        async for _event in handle.events():
+            break
+        with anyio.fail_after(20):
+            result = await handle.wait()
+    assert result.counts == {"completed": 3}

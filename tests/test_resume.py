@@ -364,7 +364,7 @@ async def test_fail_fast_stops_the_experiment_at_the_first_failure(
     assert statuses[0] == "failed"
     assert statuses[1] == "cancelled"
     assert all(r.reason and r.reason.startswith("not started") for r in result.runs[2:])
-    assert result.status == "cancelled"
+    assert result.status == "failed"
     stop = [e for e in journal(workspace) if e["type"] == "StopRequested"]
     assert stop[0]["source"] == "fail_fast"
 
@@ -490,3 +490,48 @@ def test_full_disk_ends_the_experiment_and_resume_works_after_the_fix(
     resumed = run_cli("run", str(root), "-w", str(ws))
     assert resumed.returncode == 0, resumed.stderr
     assert count(ws, "RunFinished", status="completed") >= 12
+
+
+@pytest.mark.slow
+def test_second_sigint_stops_at_once_and_the_journal_still_resumes(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Two Ctrl-C on runs that ignore stop requests: exit 130 at once, runs recorded cancelled."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:SyncSleeper", "seconds": 60, "epochs": 1}},
+        trials=[{"name": "a", "id": 1, "repeat": 3}],
+        env={"execution": {"max_concurrency": 2, "grace_period": 60}},
+    )
+    proc = start_cli(root, workspace)
+    wait_for(lambda: count(workspace, "RunStarted") >= 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 15
+    events = journal(workspace)
+    finished = [e for e in events if e["type"] == "RunFinished"]
+    assert sorted((e["trial"], e["repeat"], e["status"]) for e in finished) == [
+        ("a", 0, "cancelled"),
+        ("a", 1, "cancelled"),
+    ]
+    assert events[-1]["type"] == "ExperimentFinished"
+    assert events[-1]["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_timeout_of_a_blocking_sync_pipeline_ends_the_command(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A sync pipeline stuck in time.sleep past its timeout: the command still exits (1)."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:SyncSleeper", "seconds": 60, "epochs": 1}},
+        env={"execution": {"timeout": 0.5}},
+    )
+    started = time.monotonic()
+    proc = run_cli("run", str(root), "-w", str(workspace), timeout=40)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 20
+    assert count(workspace, "RunFinished", status="failed") == 1
