@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import structlog
 
 from expman.environment import RunPaths
@@ -30,6 +31,13 @@ CheckpointSaver = Callable[[Path], Awaitable[None]]
 INTERRUPT_CHECKPOINT = "checkpoint-interrupt"
 
 log = structlog.get_logger("expman.runtime")
+
+
+def _current_token() -> anyio.lowlevel.EventLoopToken | None:
+    try:
+        return anyio.lowlevel.current_token()
+    except anyio.NoEventLoopError:  # not in a loop: only anyio's own worker threads can call back
+        return None
 
 
 def state_key(callback: Any) -> str:
@@ -69,6 +77,9 @@ class RunContext:
         self._bus = bus
         self._config: Any = None
         self._loop_thread = threading.get_ident()
+        # Lets any thread reach the loop (a thread the pipeline started itself included,
+        # not only anyio's workers); None when built outside an event loop.
+        self._loop_token = _current_token()
         # Invariant: _stop_reason is None until the first stop request for this run;
         # later requests never overwrite the first reason.
         self._stop_reason: str | None = None
@@ -139,7 +150,7 @@ class RunContext:
         values.update(more)
         if threading.get_ident() == self._loop_thread:
             return self._epoch_end(epoch, values)
-        return anyio.from_thread.run(self._epoch_end, epoch, values)
+        return anyio.from_thread.run(self._epoch_end, epoch, values, token=self._loop_token)
 
     async def _epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
         self.epochs_reported += 1
@@ -202,7 +213,7 @@ class RunContext:
         """Publish an event on the experiment's bus (awaitable, or plain in a thread)."""
         if threading.get_ident() == self._loop_thread:
             return self._bus.publish(event)
-        return anyio.from_thread.run(self._bus.publish, event)
+        return anyio.from_thread.run(self._bus.publish, event, token=self._loop_token)
 
     # -- what the runtime (and executors) call ------------------------------------------
 
