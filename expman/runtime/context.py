@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,42 @@ def _current_token() -> anyio.lowlevel.EventLoopToken | None:
 def state_key(callback: Any) -> str:
     """The key of a callback's state in a checkpoint (``state_key`` or its class name)."""
     return getattr(callback, "state_key", None) or type(callback).__name__
+
+
+class EpochReport:
+    """``ctx.epoch_end(...)`` in the event loop: await it for whether to stop.
+
+    Testing it without ``await`` (``if ctx.epoch_end(...)``) raises TypeError instead
+    of being always true (a coroutine is), which would end the run after no epoch.
+    One never awaited is closed quietly, with an error in the run's log.
+    """
+
+    __slots__ = ("_report",)
+
+    def __init__(self, report: Coroutine[Any, Any, bool]) -> None:
+        # Invariant: _report is None once awaited (the await owns the coroutine then).
+        self._report: Coroutine[Any, Any, bool] | None = report
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        report, self._report = self._report, None
+        if report is None:
+            raise RuntimeError("ctx.epoch_end(...) can be awaited only once")
+        return report.__await__()
+
+    def __bool__(self) -> bool:
+        # Closed now: the TypeError's traceback keeps self alive past the run.
+        report, self._report = self._report, None
+        if report is not None:
+            report.close()
+        raise TypeError(
+            "ctx.epoch_end(...) must be awaited in an async pipeline: "
+            "use `if await ctx.epoch_end(...)`"
+        )
+
+    def __del__(self) -> None:
+        if self._report is not None:
+            self._report.close()
+            log.error("epoch_end_not_awaited", hint="use `await ctx.epoch_end(...)`")
 
 
 class RunContext:
@@ -149,7 +185,7 @@ class RunContext:
         values = dict(metrics or {})
         values.update(more)
         if threading.get_ident() == self._loop_thread:
-            return self._epoch_end(epoch, values)
+            return EpochReport(self._epoch_end(epoch, values))
         return anyio.from_thread.run(self._epoch_end, epoch, values, token=self._loop_token)
 
     async def _epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
