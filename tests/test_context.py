@@ -15,7 +15,7 @@ CODE = textwrap.dedent(
     '''
     from concurrent.futures import ThreadPoolExecutor
 
-    from expman import Pipeline
+    from expman import Callback, Pipeline, StopRequested
 
 
     class FromOwnThread(Pipeline):
@@ -45,6 +45,27 @@ CODE = textwrap.dedent(
                     ctx.epoch_end(epoch, {"loss": 1.0})
             await ctx.epoch_end(3, {"loss": 0.5})
             return {}
+
+
+    class WrongScope(Callback):
+        """Asks to stop "everything" through request_stop, after epoch 1."""
+
+        async def on_epoch_end(self, event):
+            if event.epoch == 1:
+                await self.request_stop("too much", scope="everything")
+
+
+    class HandBuiltStop(Callback):
+        """Publishes a StopRequested with an unknown scope that it built itself."""
+
+        async def on_epoch_end(self, event):
+            if event.epoch == 1:
+                await self.publish(
+                    StopRequested(
+                        experiment=event.experiment, trial=event.trial, repeat=event.repeat,
+                        scope="everything", reason="too much", source="HandBuiltStop",
+                    )
+                )
     '''
 )
 
@@ -108,3 +129,40 @@ async def test_awaited_epoch_end_returns_the_stop_decision(
     result = await expman.run_experiment(root, workspace=workspace)
     (run,) = result.runs
     assert (run.status, run.epochs, run.metrics["loss"]) == ("completed", 4, 0.25)
+
+
+async def test_request_stop_with_an_unknown_scope_fails_the_run(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Callback.request_stop(scope="everything") is a ValueError naming the allowed scopes."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "pipelines:Sleeper", "epochs": 4},
+            "callbacks": [{"type": "ctx_pipes:WrongScope"}],
+        }
+    )
+    write_pipes(root)
+    result = await expman.run_experiment(root, workspace=workspace)
+    (run,) = result.runs
+    assert run.status == "failed"
+    assert "ValueError" in (run.error or "")
+    assert "must be one of run, trial, experiment; got 'everything'" in (run.error or "")
+
+
+async def test_hand_built_stop_with_an_unknown_scope_is_logged(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A StopRequested with an unknown scope stops nothing and is logged as an error."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "pipelines:Sleeper", "epochs": 4},
+            "callbacks": [{"type": "ctx_pipes:HandBuiltStop"}],
+        }
+    )
+    write_pipes(root)
+    result = await expman.run_experiment(root, workspace=workspace)
+    (run,) = result.runs
+    assert (run.status, run.epochs) == ("completed", 4)
+    logs = "".join(path.read_text() for path in workspace.rglob("*.log"))
+    assert "stop_request_ignored" in logs
+    assert "everything" in logs

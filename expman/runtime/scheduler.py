@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import structlog
@@ -52,6 +52,7 @@ from expman.events import (
     RunStarted,
     RunStatus,
     StopRequested,
+    StopScope,
     TrialFinished,
     TrialStarted,
 )
@@ -483,11 +484,19 @@ class Scheduler:
         elif event.scope == "trial" and event.trial is not None:
             self._trial_stops.setdefault(event.trial, reason)
             targets = [a for k, a in self._active.items() if k[0] == event.trial]
-        elif event.run_key is not None:
+        elif event.scope == "run" and event.run_key is not None:
             self._run_stops.setdefault(event.run_key, reason)
             found = self._active.get(event.run_key)
             targets = [found] if found else []
         else:
+            if event.scope not in get_args(StopScope):
+                # Built by hand past Callback.request_stop's check: say so, stop nothing.
+                log.error(
+                    "stop_request_ignored",
+                    scope=event.scope,
+                    source=event.source,
+                    expected="scope run, trial or experiment",
+                )
             return
         for active in targets:
             if active.ctx.mark_stopped(reason, event.scope) and active.watchers is not None:
