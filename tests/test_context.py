@@ -47,6 +47,37 @@ CODE = textwrap.dedent(
             return {}
 
 
+    class Reporter(Pipeline):
+        """Reports one epoch with the values of its case (the numpy one is fine)."""
+
+        def __init__(self, case="numpy", **params):
+            super().__init__(**params)
+            self.case = case
+
+        async def run(self, ctx):
+            import numpy as np
+
+            epoch, metrics = {
+                "words": ("zero", {"loss": "high"}),
+                "bool": (True, {"loss": 1.0}),
+                "float": (1.0, {"loss": 1.0}),
+                "list": (0, [("loss", 1.0)]),
+                "key": (0, {1: 1.0}),
+                "object": (0, {"loss": 1.0, "model": object()}),
+                "nested": (0, {"loss": 1.0, "per_class": {"a": [1, object()]}}),
+                "numpy": (
+                    np.int64(0),
+                    {
+                        "loss": np.float32(0.5), "acc": np.float64(0.9), "n": np.int64(3),
+                        "ok": np.bool_(True), "note": "fine", "none": None,
+                        "per_class": {"a": [1, 2.5, None], "b": {"c": True}},
+                    },
+                ),
+            }[self.case]
+            await ctx.epoch_end(epoch, metrics)
+            return {}
+
+
     class WrongScope(Callback):
         """Asks to stop "everything" through request_stop, after epoch 1."""
 
@@ -166,3 +197,35 @@ async def test_hand_built_stop_with_an_unknown_scope_is_logged(
     logs = "".join(path.read_text() for path in workspace.rglob("*.log"))
     assert "stop_request_ignored" in logs
     assert "everything" in logs
+
+
+async def test_epoch_end_rejects_values_a_log_cannot_hold(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A non-int epoch, non-mapping metrics or a metric JSON cannot hold is a TypeError."""
+    cases = ["words", "bool", "float", "list", "key", "object", "nested", "numpy"]
+    root = make_experiment(
+        base={"pipeline": {"type": "ctx_pipes:Reporter"}},
+        trials=[
+            {"name": case, "id": i, "settings": {"pipeline": {"case": case}}}
+            for i, case in enumerate(cases, 1)
+        ],
+    )
+    write_pipes(root)
+    result = await expman.run_experiment(root, workspace=workspace)
+    errors = {run.trial: run.error or "" for run in result.runs}
+    expected = {
+        "words": "epoch must be an int; got 'zero'",
+        "bool": "epoch must be an int; got True",
+        "float": "epoch must be an int; got 1.0",
+        "list": "metrics must be a mapping of metric names to values; got list",
+        "key": "metric names must be strings; got 1",
+        "object": "metric 'model' (object) cannot be written to the logs",
+        "nested": "metric 'per_class' (dict) cannot be written to the logs",
+    }
+    for case, message in expected.items():
+        assert errors[case].startswith("TypeError: ctx.epoch_end: "), (case, errors[case])
+        assert message in errors[case], (case, errors[case])
+    numpy_run = next(run for run in result.runs if run.trial == "numpy")
+    assert (numpy_run.status, numpy_run.epochs) == ("completed", 1)
+    assert numpy_run.metrics["per_class"] == {"a": [1, 2.5, None], "b": {"c": True}}

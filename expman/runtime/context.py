@@ -7,6 +7,8 @@ thread (``ctx.epoch_end(...)`` returns the bool directly, bridged to the loop).
 from __future__ import annotations
 
 import collections
+import numbers
+import operator
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
@@ -38,6 +40,63 @@ def _current_token() -> anyio.lowlevel.EventLoopToken | None:
         return anyio.lowlevel.current_token()
     except anyio.NoEventLoopError:  # not in a loop: only anyio's own worker threads can call back
         return None
+
+
+def _epoch_number(epoch: Any) -> int:
+    """``epoch`` as an int; a TypeError for anything else (a bool, a float, a string)."""
+    if type(epoch) is int:
+        return epoch
+    if not isinstance(epoch, bool):
+        try:
+            return operator.index(epoch)  # numpy integers
+        except TypeError:
+            pass
+    raise TypeError(f"ctx.epoch_end: epoch must be an int; got {epoch!r}")
+
+
+def _metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
+    """The epoch's metrics as a dict; a TypeError naming any that JSON cannot hold."""
+    if metrics is None:
+        values: dict[str, Any] = {}
+    elif isinstance(metrics, Mapping):
+        values = dict(metrics)
+    else:
+        raise TypeError(
+            "ctx.epoch_end: metrics must be a mapping of metric names to values; "
+            f"got {type(metrics).__name__}"
+        )
+    values.update(more)
+    for name, value in values.items():
+        if type(name) is not str:
+            raise TypeError(f"ctx.epoch_end: metric names must be strings; got {name!r}")
+        kind = type(value)
+        if kind is float or kind is int or _json_like(value, 0):
+            continue
+        raise TypeError(
+            f"ctx.epoch_end: metric {name!r} ({kind.__name__}) cannot be written to the logs; "
+            "expected a number, bool, string, None, or a list/dict of those"
+        )
+    return values
+
+
+def _json_like(value: Any, depth: int) -> bool:
+    # What the JSON logs hold as itself: not the repr() they fall back to for the rest.
+    if value is None or isinstance(value, (str, int, float, numbers.Real)):
+        return True
+    if depth > 32:  # a list that holds itself
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_json_like(item, depth + 1) for item in value)
+    if isinstance(value, Mapping):
+        return all(
+            isinstance(key, (str, int, float)) and _json_like(item, depth + 1)
+            for key, item in value.items()
+        )
+    # numpy.bool_, 0-d arrays and tensors: scalars through .item()
+    item = getattr(value, "item", None)
+    if getattr(value, "shape", None) == () and callable(item):
+        return isinstance(item(), (bool, int, float))
+    return False
 
 
 def state_key(callback: Any) -> str:
@@ -181,9 +240,11 @@ class RunContext:
 
         In async code ``await ctx.epoch_end(...)``; in a sync pipeline (worker thread)
         call it plainly.  When it returns, every control callback has seen the epoch.
+        ``epoch`` is an int; ``metrics`` maps names to numbers, bools, strings, None or
+        lists/dicts of those: anything else is a TypeError here, naming the value.
         """
-        values = dict(metrics or {})
-        values.update(more)
+        epoch = _epoch_number(epoch)
+        values = _metric_values(metrics, more)
         if threading.get_ident() == self._loop_thread:
             return EpochReport(self._epoch_end(epoch, values))
         return anyio.from_thread.run(self._epoch_end, epoch, values, token=self._loop_token)
