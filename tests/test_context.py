@@ -229,3 +229,31 @@ async def test_epoch_end_rejects_values_a_log_cannot_hold(
     numpy_run = next(run for run in result.runs if run.trial == "numpy")
     assert (numpy_run.status, numpy_run.epochs) == ("completed", 1)
     assert numpy_run.metrics["per_class"] == {"a": [1, 2.5, None], "b": {"c": True}}
+
+
+async def test_timeout_and_stall_errors_state_their_limit(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A run failed by execution.timeout or stall_timeout says which limit, and its value."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Ignorer"}},
+        trials=[
+            {"name": "long", "id": 1},
+            {
+                "name": "silent",
+                "id": 2,
+                "settings": {"pipeline": {"type": "pipelines:Sleeper", "seconds": 5}},
+            },
+        ],
+        env={"execution": {"timeout": 0.6, "stall_timeout": 0.25}},
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    errors = {run.trial: (run.status, run.reason, run.error) for run in result.runs}
+    assert errors == {
+        "long": ("failed", "timeout", "timeout: still running after 0.6s (execution.timeout)"),
+        "silent": (
+            "failed",
+            "stalled",
+            "stalled: no epoch_end for 0.25s (execution.stall_timeout)",
+        ),
+    }

@@ -400,9 +400,13 @@ class Scheduler:
         status: RunStatus
         if cancelled_from_outside:
             status, reason = "cancelled", reason or "experiment cancelled"
-        elif active.cause in ("timeout", "stalled"):
+        elif active.cause == "timeout":
             status, reason = "failed", active.cause
-            error = f"{active.cause}: no result within the limit"
+            error = f"timeout: still running after {self.execution.timeout:g}s (execution.timeout)"
+        elif active.cause == "stalled":
+            status, reason = "failed", active.cause
+            limit = self.execution.stall_timeout
+            error = f"stalled: no epoch_end for {limit:g}s (execution.stall_timeout)"
         elif failure is not None and not (active.cause == "grace"):
             status = "failed"
             error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
