@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args
 
 from expman.events import Event, StopRequested, StopScope
 from expman.serializable import YAMLSerializable
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from expman.environment import RunPaths
 
 C = TypeVar("C", bound="Callback")
+#: The scopes a stop request can have: run, trial, experiment.
+STOP_SCOPES: tuple[str, ...] = get_args(StopScope)
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -137,7 +139,14 @@ class Callback(YAMLSerializable):
         scope: StopScope = "run",
         event: Event | None = None,
     ) -> None:
-        """Publish StopRequested for this callback's run (or ``event``'s run)."""
+        """Publish StopRequested for this callback's run (or ``event``'s run).
+
+        ``scope`` is ``run`` (this run), ``trial`` (every repeat of its trial) or
+        ``experiment`` (everything); anything else is a ValueError.
+        """
+        if scope not in STOP_SCOPES:
+            allowed = ", ".join(STOP_SCOPES)
+            raise ValueError(f"request_stop scope must be one of {allowed}; got {scope!r}")
         trial = event.trial if event is not None else self._trial
         repeat = event.repeat if event is not None else self._repeat
         experiment = event.experiment if event is not None else self._experiment

@@ -7,14 +7,17 @@ thread (``ctx.epoch_end(...)`` returns the bool directly, bridged to the loop).
 from __future__ import annotations
 
 import collections
+import numbers
+import operator
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import structlog
 
 from expman.environment import RunPaths
@@ -32,9 +35,109 @@ INTERRUPT_CHECKPOINT = "checkpoint-interrupt"
 log = structlog.get_logger("expman.runtime")
 
 
+def _current_token() -> anyio.lowlevel.EventLoopToken | None:
+    try:
+        return anyio.lowlevel.current_token()
+    except anyio.NoEventLoopError:  # not in a loop: only anyio's own worker threads can call back
+        return None
+
+
+def _epoch_number(epoch: Any) -> int:
+    """``epoch`` as an int; a TypeError for anything else (a bool, a float, a string)."""
+    if type(epoch) is int:
+        return epoch
+    if not isinstance(epoch, bool):
+        try:
+            return operator.index(epoch)  # numpy integers
+        except TypeError:
+            pass
+    raise TypeError(f"ctx.epoch_end: epoch must be an int; got {epoch!r}")
+
+
+def _metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
+    """The epoch's metrics as a dict; a TypeError naming any that JSON cannot hold."""
+    if metrics is None:
+        values: dict[str, Any] = {}
+    elif isinstance(metrics, Mapping):
+        values = dict(metrics)
+    else:
+        raise TypeError(
+            "ctx.epoch_end: metrics must be a mapping of metric names to values; "
+            f"got {type(metrics).__name__}"
+        )
+    values.update(more)
+    for name, value in values.items():
+        if type(name) is not str:
+            raise TypeError(f"ctx.epoch_end: metric names must be strings; got {name!r}")
+        kind = type(value)
+        if kind is float or kind is int or _json_like(value, 0):
+            continue
+        raise TypeError(
+            f"ctx.epoch_end: metric {name!r} ({kind.__name__}) cannot be written to the logs; "
+            "expected a number, bool, string, None, or a list/dict of those"
+        )
+    return values
+
+
+def _json_like(value: Any, depth: int) -> bool:
+    # What the JSON logs hold as itself: not the repr() they fall back to for the rest.
+    if value is None or isinstance(value, (str, int, float, numbers.Real)):
+        return True
+    if depth > 32:  # a list that holds itself
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_json_like(item, depth + 1) for item in value)
+    if isinstance(value, Mapping):
+        return all(
+            isinstance(key, (str, int, float)) and _json_like(item, depth + 1)
+            for key, item in value.items()
+        )
+    # numpy.bool_, 0-d arrays and tensors: scalars through .item()
+    item = getattr(value, "item", None)
+    if getattr(value, "shape", None) == () and callable(item):
+        return isinstance(item(), (bool, int, float))
+    return False
+
+
 def state_key(callback: Any) -> str:
     """The key of a callback's state in a checkpoint (``state_key`` or its class name)."""
     return getattr(callback, "state_key", None) or type(callback).__name__
+
+
+class EpochReport:
+    """``ctx.epoch_end(...)`` in the event loop: await it for whether to stop.
+
+    Testing it without ``await`` (``if ctx.epoch_end(...)``) raises TypeError instead
+    of being always true (a coroutine is), which would end the run after no epoch.
+    One never awaited is closed quietly, with an error in the run's log.
+    """
+
+    __slots__ = ("_report",)
+
+    def __init__(self, report: Coroutine[Any, Any, bool]) -> None:
+        # Invariant: _report is None once awaited (the await owns the coroutine then).
+        self._report: Coroutine[Any, Any, bool] | None = report
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        report, self._report = self._report, None
+        if report is None:
+            raise RuntimeError("ctx.epoch_end(...) can be awaited only once")
+        return report.__await__()
+
+    def __bool__(self) -> bool:
+        # Closed now: the TypeError's traceback keeps self alive past the run.
+        report, self._report = self._report, None
+        if report is not None:
+            report.close()
+        raise TypeError(
+            "ctx.epoch_end(...) must be awaited in an async pipeline: "
+            "use `if await ctx.epoch_end(...)`"
+        )
+
+    def __del__(self) -> None:
+        if self._report is not None:
+            self._report.close()
+            log.error("epoch_end_not_awaited", hint="use `await ctx.epoch_end(...)`")
 
 
 class RunContext:
@@ -69,6 +172,9 @@ class RunContext:
         self._bus = bus
         self._config: Any = None
         self._loop_thread = threading.get_ident()
+        # Lets any thread reach the loop (a thread the pipeline started itself included,
+        # not only anyio's workers); None when built outside an event loop.
+        self._loop_token = _current_token()
         # Invariant: _stop_reason is None until the first stop request for this run;
         # later requests never overwrite the first reason.
         self._stop_reason: str | None = None
@@ -134,12 +240,14 @@ class RunContext:
 
         In async code ``await ctx.epoch_end(...)``; in a sync pipeline (worker thread)
         call it plainly.  When it returns, every control callback has seen the epoch.
+        ``epoch`` is an int; ``metrics`` maps names to numbers, bools, strings, None or
+        lists/dicts of those: anything else is a TypeError here, naming the value.
         """
-        values = dict(metrics or {})
-        values.update(more)
+        epoch = _epoch_number(epoch)
+        values = _metric_values(metrics, more)
         if threading.get_ident() == self._loop_thread:
-            return self._epoch_end(epoch, values)
-        return anyio.from_thread.run(self._epoch_end, epoch, values)
+            return EpochReport(self._epoch_end(epoch, values))
+        return anyio.from_thread.run(self._epoch_end, epoch, values, token=self._loop_token)
 
     async def _epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
         self.epochs_reported += 1
@@ -202,7 +310,7 @@ class RunContext:
         """Publish an event on the experiment's bus (awaitable, or plain in a thread)."""
         if threading.get_ident() == self._loop_thread:
             return self._bus.publish(event)
-        return anyio.from_thread.run(self._bus.publish, event)
+        return anyio.from_thread.run(self._bus.publish, event, token=self._loop_token)
 
     # -- what the runtime (and executors) call ------------------------------------------
 

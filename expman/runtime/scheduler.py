@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import structlog
@@ -52,6 +52,7 @@ from expman.events import (
     RunStarted,
     RunStatus,
     StopRequested,
+    StopScope,
     TrialFinished,
     TrialStarted,
 )
@@ -399,9 +400,13 @@ class Scheduler:
         status: RunStatus
         if cancelled_from_outside:
             status, reason = "cancelled", reason or "experiment cancelled"
-        elif active.cause in ("timeout", "stalled"):
+        elif active.cause == "timeout":
             status, reason = "failed", active.cause
-            error = f"{active.cause}: no result within the limit"
+            error = f"timeout: still running after {self.execution.timeout:g}s (execution.timeout)"
+        elif active.cause == "stalled":
+            status, reason = "failed", active.cause
+            limit = self.execution.stall_timeout
+            error = f"stalled: no epoch_end for {limit:g}s (execution.stall_timeout)"
         elif failure is not None and not (active.cause == "grace"):
             status = "failed"
             error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
@@ -483,11 +488,19 @@ class Scheduler:
         elif event.scope == "trial" and event.trial is not None:
             self._trial_stops.setdefault(event.trial, reason)
             targets = [a for k, a in self._active.items() if k[0] == event.trial]
-        elif event.run_key is not None:
+        elif event.scope == "run" and event.run_key is not None:
             self._run_stops.setdefault(event.run_key, reason)
             found = self._active.get(event.run_key)
             targets = [found] if found else []
         else:
+            if event.scope not in get_args(StopScope):
+                # Built by hand past Callback.request_stop's check: say so, stop nothing.
+                log.error(
+                    "stop_request_ignored",
+                    scope=event.scope,
+                    source=event.source,
+                    expected="scope run, trial or experiment",
+                )
             return
         for active in targets:
             if active.ctx.mark_stopped(reason, event.scope) and active.watchers is not None:
