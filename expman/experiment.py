@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import time
 from collections.abc import (
@@ -136,6 +137,12 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
         ) from None
     if method is not None and not callable(getattr(target, method, None)):
         raise trial.error(f"{key}.type", f"{config['type']!r} has no {method}(ctx) method")
+    if inspect.isabstract(target):
+        missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
+        raise trial.error(
+            f"{key}.type",
+            f"{config['type']!r} is abstract: expected it to define {missing}",
+        )
     params = {k: v for k, v in config.items() if k != "type"}
     try:
         signature_of(target).bind(**params)

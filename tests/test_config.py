@@ -160,6 +160,20 @@ def drop(name: str, key: str) -> Mutation:
     return edit_yaml(name, lambda d: {k: v for k, v in d.items() if k != key})
 
 
+def both(*mutations: Mutation) -> Mutation:
+    def apply(root: Path) -> None:
+        for mutation in mutations:
+            mutation(root)
+
+    return apply
+
+
+def pipeline_type(name: str) -> Mutation:
+    return write_text("base.yaml", f"settings:\n  pipeline:\n    type: {name}\n")
+
+
+NO_RUN = "from expman import Pipeline\n\n\nclass NoRun(Pipeline):\n    pass\n"
+
 MISTAKES: list[tuple[str, Mutation, str, str]] = [
     # (case, mutation, file named in the message, text the message must contain)
     (
@@ -298,6 +312,15 @@ MISTAKES: list[tuple[str, Mutation, str, str]] = [
         trial0(name="logs"),
         "trials.yaml",
         "[0].name: 'logs' is reserved",
+    ),
+    (
+        "pipeline class without run",
+        both(
+            write_text("norun.py", NO_RUN),
+            pipeline_type("norun:NoRun"),
+        ),
+        "base.yaml",
+        "settings.pipeline.type: 'norun:NoRun' is abstract: expected it to define run",
     ),
     (
         "missing trials file",
