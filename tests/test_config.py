@@ -425,3 +425,30 @@ def test_hostile_yaml_huge_file_is_refused_without_reading_it(
         f.write("'\n")
     with pytest.raises(ConfigError, match="config files are limited to"):
         prepare(root)
+
+
+@pytest.mark.parametrize("override", ["lr=[1,2", "execution.max_retries={x"])
+def test_override_with_bad_yaml_is_a_config_error(
+    make_experiment: Callable[..., Path], override: str
+) -> None:
+    """An override whose value is broken YAML is one ConfigError naming that override."""
+    root = make_experiment()
+    with pytest.raises(ConfigError) as info:
+        prepare(root, overrides=["epochs=2", override])
+    message = str(info.value)
+    assert message.startswith("<command line>:")
+    assert repr(override) in message
+    assert "expected a YAML value" in message
+
+
+def test_cli_override_with_bad_yaml_exits_2_without_writing(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`expman run DIR 'lr=[1,2'` prints one message, exits 2 and creates no workspace."""
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    proc = run_cli("run", str(root), "-w", str(workspace), "lr=[1,2")
+    assert proc.returncode == 2, proc.stderr
+    assert "override 'lr=[1,2'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not workspace.exists()

@@ -377,8 +377,26 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str
     try:
         parsed_settings = OmegaConf.to_container(OmegaConf.from_dotlist(settings), resolve=False)
         parsed_execution = OmegaConf.to_container(OmegaConf.from_dotlist(execution), resolve=False)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse override: {exc}", file=COMMAND_LINE) from None
+    except Exception as exc:  # OmegaConf or the YAML parser under it (lr=[1,2)
+        raise _override_error(overrides, exc) from None
     assert isinstance(parsed_settings, dict)
     assert isinstance(parsed_execution, dict)
     return parsed_settings, parsed_execution  # type: ignore[return-value]
+
+
+def _override_error(overrides: Sequence[str], exc: Exception) -> ConfigError:
+    """A ConfigError naming the first override that does not parse on its own."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as own:  # any parser failure is the user's value
+            reason = str(own).splitlines()[0] if str(own) else type(own).__name__
+            return ConfigError(
+                f"override {item!r}: cannot parse value {value!r} ({reason});"
+                " expected a YAML value (quote strings with brackets or colons)",
+                file=COMMAND_LINE,
+                key=key.strip(),
+            )
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"cannot parse overrides: {reason}", file=COMMAND_LINE)
