@@ -257,9 +257,31 @@ def prepare(
                 key="executor",
             )
     plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
+    check_workspace_path(plan, from_argument=workspace is not None)
     check_buildables(plan)
     check_resources(plan)
     return plan
+
+
+def check_workspace_path(plan: ExperimentPlan, *, from_argument: bool) -> None:
+    """Refuse a workspace (or experiment folder in it) that exists but is not a directory."""
+    blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        what = "it" if blocker == plan.workspace else f"{str(blocker)!r} in it"
+        message = (
+            f"workspace {str(plan.workspace)!r} cannot be used: {what} is a file;"
+            " expected a directory (or a path that does not exist yet)"
+        )
+        env = plan.documents.get("env.yaml")
+        if not from_argument and env is not None and "workspace" in (env.data or {}):
+            raise env.error("workspace", message)
+        raise ConfigError(message, file="<command line>", key="workspace")
+    if plan.path.exists() and not plan.path.is_dir():
+        raise plan.documents["experiment.yaml"].error(
+            "name",
+            f"{str(plan.path)!r} is a file; expected the experiment's directory there"
+            " (move the file or choose another workspace)",
+        )
 
 
 def check_resources(plan: ExperimentPlan) -> None:

@@ -452,3 +452,51 @@ def test_cli_override_with_bad_yaml_exits_2_without_writing(
     assert "override 'lr=[1,2'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not workspace.exists()
+
+
+def test_workspace_from_env_yaml_that_is_a_file_is_named_in_env_yaml(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """env.yaml `workspace:` naming a file is a ConfigError at env.yaml's workspace key."""
+    root = make_experiment(env={"workspace": "wsfile"})
+    (root / "wsfile").write_text("not a folder\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    assert "env.yaml:1: workspace:" in str(info.value)
+    assert "expected a directory" in str(info.value)
+    proc = run_cli("run", str(root), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "env.yaml:1: workspace:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (root / "wsfile").read_text() == "not a folder\n"
+
+
+def test_workspace_argument_below_a_file_is_a_command_line_error(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`-w FILE/sub` is a ConfigError on the command line's workspace, exit 2."""
+    root = make_experiment()
+    (tmp_path / "wsfile").write_text("x")
+    with pytest.raises(ConfigError, match=r"^<command line>: workspace: .*is a file"):
+        prepare(root, workspace=tmp_path / "wsfile" / "sub")
+    proc = run_cli("run", str(root), "-w", str(tmp_path / "wsfile"))
+    assert proc.returncode == 2, proc.stderr
+    assert "<command line>: workspace:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_experiment_path_that_is_a_file_is_a_config_error(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A file where the experiment's folder would go is refused before anything is written."""
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "exp").write_text("x")
+    with pytest.raises(ConfigError, match=r"experiment\.yaml:1: name: .*is a file"):
+        prepare(root, workspace=workspace)
+    proc = run_cli("run", str(root), "-w", str(workspace))
+    assert proc.returncode == 2, proc.stderr
+    assert "is a file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in workspace.iterdir()) == ["exp"]
