@@ -256,6 +256,16 @@ def prepare(
                 file="<command line>",
                 key="executor",
             )
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ConfigError(
+            f"expected an integer >= 1, got {max_concurrency!r}",
+            file="<command line>",
+            key="max_concurrency",
+        )
     plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
     check_workspace_path(plan, from_argument=workspace is not None)
     check_buildables(plan)

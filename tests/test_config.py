@@ -500,3 +500,17 @@ def test_experiment_path_that_is_a_file_is_a_config_error(
     assert "is a file" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in workspace.iterdir()) == ["exp"]
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "4"])
+async def test_max_concurrency_argument_is_validated(
+    make_experiment: Callable[..., Path], tmp_path: Path, value: Any
+) -> None:
+    """run_experiment(max_concurrency=0 / -3 / 1.5 / "4") is a ConfigError; nothing is written."""
+    from expman import run_experiment
+
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    with pytest.raises(ConfigError, match=r"max_concurrency: expected an integer >= 1"):
+        await run_experiment(root, workspace=workspace, max_concurrency=value)
+    assert not workspace.exists()
