@@ -323,6 +323,18 @@ MISTAKES: list[tuple[str, Mutation, str, str]] = [
         "settings.pipeline.type: 'norun:NoRun' is abstract: expected it to define run",
     ),
     (
+        "seed that is not an integer",
+        trial0(settings={"seed": "abc"}),
+        "trials.yaml",
+        "[0].settings.seed: expected an integer (the experiment's seed), got a string 'abc'",
+    ),
+    (
+        "seed that is a bool",
+        write_text("base.yaml", "settings:\n  seed: true\n  pipeline: {type: pipelines:Sleeper}\n"),
+        "base.yaml",
+        "settings.seed: expected an integer",
+    ),
+    (
         "missing trials file",
         lambda root: (root / "trials.yaml").unlink(),
         "trials.yaml",
@@ -514,3 +526,12 @@ async def test_max_concurrency_argument_is_validated(
     with pytest.raises(ConfigError, match=r"max_concurrency: expected an integer >= 1"):
         await run_experiment(root, workspace=workspace, max_concurrency=value)
     assert not workspace.exists()
+
+
+def test_seed_override_that_is_not_an_integer_is_refused(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """`seed=abc` on the command line is a ConfigError naming the override's settings.seed."""
+    root = make_experiment()
+    with pytest.raises(ConfigError, match=r"^<command line>: settings\.seed: expected an integer"):
+        prepare(root, overrides=["seed=abc"])

@@ -311,19 +311,24 @@ def _load_trials(
         )
         trial_layers = (*layers, own, cli)
         settings = _resolve(trial_layers, experiment, {"name": name, "id": trial_id}, doc, at)
-        trials.append(
-            TrialSpec(
-                name=name,
-                id=trial_id,
-                index=i,
-                repeat=repeat,
-                settings=settings,
-                config_hash=config_hash(settings),
-                desc=str(desc),
-                resources=resources,
-                layers=trial_layers,
-            )
+        trial = TrialSpec(
+            name=name,
+            id=trial_id,
+            index=i,
+            repeat=repeat,
+            settings=settings,
+            config_hash=config_hash(settings),
+            desc=str(desc),
+            resources=resources,
+            layers=trial_layers,
         )
+        seed = settings.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise trial.error(
+                "seed",
+                f"expected an integer (the experiment's seed), got {type_name(seed)} {seed!r}",
+            )
+        trials.append(trial)
     return trials
 
 
