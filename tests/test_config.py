@@ -335,6 +335,13 @@ MISTAKES: list[tuple[str, Mutation, str, str]] = [
         "settings.seed: expected an integer",
     ),
     (
+        "absurd repeat count",
+        two_trials({"repeat": 100_000_000}),
+        "trials.yaml",
+        "[1].repeat: repeat 100000000 brings the plan to 100,000,001 runs;"
+        " expected at most 1,000,000 runs in total",
+    ),
+    (
         "missing trials file",
         lambda root: (root / "trials.yaml").unlink(),
         "trials.yaml",

@@ -48,6 +48,8 @@ BASE_FILE = "base.yaml"
 TRIALS_FILE = "trials.yaml"
 ENV_FILE = "env.yaml"
 COMMAND_LINE = Path("<command line>")
+#: The most runs one plan may hold (every run is a RunSpec in memory before anything runs).
+MAX_RUNS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +288,7 @@ def _load_trials(
     names: dict[str, int] = {}
     ids: dict[str, int] = {}
     trials = []
+    total_runs = 0
     for i, raw in enumerate(doc.data):
         at = f"[{i}]"
         entry = expect_mapping(doc, at, raw, allow_null=False)
@@ -304,6 +307,13 @@ def _load_trials(
             )
         names[name], ids[trial_id] = i, i
         repeat = check_int(doc, f"{at}.repeat", entry.get("repeat", 1), minimum=1)
+        total_runs += repeat
+        if total_runs > MAX_RUNS:
+            raise doc.error(
+                f"{at}.repeat",
+                f"repeat {repeat} brings the plan to {total_runs:,} runs;"
+                f" expected at most {MAX_RUNS:,} runs in total",
+            )
         desc = entry.get("desc") or ""
         resources = check_resources(doc, f"{at}.resources", entry.get("resources"))
         own = Layer(
