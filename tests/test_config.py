@@ -542,3 +542,28 @@ def test_seed_override_that_is_not_an_integer_is_refused(
     root = make_experiment()
     with pytest.raises(ConfigError, match=r"^<command line>: settings\.seed: expected an integer"):
         prepare(root, overrides=["seed=abc"])
+
+
+SAME_NAMED_PIPES = """
+from expman import Pipeline
+
+
+class Which(Pipeline):
+    async def run(self, ctx):
+        return {{"folder": {folder}}}
+"""
+
+
+async def test_two_config_folders_with_same_named_modules_each_get_their_own(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """mod1/pipes.py and mod2/pipes.py run their own code when both run in one process."""
+    from expman import run_experiment
+
+    results = []
+    for folder in (1, 2):
+        root = make_experiment(folder=f"mod{folder}", base={"pipeline": {"type": "pipes:Which"}})
+        (root / "pipes.py").write_text(SAME_NAMED_PIPES.format(folder=folder))
+        result = await run_experiment(root, workspace=tmp_path / f"ws{folder}")
+        results.append([r.metrics["folder"] for r in result.runs])
+    assert results == [[1], [2]]
