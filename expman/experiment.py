@@ -40,6 +40,7 @@ from expman.environment import Environment, ExperimentLayout
 from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.pipeline import Pipeline
 from expman.runtime.devices import detect_devices, resource_problem
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.lock import ExperimentLock, lock_holder
@@ -131,7 +132,7 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
     try:
         target = resolve_type(str(config["type"]))
     except UnknownType as exc:
-        known = ", ".join(exc.known) or "(none registered)"
+        known = ", ".join(_known_names(method)) or "(none registered)"
         raise trial.error(
             f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
         ) from None
@@ -145,8 +146,22 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
         )
     params = {k: v for k, v in config.items() if k != "type"}
     try:
-        signature_of(target).bind(**params)
+        signature = signature_of(target)
+        signature.bind(**params)
     except TypeError as exc:
+        accepted = [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        unknown = [] if takes_any else [k for k in params if k not in accepted]
+        if unknown:
+            raise trial.error(
+                f"{key}.{unknown[0]}",
+                f"{config['type']}: unknown parameter {unknown[0]!r};"
+                f" expected one of: {', '.join(accepted) or '(no parameters)'}",
+            ) from None
         raise trial.error(key, f"{config['type']}: {exc}") from None
     except ValueError:
         pass
@@ -161,6 +176,19 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
                 ) from None
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise trial.error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
+
+
+def _known_names(method: str | None) -> list[str]:
+    """Registered names that fit the key: pipelines for ``run``, callbacks otherwise."""
+
+    def fits(cls: Any) -> bool:
+        if method is not None:
+            return isinstance(cls, type) and (
+                issubclass(cls, Pipeline) or callable(getattr(cls, method, None))
+            )
+        return isinstance(cls, type) and issubclass(cls, Callback)
+
+    return sorted(name for name, cls in YAMLSerializable.registered().items() if fits(cls))
 
 
 def pipeline_settings(spec: RunSpec) -> Mapping[str, Any]:

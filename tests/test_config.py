@@ -174,6 +174,23 @@ def pipeline_type(name: str) -> Mutation:
 
 NO_RUN = "from expman import Pipeline\n\n\nclass NoRun(Pipeline):\n    pass\n"
 
+KNOWN = """
+import expman
+from expman import Pipeline
+
+
+@expman.register("KnownPipe")
+class KnownPipe(Pipeline):
+    def run(self, ctx):
+        return {}
+
+
+@expman.register("RunOnly")
+class RunOnly:
+    def run(self, ctx):
+        return {}
+"""
+
 MISTAKES: list[tuple[str, Mutation, str, str]] = [
     # (case, mutation, file named in the message, text the message must contain)
     (
@@ -340,6 +357,13 @@ MISTAKES: list[tuple[str, Mutation, str, str]] = [
         "trials.yaml",
         "[1].repeat: repeat 100000000 brings the plan to 100,000,001 runs;"
         " expected at most 1,000,000 runs in total",
+    ),
+    (
+        "misspelled callback parameter",
+        trial0(settings={"callbacks": [{"type": "EarlyStopping", "metrc": "loss"}]}),
+        "trials.yaml",
+        "[0].settings.callbacks[0].metrc: EarlyStopping: unknown parameter 'metrc';"
+        " expected one of: metric, ",
     ),
     (
         "missing trials file",
@@ -567,3 +591,16 @@ async def test_two_config_folders_with_same_named_modules_each_get_their_own(
         result = await run_experiment(root, workspace=tmp_path / f"ws{folder}")
         results.append([r.metrics["folder"] for r in result.runs])
     assert results == [[1], [2]]
+
+
+def test_unknown_pipeline_lists_only_pipeline_names(make_experiment: Callable[..., Path]) -> None:
+    """An unknown settings.pipeline.type lists registered pipelines, not callbacks."""
+    root = make_experiment()
+    both(write_text("known.py", KNOWN), pipeline_type("known:Nope"))(root)
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    message = str(info.value)
+    assert "settings.pipeline.type: unknown type 'known:Nope'" in message
+    known = message.split("known names: ")[1].split(", ")
+    assert {"KnownPipe", "RunOnly"} <= set(known)
+    assert not {"CheckpointCallback", "EarlyStopping", "MetricsTracker"} & set(known)
