@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import time
 from collections.abc import (
@@ -39,6 +40,7 @@ from expman.environment import Environment, ExperimentLayout
 from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.pipeline import Pipeline
 from expman.runtime.devices import detect_devices, resource_problem
 from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
 from expman.runtime.lock import ExperimentLock, lock_holder
@@ -130,16 +132,36 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
     try:
         target = resolve_type(str(config["type"]))
     except UnknownType as exc:
-        known = ", ".join(exc.known) or "(none registered)"
+        known = ", ".join(_known_names(method)) or "(none registered)"
         raise trial.error(
             f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
         ) from None
     if method is not None and not callable(getattr(target, method, None)):
         raise trial.error(f"{key}.type", f"{config['type']!r} has no {method}(ctx) method")
+    if inspect.isabstract(target):
+        missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
+        raise trial.error(
+            f"{key}.type",
+            f"{config['type']!r} is abstract: expected it to define {missing}",
+        )
     params = {k: v for k, v in config.items() if k != "type"}
     try:
-        signature_of(target).bind(**params)
+        signature = signature_of(target)
+        signature.bind(**params)
     except TypeError as exc:
+        accepted = [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        unknown = [] if takes_any else [k for k in params if k not in accepted]
+        if unknown:
+            raise trial.error(
+                f"{key}.{unknown[0]}",
+                f"{config['type']}: unknown parameter {unknown[0]!r};"
+                f" expected one of: {', '.join(accepted) or '(no parameters)'}",
+            ) from None
         raise trial.error(key, f"{config['type']}: {exc}") from None
     except ValueError:
         pass
@@ -154,6 +176,19 @@ def _check_buildable(trial: TrialSpec, key: str, config: Any, method: str | None
                 ) from None
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise trial.error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
+
+
+def _known_names(method: str | None) -> list[str]:
+    """Registered names that fit the key: pipelines for ``run``, callbacks otherwise."""
+
+    def fits(cls: Any) -> bool:
+        if method is not None:
+            return isinstance(cls, type) and (
+                issubclass(cls, Pipeline) or callable(getattr(cls, method, None))
+            )
+        return isinstance(cls, type) and issubclass(cls, Callback)
+
+    return sorted(name for name, cls in YAMLSerializable.registered().items() if fits(cls))
 
 
 def pipeline_settings(spec: RunSpec) -> Mapping[str, Any]:
@@ -249,10 +284,42 @@ def prepare(
                 file="<command line>",
                 key="executor",
             )
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ConfigError(
+            f"expected an integer >= 1, got {max_concurrency!r}",
+            file="<command line>",
+            key="max_concurrency",
+        )
     plan = plan.with_execution(max_concurrency=max_concurrency, executor=executor)
+    check_workspace_path(plan, from_argument=workspace is not None)
     check_buildables(plan)
     check_resources(plan)
     return plan
+
+
+def check_workspace_path(plan: ExperimentPlan, *, from_argument: bool) -> None:
+    """Refuse a workspace (or experiment folder in it) that exists but is not a directory."""
+    blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        what = "it" if blocker == plan.workspace else f"{str(blocker)!r} in it"
+        message = (
+            f"workspace {str(plan.workspace)!r} cannot be used: {what} is a file;"
+            " expected a directory (or a path that does not exist yet)"
+        )
+        env = plan.documents.get("env.yaml")
+        if not from_argument and env is not None and "workspace" in (env.data or {}):
+            raise env.error("workspace", message)
+        raise ConfigError(message, file="<command line>", key="workspace")
+    if plan.path.exists() and not plan.path.is_dir():
+        raise plan.documents["experiment.yaml"].error(
+            "name",
+            f"{str(plan.path)!r} is a file; expected the experiment's directory there"
+            " (move the file or choose another workspace)",
+        )
 
 
 def check_resources(plan: ExperimentPlan) -> None:

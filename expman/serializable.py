@@ -10,6 +10,7 @@ experiment can keep its pipeline module beside its YAML.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
@@ -92,6 +93,7 @@ def resolve_type(name: str) -> Any:
         module_name, _, attr = name.rpartition(".")
     else:
         raise UnknownType(name, "not a registered name", known)
+    _forget_shadowed_module(module_name.split(".")[0])
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -131,13 +133,54 @@ def build(target: Any, params: Mapping[str, Any]) -> Any:
     return target(**params)
 
 
+#: The config folders ``import_path`` put on ``sys.path``, innermost last.  A context
+#: variable, so each experiment's tasks and worker threads see their own folder.
+_config_dirs: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar(
+    "expman_config_dirs", default=()
+)
+
+
 @contextlib.contextmanager
 def import_path(path: Path) -> Iterator[None]:
     """Put ``path`` first on ``sys.path`` for the duration."""
     entry = str(path)
     sys.path.insert(0, entry)
+    token = _config_dirs.set((*_config_dirs.get(), Path(path)))
     try:
         yield
     finally:
         with contextlib.suppress(ValueError):
+            _config_dirs.reset(token)
+        with contextlib.suppress(ValueError):
             sys.path.remove(entry)
+
+
+def _forget_shadowed_module(top: str) -> None:
+    """Drop ``top`` (and its submodules) if another folder's module of that name is cached.
+
+    Two config folders may each ship a ``pipes.py``; without this the first one
+    imported in a process would serve both (``sys.modules`` wins over ``sys.path``).
+    """
+    dirs = _config_dirs.get()
+    cached = sys.modules.get(top)
+    if not dirs or cached is None:
+        return
+    folder = dirs[-1]
+    provided = next(
+        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if p.is_file()), None
+    )
+    if provided is None:
+        return
+    loaded = getattr(cached, "__file__", None)
+    if loaded is not None and _same_file(Path(loaded), provided):
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

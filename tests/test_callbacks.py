@@ -418,8 +418,8 @@ async def test_missing_metric_fails_a_strict_early_stopping_and_warns_otherwise(
         ),
         (
             {"type": "EarlyStopping", "metric": "loss", "patiense": 2},
-            "settings.callbacks[0]",
-            "unexpected keyword argument 'patiense'",
+            "settings.callbacks[0].patiense",
+            "unknown parameter 'patiense'; expected one of: metric,",
         ),
         (
             {"type": "MetricsTracker", "mode": {"loss": "sideways"}},

@@ -160,6 +160,37 @@ def drop(name: str, key: str) -> Mutation:
     return edit_yaml(name, lambda d: {k: v for k, v in d.items() if k != key})
 
 
+def both(*mutations: Mutation) -> Mutation:
+    def apply(root: Path) -> None:
+        for mutation in mutations:
+            mutation(root)
+
+    return apply
+
+
+def pipeline_type(name: str) -> Mutation:
+    return write_text("base.yaml", f"settings:\n  pipeline:\n    type: {name}\n")
+
+
+NO_RUN = "from expman import Pipeline\n\n\nclass NoRun(Pipeline):\n    pass\n"
+
+KNOWN = """
+import expman
+from expman import Pipeline
+
+
+@expman.register("KnownPipe")
+class KnownPipe(Pipeline):
+    def run(self, ctx):
+        return {}
+
+
+@expman.register("RunOnly")
+class RunOnly:
+    def run(self, ctx):
+        return {}
+"""
+
 MISTAKES: list[tuple[str, Mutation, str, str]] = [
     # (case, mutation, file named in the message, text the message must contain)
     (
@@ -300,6 +331,41 @@ MISTAKES: list[tuple[str, Mutation, str, str]] = [
         "[0].name: 'logs' is reserved",
     ),
     (
+        "pipeline class without run",
+        both(
+            write_text("norun.py", NO_RUN),
+            pipeline_type("norun:NoRun"),
+        ),
+        "base.yaml",
+        "settings.pipeline.type: 'norun:NoRun' is abstract: expected it to define run",
+    ),
+    (
+        "seed that is not an integer",
+        trial0(settings={"seed": "abc"}),
+        "trials.yaml",
+        "[0].settings.seed: expected an integer (the experiment's seed), got a string 'abc'",
+    ),
+    (
+        "seed that is a bool",
+        write_text("base.yaml", "settings:\n  seed: true\n  pipeline: {type: pipelines:Sleeper}\n"),
+        "base.yaml",
+        "settings.seed: expected an integer",
+    ),
+    (
+        "absurd repeat count",
+        two_trials({"repeat": 100_000_000}),
+        "trials.yaml",
+        "[1].repeat: repeat 100000000 brings the plan to 100,000,001 runs;"
+        " expected at most 1,000,000 runs in total",
+    ),
+    (
+        "misspelled callback parameter",
+        trial0(settings={"callbacks": [{"type": "EarlyStopping", "metrc": "loss"}]}),
+        "trials.yaml",
+        "[0].settings.callbacks[0].metrc: EarlyStopping: unknown parameter 'metrc';"
+        " expected one of: metric, ",
+    ),
+    (
         "missing trials file",
         lambda root: (root / "trials.yaml").unlink(),
         "trials.yaml",
@@ -402,3 +468,139 @@ def test_hostile_yaml_huge_file_is_refused_without_reading_it(
         f.write("'\n")
     with pytest.raises(ConfigError, match="config files are limited to"):
         prepare(root)
+
+
+@pytest.mark.parametrize("override", ["lr=[1,2", "execution.max_retries={x"])
+def test_override_with_bad_yaml_is_a_config_error(
+    make_experiment: Callable[..., Path], override: str
+) -> None:
+    """An override whose value is broken YAML is one ConfigError naming that override."""
+    root = make_experiment()
+    with pytest.raises(ConfigError) as info:
+        prepare(root, overrides=["epochs=2", override])
+    message = str(info.value)
+    assert message.startswith("<command line>:")
+    assert repr(override) in message
+    assert "expected a YAML value" in message
+
+
+def test_cli_override_with_bad_yaml_exits_2_without_writing(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`expman run DIR 'lr=[1,2'` prints one message, exits 2 and creates no workspace."""
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    proc = run_cli("run", str(root), "-w", str(workspace), "lr=[1,2")
+    assert proc.returncode == 2, proc.stderr
+    assert "override 'lr=[1,2'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not workspace.exists()
+
+
+def test_workspace_from_env_yaml_that_is_a_file_is_named_in_env_yaml(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """env.yaml `workspace:` naming a file is a ConfigError at env.yaml's workspace key."""
+    root = make_experiment(env={"workspace": "wsfile"})
+    (root / "wsfile").write_text("not a folder\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    assert "env.yaml:1: workspace:" in str(info.value)
+    assert "expected a directory" in str(info.value)
+    proc = run_cli("run", str(root), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "env.yaml:1: workspace:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (root / "wsfile").read_text() == "not a folder\n"
+
+
+def test_workspace_argument_below_a_file_is_a_command_line_error(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`-w FILE/sub` is a ConfigError on the command line's workspace, exit 2."""
+    root = make_experiment()
+    (tmp_path / "wsfile").write_text("x")
+    with pytest.raises(ConfigError, match=r"^<command line>: workspace: .*is a file"):
+        prepare(root, workspace=tmp_path / "wsfile" / "sub")
+    proc = run_cli("run", str(root), "-w", str(tmp_path / "wsfile"))
+    assert proc.returncode == 2, proc.stderr
+    assert "<command line>: workspace:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_experiment_path_that_is_a_file_is_a_config_error(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A file where the experiment's folder would go is refused before anything is written."""
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "exp").write_text("x")
+    with pytest.raises(ConfigError, match=r"experiment\.yaml:1: name: .*is a file"):
+        prepare(root, workspace=workspace)
+    proc = run_cli("run", str(root), "-w", str(workspace))
+    assert proc.returncode == 2, proc.stderr
+    assert "is a file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in workspace.iterdir()) == ["exp"]
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "4"])
+async def test_max_concurrency_argument_is_validated(
+    make_experiment: Callable[..., Path], tmp_path: Path, value: Any
+) -> None:
+    """run_experiment(max_concurrency=0 / -3 / 1.5 / "4") is a ConfigError; nothing is written."""
+    from expman import run_experiment
+
+    root = make_experiment()
+    workspace = tmp_path / "ws"
+    with pytest.raises(ConfigError, match=r"max_concurrency: expected an integer >= 1"):
+        await run_experiment(root, workspace=workspace, max_concurrency=value)
+    assert not workspace.exists()
+
+
+def test_seed_override_that_is_not_an_integer_is_refused(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """`seed=abc` on the command line is a ConfigError naming the override's settings.seed."""
+    root = make_experiment()
+    with pytest.raises(ConfigError, match=r"^<command line>: settings\.seed: expected an integer"):
+        prepare(root, overrides=["seed=abc"])
+
+
+SAME_NAMED_PIPES = """
+from expman import Pipeline
+
+
+class Which(Pipeline):
+    async def run(self, ctx):
+        return {{"folder": {folder}}}
+"""
+
+
+async def test_two_config_folders_with_same_named_modules_each_get_their_own(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """mod1/pipes.py and mod2/pipes.py run their own code when both run in one process."""
+    from expman import run_experiment
+
+    results = []
+    for folder in (1, 2):
+        root = make_experiment(folder=f"mod{folder}", base={"pipeline": {"type": "pipes:Which"}})
+        (root / "pipes.py").write_text(SAME_NAMED_PIPES.format(folder=folder))
+        result = await run_experiment(root, workspace=tmp_path / f"ws{folder}")
+        results.append([r.metrics["folder"] for r in result.runs])
+    assert results == [[1], [2]]
+
+
+def test_unknown_pipeline_lists_only_pipeline_names(make_experiment: Callable[..., Path]) -> None:
+    """An unknown settings.pipeline.type lists registered pipelines, not callbacks."""
+    root = make_experiment()
+    both(write_text("known.py", KNOWN), pipeline_type("known:Nope"))(root)
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    message = str(info.value)
+    assert "settings.pipeline.type: unknown type 'known:Nope'" in message
+    known = message.split("known names: ")[1].split(", ")
+    assert {"KnownPipe", "RunOnly"} <= set(known)
+    assert not {"CheckpointCallback", "EarlyStopping", "MetricsTracker"} & set(known)

@@ -48,6 +48,8 @@ BASE_FILE = "base.yaml"
 TRIALS_FILE = "trials.yaml"
 ENV_FILE = "env.yaml"
 COMMAND_LINE = Path("<command line>")
+#: The most runs one plan may hold (every run is a RunSpec in memory before anything runs).
+MAX_RUNS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +288,7 @@ def _load_trials(
     names: dict[str, int] = {}
     ids: dict[str, int] = {}
     trials = []
+    total_runs = 0
     for i, raw in enumerate(doc.data):
         at = f"[{i}]"
         entry = expect_mapping(doc, at, raw, allow_null=False)
@@ -304,6 +307,13 @@ def _load_trials(
             )
         names[name], ids[trial_id] = i, i
         repeat = check_int(doc, f"{at}.repeat", entry.get("repeat", 1), minimum=1)
+        total_runs += repeat
+        if total_runs > MAX_RUNS:
+            raise doc.error(
+                f"{at}.repeat",
+                f"repeat {repeat} brings the plan to {total_runs:,} runs;"
+                f" expected at most {MAX_RUNS:,} runs in total",
+            )
         desc = entry.get("desc") or ""
         resources = check_resources(doc, f"{at}.resources", entry.get("resources"))
         own = Layer(
@@ -311,19 +321,24 @@ def _load_trials(
         )
         trial_layers = (*layers, own, cli)
         settings = _resolve(trial_layers, experiment, {"name": name, "id": trial_id}, doc, at)
-        trials.append(
-            TrialSpec(
-                name=name,
-                id=trial_id,
-                index=i,
-                repeat=repeat,
-                settings=settings,
-                config_hash=config_hash(settings),
-                desc=str(desc),
-                resources=resources,
-                layers=trial_layers,
-            )
+        trial = TrialSpec(
+            name=name,
+            id=trial_id,
+            index=i,
+            repeat=repeat,
+            settings=settings,
+            config_hash=config_hash(settings),
+            desc=str(desc),
+            resources=resources,
+            layers=trial_layers,
         )
+        seed = settings.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise trial.error(
+                "seed",
+                f"expected an integer (the experiment's seed), got {type_name(seed)} {seed!r}",
+            )
+        trials.append(trial)
     return trials
 
 
@@ -377,8 +392,26 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str
     try:
         parsed_settings = OmegaConf.to_container(OmegaConf.from_dotlist(settings), resolve=False)
         parsed_execution = OmegaConf.to_container(OmegaConf.from_dotlist(execution), resolve=False)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse override: {exc}", file=COMMAND_LINE) from None
+    except Exception as exc:  # OmegaConf or the YAML parser under it (lr=[1,2)
+        raise _override_error(overrides, exc) from None
     assert isinstance(parsed_settings, dict)
     assert isinstance(parsed_execution, dict)
     return parsed_settings, parsed_execution  # type: ignore[return-value]
+
+
+def _override_error(overrides: Sequence[str], exc: Exception) -> ConfigError:
+    """A ConfigError naming the first override that does not parse on its own."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as own:  # any parser failure is the user's value
+            reason = str(own).splitlines()[0] if str(own) else type(own).__name__
+            return ConfigError(
+                f"override {item!r}: cannot parse value {value!r} ({reason});"
+                " expected a YAML value (quote strings with brackets or colons)",
+                file=COMMAND_LINE,
+                key=key.strip(),
+            )
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"cannot parse overrides: {reason}", file=COMMAND_LINE)
