@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from expman import __version__
 from expman.errors import (
     ConfigChanged,
     ConfigError,
@@ -39,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="expman", description="Run machine-learning experiments from YAML.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"expman {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run (or resume) an experiment")
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # bare `expman`: show what it can do
+        return EXIT_USAGE
     # KEY=VALUE overrides may stand before or after options: collect them from the rest.
     args, extra = parser.parse_known_args(argv)
     unknown = [e for e in extra if e.startswith("-") or "=" not in e]

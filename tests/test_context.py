@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import expman
 
 #: Pipelines that use ctx the ways these tests are about.
@@ -199,10 +201,12 @@ async def test_hand_built_stop_with_an_unknown_scope_is_logged(
     assert "everything" in logs
 
 
+@pytest.mark.parametrize("executor", ["local", pytest.param("process", marks=pytest.mark.slow)])
 async def test_epoch_end_rejects_values_a_log_cannot_hold(
-    make_experiment: Callable[..., Path], workspace: Path
+    make_experiment: Callable[..., Path], workspace: Path, executor: str
 ) -> None:
-    """A non-int epoch, non-mapping metrics or a metric JSON cannot hold is a TypeError."""
+    """A non-int epoch, non-mapping metrics or a metric JSON cannot hold is a TypeError
+    (in the event loop, a thread, or a worker process alike)."""
     cases = ["words", "bool", "float", "list", "key", "object", "nested", "numpy"]
     root = make_experiment(
         base={"pipeline": {"type": "ctx_pipes:Reporter"}},
@@ -212,7 +216,7 @@ async def test_epoch_end_rejects_values_a_log_cannot_hold(
         ],
     )
     write_pipes(root)
-    result = await expman.run_experiment(root, workspace=workspace)
+    result = await expman.run_experiment(root, workspace=workspace, executor=executor)
     errors = {run.trial: run.error or "" for run in result.runs}
     expected = {
         "words": "epoch must be an int; got 'zero'",

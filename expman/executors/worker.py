@@ -64,6 +64,7 @@ import structlog
 from expman.environment import RunPaths
 from expman.events import Event, StopRequested, to_dict
 from expman.jsonlines import dumps, loads
+from expman.runtime.context import epoch_number, metric_values
 from expman.writers.eventlog import iso
 
 Message = dict[str, Any]
@@ -257,8 +258,9 @@ class WorkerContext:
         return self._stop_scope
 
     def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None, **more: Any) -> Any:
-        values = dict(metrics or {})
-        values.update(more)
+        # The same checks as in the driver's RunContext: a clear TypeError here.
+        epoch = epoch_number(epoch)
+        values = metric_values(metrics, more)
         self.epochs_reported += 1
         self.last_epoch = epoch
         self.last_metrics = values

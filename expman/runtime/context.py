@@ -42,7 +42,7 @@ def _current_token() -> anyio.lowlevel.EventLoopToken | None:
         return None
 
 
-def _epoch_number(epoch: Any) -> int:
+def epoch_number(epoch: Any) -> int:
     """``epoch`` as an int; a TypeError for anything else (a bool, a float, a string)."""
     if type(epoch) is int:
         return epoch
@@ -54,7 +54,7 @@ def _epoch_number(epoch: Any) -> int:
     raise TypeError(f"ctx.epoch_end: epoch must be an int; got {epoch!r}")
 
 
-def _metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
+def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
     """The epoch's metrics as a dict; a TypeError naming any that JSON cannot hold."""
     if metrics is None:
         values: dict[str, Any] = {}
@@ -243,8 +243,8 @@ class RunContext:
         ``epoch`` is an int; ``metrics`` maps names to numbers, bools, strings, None or
         lists/dicts of those: anything else is a TypeError here, naming the value.
         """
-        epoch = _epoch_number(epoch)
-        values = _metric_values(metrics, more)
+        epoch = epoch_number(epoch)
+        values = metric_values(metrics, more)
         if threading.get_ident() == self._loop_thread:
             return EpochReport(self._epoch_end(epoch, values))
         return anyio.from_thread.run(self._epoch_end, epoch, values, token=self._loop_token)
