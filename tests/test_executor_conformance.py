@@ -303,10 +303,6 @@ async def test_callbacks_the_pipeline_registers_see_its_run(
     conformance: Factory, workspace: Path
 ) -> None:
     """A callback the pipeline registers in code (register_callback) stops its run exactly."""
-    from expman.runtime.context import RunContext
-
-    if not hasattr(RunContext, "attach_callbacks"):
-        pytest.skip("RunContext.attach_callbacks is not in this version of expman")
     root = conformance(pipeline={"epochs": 50, "own_stop": 1})
     result = await expman.run_experiment(root, workspace=workspace)
     run = result.runs[0]
@@ -315,8 +311,6 @@ async def test_callbacks_the_pipeline_registers_see_its_run(
 
 async def test_a_final_checkpoint_after_run_returns(conformance: Factory, workspace: Path) -> None:
     """On RunEnding the pipeline is still alive: a callback's last CheckpointDue is saved."""
-    if not hasattr(expman.events, "RunEnding"):
-        pytest.skip("RunEnding is not in this version of expman.events")
     callbacks = [{"type": "conformance:FinalCheckpoint", "root": str(workspace / "exp")}]
     root = conformance(pipeline={"epochs": 3}, callbacks=callbacks)
     result = await expman.run_experiment(root, workspace=workspace)

@@ -65,7 +65,7 @@ from expman.environment import RunPaths
 from expman.events import Event, StopRequested, to_dict
 from expman.jsonlines import dumps, loads
 from expman.runtime.context import epoch_number, metric_values
-from expman.writers.eventlog import iso
+from expman.writers.eventlog import iso, logging_entry
 
 Message = dict[str, Any]
 LineSink = Callable[[str], None]
@@ -159,16 +159,7 @@ class _LineHandler(logging.Handler):
         self._sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        entry: dict[str, Any] = {
-            "timestamp": iso(record.created),
-            "level": record.levelname.lower(),
-            "event": record.getMessage(),
-            "logger": record.name,
-        }
-        entry.update(structlog.contextvars.get_contextvars())
-        if record.exc_info:
-            entry["exception"] = logging.Formatter().formatException(record.exc_info)
-        self._sink(dumps(entry).decode())
+        self._sink(dumps(logging_entry(record)).decode())
 
 
 def configure_logging(sink: LineSink, context: Mapping[str, Any]) -> None:

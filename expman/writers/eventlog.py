@@ -105,6 +105,20 @@ def _render(_: Any, __: str, event_dict: Mapping[str, Any]) -> bytes:
     return dumps(event_dict)
 
 
+def logging_entry(record: logging.LogRecord) -> dict[str, Any]:
+    """A stdlib logging record as a log line's fields (with the bound structlog context)."""
+    entry: dict[str, Any] = {
+        "timestamp": iso(record.created),
+        "level": record.levelname.lower(),
+        "event": record.getMessage(),
+        "logger": record.name,
+    }
+    entry.update(structlog.contextvars.get_contextvars())
+    if record.exc_info:
+        entry["exception"] = logging.Formatter().formatException(record.exc_info)
+    return entry
+
+
 class _RouteHandler(logging.Handler):
     """Sends stdlib logging records made inside a run to that run's log."""
 
@@ -112,16 +126,7 @@ class _RouteHandler(logging.Handler):
         route = _route.get()
         if route is None:
             return
-        entry: dict[str, Any] = {
-            "timestamp": iso(record.created),
-            "level": record.levelname.lower(),
-            "event": record.getMessage(),
-            "logger": record.name,
-        }
-        entry.update(structlog.contextvars.get_contextvars())
-        if record.exc_info:
-            entry["exception"] = logging.Formatter().formatException(record.exc_info)
-        route[0].emit_many(route[1], dumps(entry) + b"\n")
+        route[0].emit_many(route[1], dumps(logging_entry(record)) + b"\n")
 
 
 _configured = False
