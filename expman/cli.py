@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from expman import __version__
+from expman.display.lines import plural
 from expman.errors import (
     ConfigChanged,
     ConfigError,
@@ -164,8 +165,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
     print(
-        f"experiment {plan.name} (id {plan.id}): {len(plan.trials)} trials, "
-        f"{len(plan.runs)} runs -> {plan.path}"
+        f"experiment {plan.name} (id {plan.id}): {plural(len(plan.trials), 'trial')}, "
+        f"{plural(len(plan.runs), 'run')} -> {plan.path}"
     )
     for trial in plan.trials:
         pipeline = trial.settings.get("pipeline", {})

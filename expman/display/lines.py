@@ -21,6 +21,11 @@ from expman.jsonlines import dumps
 from expman.results.tables import error_line, fmt, fmt_metrics
 
 
+def plural(n: int, word: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def failure_line(event: RunFinished, log: Path | None) -> str:
     """Trial, repeat, the error's last line and where the run's log is."""
     error = error_line(event.error) or event.reason or "failed"
@@ -43,7 +48,8 @@ class LineDisplay(Display):
         if isinstance(event, ExperimentStarted):
             self._root = Path(event.path)
             return (
-                f"experiment {event.experiment}: {event.runs} runs in {event.trials} trials"
+                f"experiment {event.experiment}: {plural(event.runs, 'run')} in "
+                f"{plural(event.trials, 'trial')}"
                 f" -> {event.path}"
             )
         if isinstance(event, RunStarted):
