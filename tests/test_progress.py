@@ -167,7 +167,7 @@ class TestDisplayChoice:
         out = proc.stdout
         assert "\x1b" not in out
         lines = out.splitlines()
-        assert lines[0].startswith("experiment exp: 2 runs in 1 trials")
+        assert lines[0].startswith("experiment exp: 2 runs in 1 trial")
         assert "t/run_0: started (seed" in out
         assert "t/run_1: started (seed" in out
         assert any(
