@@ -297,5 +297,5 @@ async def test_a_stuck_output_does_not_hold_up_the_runs(
             result = await h.wait()
     assert result.counts == {"completed": 2, "failed": 1}
     text = output.getvalue()
-    assert text.startswith("experiment exp: 3 runs in 1 trials")
+    assert text.startswith("experiment exp: 3 runs in 1 trial")
     assert "t/run_0: FAILED" in text
