@@ -64,7 +64,7 @@ import structlog
 from expman.environment import RunPaths
 from expman.events import Event, StopRequested, to_dict
 from expman.jsonlines import dumps, loads
-from expman.runtime.context import epoch_number, metric_values
+from expman.runtime.context import RunView, epoch_number, metric_values
 from expman.writers.eventlog import iso, logging_entry
 
 Message = dict[str, Any]
@@ -188,7 +188,7 @@ def configure_logging(sink: LineSink, context: Mapping[str, Any]) -> None:
 # -- the pipeline's ctx -----------------------------------------------------------------
 
 
-class WorkerContext:
+class WorkerContext(RunView):
     """The ``ctx`` a pipeline sees in a worker: the same API as in the driver.
 
     ``epoch_end``/``publish``/``request_stop`` return the value directly in sync code
@@ -223,30 +223,11 @@ class WorkerContext:
         self._pending: list[Message] = []  # save requests seen while polling
 
     @property
-    def config(self) -> Any:
-        if self._config is None:
-            from expman.config import settings_view
-
-            self._config = settings_view(self.settings)
-        return self._config
-
-    @property
-    def artifacts(self) -> Path:
-        return self.paths.artifacts
-
-    @property
     def should_stop(self) -> bool:
+        # A stop request may be waiting on the channel: look before answering.
         if self._stop_reason is None:
             self._poll()
         return self._stop_reason is not None
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self._stop_reason
-
-    @property
-    def stop_scope(self) -> str | None:
-        return self._stop_scope
 
     def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None, **more: Any) -> Any:
         # The same checks as in the driver's RunContext: a clear TypeError here.

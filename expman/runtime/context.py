@@ -140,7 +140,47 @@ class EpochReport:
             log.error("epoch_end_not_awaited", hint="use `await ctx.epoch_end(...)`")
 
 
-class RunContext:
+class RunView:
+    """What a pipeline reads of its run, in the driver and in a worker process alike.
+
+    Subclasses set ``settings``, ``paths``, ``_config`` (None), ``_stop_reason`` and
+    ``_stop_scope``.
+    """
+
+    settings: Mapping[str, Any]
+    paths: RunPaths
+    _config: Any
+    _stop_reason: str | None
+    _stop_scope: str | None
+
+    @property
+    def config(self) -> Any:
+        """The run's resolved settings, read-only, with attribute access (``cfg.lr``)."""
+        if self._config is None:
+            from expman.config import settings_view
+
+            self._config = settings_view(self.settings)
+        return self._config
+
+    @property
+    def artifacts(self) -> Path:
+        return self.paths.artifacts
+
+    @property
+    def should_stop(self) -> bool:
+        """True once anything asked this run (its trial, the experiment) to stop."""
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    @property
+    def stop_scope(self) -> str | None:
+        return self._stop_scope
+
+
+class RunContext(RunView):
     """One run's configuration, seed, paths, logger and channel to the runtime."""
 
     def __init__(
@@ -206,32 +246,6 @@ class RunContext:
         self.save_deferred: Callable[[CheckpointDue], Awaitable[None]] | None = None
 
     # -- what the pipeline reads -----------------------------------------------------
-
-    @property
-    def config(self) -> Any:
-        """The run's resolved settings, read-only, with attribute access (``cfg.lr``)."""
-        if self._config is None:
-            from expman.config import settings_view
-
-            self._config = settings_view(self.settings)
-        return self._config
-
-    @property
-    def artifacts(self) -> Path:
-        return self.paths.artifacts
-
-    @property
-    def should_stop(self) -> bool:
-        """True once anything asked this run (its trial, the experiment) to stop."""
-        return self._stop_reason is not None
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self._stop_reason
-
-    @property
-    def stop_scope(self) -> str | None:
-        return self._stop_scope
 
     # -- what the pipeline calls ------------------------------------------------------
 
