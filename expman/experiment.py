@@ -511,7 +511,7 @@ class _ExperimentRun:
                         executor = make_executor(
                             plan.execution, self.max_concurrency, config_dir=plan.config_dir
                         )
-                        scheduler = self._wire(executor)
+                        scheduler, workspace = self._wire(executor)
                         await bus.publish(
                             ExperimentStarted(
                                 experiment=plan.name,
@@ -523,7 +523,7 @@ class _ExperimentRun:
                         )
                         try:
                             with import_path(plan.config_dir):
-                                async with executor:
+                                async with executor, workspace.preparing():
                                     self.outcomes.extend(await scheduler.run())
                         finally:
                             with anyio.move_on_after(10, shield=True):
@@ -531,7 +531,7 @@ class _ExperimentRun:
             finally:
                 await self.files.aclose()
 
-    def _wire(self, executor: Any) -> Scheduler:
+    def _wire(self, executor: Any) -> tuple[Scheduler, WorkspaceWriter]:
         plan, bus = self.plan, self.bus
         # Writers first: they only enqueue, so their logs follow publish order.
         bus.subscribe(
@@ -542,7 +542,14 @@ class _ExperimentRun:
             name="writer.logs",
         )
         bus.subscribe(JOURNALED, self.journal, mailbox=1024, batch=True, name="writer.journal")
-        workspace = WorkspaceWriter(plan, self.layout, on_error=self._workspace_failed)
+        workspace = WorkspaceWriter(
+            plan,
+            self.layout,
+            on_error=self._workspace_failed,
+            todo=self.resume.todo,
+            attempts={key: point.attempts for key, point in self.resume.points.items()},
+            ahead=self.max_concurrency,
+        )
         bus.subscribe(workspace.EVENTS, workspace, name="writer.workspace")
         # The caller's subscribers before the runtime's: they see an event before
         # anything the run's callbacks or the runtime publish in response to it.
@@ -561,7 +568,7 @@ class _ExperimentRun:
             resume=self.resume.points,
             callbacks=build_callbacks,
         )
-        return scheduler
+        return scheduler, workspace
 
     async def _finish(self) -> None:
         # Runs cut off by a cancellation never recorded an outcome: they count as cancelled.

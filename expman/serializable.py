@@ -93,6 +93,12 @@ def resolve_type(name: str) -> Any:
         module_name, _, attr = name.rpartition(".")
     else:
         raise UnknownType(name, "not a registered name", known)
+    # Once per config folder and name: the check below stats files, and every run
+    # of a sweep builds its pipeline and callbacks by name.
+    key = (_config_dirs.get(), name)
+    cached = _resolved.get(key)
+    if cached is not None:
+        return cached
     _forget_shadowed_module(module_name.split(".")[0])
     try:
         module = importlib.import_module(module_name)
@@ -104,7 +110,9 @@ def resolve_type(name: str) -> Any:
             target = getattr(target, part)
         except AttributeError:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
-    # An import may have registered new names (a module of pipelines and callbacks).
+    if len(_resolved) >= _RESOLVED_MAX:
+        _resolved.clear()
+    _resolved[key] = target
     return target
 
 
@@ -132,6 +140,10 @@ def build(target: Any, params: Mapping[str, Any]) -> Any:
             pass
     return target(**params)
 
+
+#: Import paths resolved per config folder stack: ``(folders, name) -> target``.
+_resolved: dict[tuple[tuple[Path, ...], str], Any] = {}
+_RESOLVED_MAX = 1024
 
 #: The config folders ``import_path`` put on ``sys.path``, innermost last.  A context
 #: variable, so each experiment's tasks and worker threads see their own folder.

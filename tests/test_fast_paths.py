@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from expman.events import (
 from expman.jsonlines import dump_line, dumps, dumps_fields, loads
 from expman.runtime.journal import encode
 from expman.writers.eventlog import event_record, iso, render_event
+from expman.writers.snapshots import dump_yaml
 
 RUN = {"experiment": "exp", "trial": "a", "repeat": 0}
 
@@ -137,3 +139,94 @@ def test_yaml_loader_keeps_its_resolvers(tmp_path: Path) -> None:
     doc = load_yaml(path)
     assert doc.data == {"lr": 0.001, "when": "2024-01-02", "flag": True}
     assert doc.line("when") == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "t00001",
+        "run-a.b_c",
+        "pipes:Model",
+        "a:",
+        ":a",
+        "yes",
+        "No",
+        "ON",
+        "null",
+        "~",
+        "1.5",
+        "1e3",
+        "0x1F",
+        "0o17",
+        "-",
+        "",
+        "a b",
+        "a: b",
+        "#x",
+        " lead",
+        "ünï",
+        "a\nb",
+        "2024-01-01",
+        "12:30",
+        '"q"',
+        "'s'",
+        "[x]",
+        "{x}",
+        "*a",
+        "&a",
+        "!t",
+        "%x",
+        "@x",
+        "|",
+        ">",
+        ".inf",
+        "inf",
+        "NaN",
+        "\u2028",
+        "\x7f\x85",
+        "\x00",
+        "tab\t",
+    ],
+)
+def test_snapshots_read_back_as_written(text: str) -> None:
+    """run.yaml and trial.yaml, written without PyYAML's representer, load to the same data."""
+    data = {
+        "name": text,
+        "on": True,
+        "desc": None,
+        "seed": -5,
+        "resources": {},
+        "settings": {
+            text: [text, {"lr": 1e-05, "big": 1e20, "inf": -math.inf, "zero": -0.0}, [], [[1]]],
+            "callbacks": [{"type": text, "patience": 3}, {"type": "x"}],
+        },
+    }
+    assert yaml.safe_load(dump_yaml(data)) == data
+
+
+def test_snapshots_of_random_settings_read_back_as_written() -> None:
+    """3,000 random nested settings (mappings, lists, awkward strings, numbers) round-trip."""
+    rnd = random.Random(7)
+    words = ["a", "yes", "x:y", "a b", "1", "1.5", "null", "-", "é", "k/v", "", "a:", "on", "~"]
+
+    def settings(depth: int) -> Any:
+        roll = rnd.random()
+        if depth > 3 or roll < 0.4:
+            return rnd.choice(
+                [
+                    rnd.choice(words),
+                    rnd.randint(-(10**12), 10**12),
+                    rnd.random() * 10 ** rnd.randint(-30, 30),
+                    None,
+                    True,
+                    [],
+                    {},
+                ]
+            )
+        if roll < 0.7:
+            return {rnd.choice(words): settings(depth + 1) for _ in range(rnd.randint(1, 4))}
+        return [settings(depth + 1) for _ in range(rnd.randint(1, 4))]
+
+    for _ in range(3000):
+        data = settings(0)
+        assert yaml.safe_load(dump_yaml(data)) == data

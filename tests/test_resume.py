@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import expman
 from expman.jsonlines import read_lines
@@ -344,8 +345,10 @@ async def test_retry_restarts_from_the_latest_checkpoint(
     retries = [e for e in journal(workspace) if e["type"] == "RunRetrying"]
     assert len(retries) == 3
     assert all(e["attempt"] == 2 and "flaky at epoch 3" in e["error"] for e in retries)
-    run_log = (workspace / "exp" / "trials" / "t0" / "run_0" / "logs" / "run.log").read_text()
-    assert '"attempt":2' in run_log
+    run_dir = workspace / "exp" / "trials" / "t0" / "run_0"
+    assert '"attempt":2' in (run_dir / "logs" / "run.log").read_text()
+    # Made ahead for attempt 1, rewritten when attempt 2 started.
+    assert yaml.safe_load((run_dir / "configs" / "run.yaml").read_text())["attempt"] == 2
 
 
 async def test_fail_fast_stops_the_experiment_at_the_first_failure(
@@ -367,6 +370,28 @@ async def test_fail_fast_stops_the_experiment_at_the_first_failure(
     assert result.status == "failed"
     stop = [e for e in journal(workspace) if e["type"] == "StopRequested"]
     assert stop[0]["source"] == "fail_fast"
+
+
+async def test_folders_made_ahead_for_runs_that_never_started_are_removed(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Run folders are prepared ahead of the dispatcher; a stop leaves only started runs'."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper", "seconds": 0.02, "epochs": 3}},
+        trials=[
+            {"name": "a", "id": 1, "repeat": 3, "settings": {"pipeline": {"fail_on": 0}}},
+            {"name": "b", "id": 2, "repeat": 3},
+            {"name": "c", "id": 3, "repeat": 3},
+        ],
+        env={"execution": {"fail_fast": True, "max_concurrency": 2}},
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "failed"
+    started = {(e["trial"], e["repeat"]) for e in journal(workspace) if e["type"] == "RunStarted"}
+    trials = workspace / "exp" / "trials"
+    on_disk = {(p.parent.name, int(p.name.split("_")[1])) for p in trials.glob("*/run_*")}
+    assert on_disk == started
+    assert {p.name for p in trials.iterdir()} == {"logs"} | {trial for trial, _ in started}
 
 
 async def test_timeout_fails_the_run(make_experiment: Callable[..., Path], workspace: Path) -> None:

@@ -8,36 +8,44 @@ called.  All file work happens in a worker thread; every file is written atomica
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
-import yaml
 
-from expman.config import ExperimentPlan, TrialSpec
+from expman.config import ExperimentPlan, RunSpec, TrialSpec
 from expman.environment import ExperimentLayout
-from expman.events import Event, RunStarted, TrialStarted
+from expman.events import Event, RunStarted
+from expman.writers.snapshots import dump_yaml
 
 
 def atomic_write(
-    path: Path, data: bytes, *, durable: bool = False, make_parent: bool = True
+    path: Path | str, data: bytes, *, durable: bool = False, make_parent: bool = True
 ) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
 
-    ``make_parent=False`` skips creating the folder (the caller just made it).
+    ``make_parent=False`` skips creating the folder (the caller just made it).  Plain
+    ``os`` calls, no file object: each run writes two of these from a worker thread,
+    and every system call there waits for the event loop to hand back the GIL.
     """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
     if make_parent:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_temp_ids)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -45,84 +53,87 @@ def atomic_write(
         raise
 
 
-def make_folders(root: Path, *subfolders: str) -> None:
-    """Create ``root`` and its subfolders (existing ones are fine).
+#: Unique suffixes of temporary files within this process (threads included).
+_temp_ids = itertools.count()
+
+
+def make_folders(root: Path, *subfolders: str) -> bool:
+    """Create ``root`` and its subfolders (existing ones are fine); True if ``root`` is new.
 
     Each run creates a small tree on a metadata-bound disk, so this makes one
     ``mkdir`` per folder, where ``makedirs`` would retry and stat its way down.
     """
+    created = True
     try:
         os.mkdir(root)
     except FileExistsError:
-        pass
+        created = False
     except FileNotFoundError:
         os.makedirs(root, exist_ok=True)
     for name in subfolders:
         with contextlib.suppress(FileExistsError):
             os.mkdir(root / name)
+    return created
 
 
-#: libyaml's emitter when PyYAML was built with it: the same YAML, several times faster.
-_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-def dump_yaml(data: Any) -> bytes:
-    text: str = yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    return text.encode()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+#: One run's folders to make: its trial, repeat, and what its run.yaml records.
+_RunJob = tuple[TrialSpec, int, int, int, str]  # trial, repeat, seed, attempt, config_hash
 
 
 class WorkspaceWriter:
-    """Creates the experiment, trial and run folders and their config snapshots."""
+    """Creates the experiment, trial and run folders and their config snapshots.
+
+    Run folders are made ahead of need, off the runs' critical path: while the
+    experiment runs (:meth:`preparing`), one background task works through the runs
+    in dispatch order, a batch of runs per worker-thread hop, staying ``ahead`` runs
+    past the newest started one.  The RunStarted handler (a control subscriber, so a
+    pipeline never starts without its folders) then only waits for its run's batch,
+    which is normally done already.  Folders made for runs that never started (a
+    stop came first) are removed again when the experiment ends.
+    """
 
     #: The events to subscribe it to (it is a control subscriber: only these).  An
-    #: experiment calls :meth:`prepare_experiment` itself before its journal opens, so
-    #: ExperimentStarted would only write the same files a second time.
-    EVENTS = (TrialStarted, RunStarted)
+    #: experiment calls :meth:`prepare_experiment` itself before its journal opens.
+    EVENTS = (RunStarted,)
+    #: Runs prepared per worker-thread hop.
+    BATCH = 8
 
     def __init__(
         self,
         plan: ExperimentPlan,
         layout: ExperimentLayout,
         on_error: Callable[[OSError], None] | None = None,
+        *,
+        todo: Sequence[RunSpec] = (),
+        attempts: Mapping[tuple[str, int], int] | None = None,
+        ahead: int = BATCH,
     ) -> None:
         self.plan = plan
         self.layout = layout
         self._trials = {t.name: t for t in plan.trials}
         self._on_error = on_error
-        # Trials started whose folders come with their first run's (see __call__).
-        self._unprepared: dict[str, TrialStarted] = {}
         # Each trial's settings rendered once: trial.yaml and every run.yaml end with
         # them, and YAML representation is the costly part of writing a snapshot.
         self._settings_yaml: dict[str, bytes] = {}
+        self._order = list(todo)
+        self._position = {spec.key: i for i, spec in enumerate(self._order)}
+        self._attempts = attempts or {}
+        self._ahead = max(1, ahead)
+        # Invariants: the runs _order[:_ready] have their folders; the preparer may go
+        # as far as _wanted; _written maps a prepared run to the attempt its run.yaml
+        # records (absent: not written, e.g. a resumed run's existing folder).
+        self._ready = 0
+        self._wanted = min(self._ahead, len(self._order))
+        self._written: dict[tuple[str, int], int] = {}
+        self._trials_made: set[str] = set()
+        self._created_runs: set[tuple[str, int]] = set()
+        self._created_trials: set[str] = set()
+        self._started: set[tuple[str, int]] = set()
+        self._failure: OSError | None = None
+        self._closed = False
+        self._changed: anyio.Event | None = None
 
-    def _with_settings(self, trial: TrialSpec, head: Mapping[str, Any]) -> bytes:
-        """``dump_yaml({**head, "settings": trial.settings})``, settings rendered once."""
-        block = self._settings_yaml.get(trial.name)
-        if block is None:
-            block = self._settings_yaml[trial.name] = dump_yaml({"settings": trial.settings})
-        return dump_yaml(head) + block
-
-    async def __call__(self, event: Event) -> None:
-        try:
-            if isinstance(event, RunStarted):
-                # One worker-thread hop per run: a trial's folders are made with its first
-                # run's (a hop costs more than the mkdirs, under a loaded event loop).
-                trial = self._unprepared.pop(event.trial, None) if event.trial else None
-                await anyio.to_thread.run_sync(self._prepare_run, event, trial)
-            elif isinstance(event, TrialStarted):
-                self._unprepared[event.trial or ""] = event
-        except OSError as exc:
-            if self._on_error is not None:
-                self._on_error(exc)
-            raise
+    # -- the experiment's folder -------------------------------------------------------
 
     def prepare_experiment(self) -> None:
         layout = self.layout
@@ -132,47 +143,180 @@ class WorkspaceWriter:
             atomic_write(layout.configs / name, doc.path.read_bytes())
         atomic_write(layout.configs / "resolved.yaml", dump_yaml(self.plan.describe()))
 
-    def _prepare_trial(self, event: TrialStarted) -> None:
-        assert event.trial is not None
-        trial = self._trials[event.trial]
-        make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
-        atomic_write(
-            self.layout.trial_config_file(trial.name),
-            self._with_settings(
-                trial,
-                {
-                    "name": trial.name,
-                    "id": trial.id,
-                    "desc": trial.desc,
-                    "repeat": trial.repeat,
-                    "config_hash": trial.config_hash,
-                    "resources": dict(trial.resources),
-                },
-            ),
-            make_parent=False,
-        )
+    # -- runs' folders, ahead of need --------------------------------------------------
 
-    def _prepare_run(self, event: RunStarted, trial_started: TrialStarted | None = None) -> None:
-        if trial_started is not None:
-            self._prepare_trial(trial_started)
-        assert event.trial is not None
-        assert event.repeat is not None
-        trial = self._trials[event.trial]
-        paths = self.layout.run(trial.name, event.repeat)
-        make_folders(paths.root, "configs", "logs", "artifacts")
-        atomic_write(
-            paths.config_file,
-            self._with_settings(
-                trial,
-                {
+    @contextlib.asynccontextmanager
+    async def preparing(self) -> AsyncIterator[None]:
+        """Prepare run folders in the background for the duration; tidy up after."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._prepare_ahead, name="workspace.prepare")
+                try:
+                    yield
+                finally:
+                    self._closed = True
+                    self._signal()
+        finally:
+            unused = [key for key in self._created_runs if key not in self._started]
+            if unused:
+                with anyio.move_on_after(10, shield=True):
+                    await anyio.to_thread.run_sync(self._remove_unused, unused)
+
+    async def _prepare_ahead(self) -> None:
+        order = self._order
+        while self._ready < len(order) and not self._closed:
+            if self._ready >= self._wanted:
+                await self._wait()
+                continue
+            end = min(self._wanted, self._ready + self.BATCH)
+            jobs = [
+                (s.trial, s.repeat, s.seed, self._attempts.get(s.key, 0) + 1, s.config_hash)
+                for s in order[self._ready : end]
+            ]
+            try:
+                made = await anyio.to_thread.run_sync(self._make_runs, jobs, True)
+            except OSError as exc:
+                self._fail(exc)
+                return
+            self._record(made)
+            self._ready = end
+            self._signal()
+
+    async def __call__(self, event: Event) -> None:
+        if not isinstance(event, RunStarted) or event.trial is None or event.repeat is None:
+            return
+        key = (event.trial, event.repeat)
+        self._started.add(key)
+        try:
+            position = self._position.get(key)
+            if position is not None:
+                if self._wanted <= position + self._ahead:
+                    self._wanted = min(position + 1 + self._ahead, len(self._order))
+                    self._signal()
+                while self._ready <= position:
+                    if self._failure is not None:
+                        raise self._failure
+                    await self._wait()
+                if self._written.get(key) == event.attempt:
+                    return
+            # Not prepared ahead, or run.yaml must record another attempt (a retry).
+            job = (
+                self._trials[event.trial],
+                event.repeat,
+                event.seed,
+                event.attempt,
+                event.config_hash,
+            )
+            self._record(await anyio.to_thread.run_sync(self._make_runs, [job], False))
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: OSError) -> None:
+        if self._failure is None:
+            self._failure = exc
+            if self._on_error is not None:
+                self._on_error(exc)
+        self._signal()
+
+    def _record(self, made: list[tuple[str, int, bool, bool, int | None]]) -> None:
+        for trial, repeat, trial_created, run_created, attempt in made:
+            self._trials_made.add(trial)
+            if trial_created:
+                self._created_trials.add(trial)
+            if run_created:
+                self._created_runs.add((trial, repeat))
+            if attempt is not None:
+                self._written[(trial, repeat)] = attempt
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    # -- file work (worker threads) ----------------------------------------------------
+
+    def _make_runs(
+        self, jobs: list[_RunJob], ahead: bool
+    ) -> list[tuple[str, int, bool, bool, int | None]]:
+        """Make each job's trial (once) and run folders; returns what was made.
+
+        Ahead of a run's start, an existing run folder (a resumed run) keeps its
+        run.yaml: RunStarted rewrites it when the run really starts.
+        """
+        made = []
+        trials_made = set()
+        for trial, repeat, seed, attempt, config_hash in jobs:
+            trial_created = False
+            if trial.name not in self._trials_made and trial.name not in trials_made:
+                trial_created = self._make_trial(trial)
+                trials_made.add(trial.name)
+            paths = self.layout.run(trial.name, repeat)
+            run_created = make_folders(paths.root, "configs", "logs", "artifacts")
+            written: int | None = None
+            if run_created or not ahead:
+                head = {
                     "experiment": self.plan.name,
                     "trial": trial.name,
                     "trial_id": trial.id,
-                    "repeat": event.repeat,
-                    "seed": event.seed,
-                    "attempt": event.attempt,
-                    "config_hash": event.config_hash,
-                },
-            ),
+                    "repeat": repeat,
+                    "seed": seed,
+                    "attempt": attempt,
+                    "config_hash": config_hash,
+                }
+                atomic_write(paths.config_file, self._with_settings(trial, head), make_parent=False)
+                written = attempt
+            made.append((trial.name, repeat, trial_created, run_created, written))
+        return made
+
+    def _make_trial(self, trial: TrialSpec) -> bool:
+        created = make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
+        head = {
+            "name": trial.name,
+            "id": trial.id,
+            "desc": trial.desc,
+            "repeat": trial.repeat,
+            "config_hash": trial.config_hash,
+            "resources": dict(trial.resources),
+        }
+        atomic_write(
+            self.layout.trial_config_file(trial.name),
+            self._with_settings(trial, head),
             make_parent=False,
         )
+        return created
+
+    def _with_settings(self, trial: TrialSpec, head: Mapping[str, Any]) -> bytes:
+        """``dump_yaml({**head, "settings": trial.settings})``, settings rendered once."""
+        block = self._settings_yaml.get(trial.name)
+        if block is None:
+            block = self._settings_yaml[trial.name] = dump_yaml({"settings": trial.settings})
+        return dump_yaml(head) + block
+
+    def _remove_unused(self, keys: list[tuple[str, int]]) -> None:
+        """Remove the folders made ahead for runs (and trials) that never started."""
+        trials = set()
+        for trial, repeat in keys:
+            paths = self.layout.run(trial, repeat)
+            _remove_tree(paths.root, paths.config_file)
+            trials.add(trial)
+        started_trials = {trial for trial, _ in self._started}
+        for trial in (trials & self._created_trials) - started_trials:
+            _remove_tree(self.layout.trial_dir(trial), self.layout.trial_config_file(trial))
+
+
+def _remove_tree(root: Path, config_file: Path) -> None:
+    """Remove a folder made ahead: its snapshot, its empty subfolders, itself.
+
+    Anything written there since (a log, a checkpoint) stops it: rmdir refuses.
+    """
+    with contextlib.suppress(OSError):
+        config_file.unlink()
+        for name in ("configs", "logs", "artifacts"):
+            (root / name).rmdir()
+        root.rmdir()
