@@ -217,16 +217,17 @@ class LogFiles:
         if fd is not None:
             self._handles.move_to_end(path)
             return fd
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        if path not in self._repaired:
-            # A line torn by an earlier crash must not run into the first new one.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        if path in self._repaired:
+            fd = _open_creating_folders(path, flags)
+        else:
             self._repaired.add(path)
-            repair_tail(path)
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, flags, 0o644)
+            try:  # most files are new (a run's logs): one call, nothing to repair
+                fd = _open_creating_folders(path, flags | os.O_EXCL)
+            except FileExistsError:
+                # A line torn by an earlier crash must not run into the first new one.
+                repair_tail(path)
+                fd = os.open(path, flags, 0o644)
         self._handles[path] = fd
         if len(self._handles) > MAX_OPEN_FILES:
             _, old = self._handles.popitem(last=False)
@@ -236,3 +237,11 @@ class LogFiles:
     def statistics(self) -> LogFilesStatistics:
         self.stats.pending_bytes = self._pending_bytes
         return self.stats
+
+
+def _open_creating_folders(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o644)

@@ -57,12 +57,13 @@ def atomic_write(
 _temp_ids = itertools.count()
 
 
-def make_folders(root: Path, *subfolders: str) -> bool:
+def make_folders(root: Path | str, *subfolders: str) -> bool:
     """Create ``root`` and its subfolders (existing ones are fine); True if ``root`` is new.
 
     Each run creates a small tree on a metadata-bound disk, so this makes one
     ``mkdir`` per folder, where ``makedirs`` would retry and stat its way down.
     """
+    root = os.fspath(root)
     created = True
     try:
         os.mkdir(root)
@@ -72,7 +73,7 @@ def make_folders(root: Path, *subfolders: str) -> bool:
         os.makedirs(root, exist_ok=True)
     for name in subfolders:
         with contextlib.suppress(FileExistsError):
-            os.mkdir(root / name)
+            os.mkdir(f"{root}/{name}")
     return created
 
 
@@ -168,7 +169,8 @@ class WorkspaceWriter:
             if self._ready >= self._wanted:
                 await self._wait()
                 continue
-            end = min(self._wanted, self._ready + self.BATCH)
+            # Small batches first (1, 1, 2, 4, ...): the first runs start sooner.
+            end = min(self._wanted, self._ready + min(self.BATCH, max(1, self._ready)))
             jobs = [
                 (s.trial, s.repeat, s.seed, self._attempts.get(s.key, 0) + 1, s.config_hash)
                 for s in order[self._ready : end]
@@ -224,7 +226,7 @@ class WorkspaceWriter:
             self._trials_made.add(trial)
             if trial_created:
                 self._created_trials.add(trial)
-            if run_created:
+            if run_created or attempt == 1:
                 self._created_runs.add((trial, repeat))
             if attempt is not None:
                 self._written[(trial, repeat)] = attempt
@@ -246,8 +248,8 @@ class WorkspaceWriter:
     ) -> list[tuple[str, int, bool, bool, int | None]]:
         """Make each job's trial (once) and run folders; returns what was made.
 
-        Ahead of a run's start, an existing run folder (a resumed run) keeps its
-        run.yaml: RunStarted rewrites it when the run really starts.
+        Ahead of a run's start, a resumed run's folder keeps its run.yaml (and its
+        files): RunStarted rewrites run.yaml when the run really starts.
         """
         made = []
         trials_made = set()
@@ -259,7 +261,9 @@ class WorkspaceWriter:
             paths = self.layout.run(trial.name, repeat)
             run_created = make_folders(paths.root, "configs", "logs", "artifacts")
             written: int | None = None
-            if run_created or not ahead:
+            # A first attempt has no earlier run.yaml to keep (its folder may exist:
+            # the log writer makes a run's logs folder if its first line comes first).
+            if run_created or attempt == 1 or not ahead:
                 head = {
                     "experiment": self.plan.name,
                     "trial": trial.name,
@@ -269,7 +273,8 @@ class WorkspaceWriter:
                     "attempt": attempt,
                     "config_hash": config_hash,
                 }
-                atomic_write(paths.config_file, self._with_settings(trial, head), make_parent=False)
+                snapshot = self._with_settings(trial, head)
+                atomic_write(paths.config_file, snapshot, make_parent=False)
                 written = attempt
             made.append((trial.name, repeat, trial_created, run_created, written))
         return made
