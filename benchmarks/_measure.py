@@ -16,7 +16,9 @@ A measurement is one JSON object on one line of stdout with at least::
     expman_version  expman.__version__
     git_commit      HEAD of the checkout (with "+dirty" when it has local changes)
 
-and, when the workload has a target, ``result`` (the headline figure: name, value,
+``disk`` (the scratch folder and its measured microseconds per ``mkdir`` and per
+small-file create, when the workload writes files), and, when the workload has a
+target, ``result`` (the headline figure: name, value,
 unit), ``target`` (e.g. ``"<= 1 ms"``) and ``met`` (a bool).
 """
 
@@ -26,8 +28,10 @@ import functools
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +53,11 @@ SMOKE = "--smoke" in sys.argv[1:] or os.environ.get("EXPMAN_BENCH_SMOKE") == "1"
 #: and noisy; the best run is the one least disturbed).  Every sample is kept in
 #: ``samples_s``.
 REPEATS = 1 if SMOKE else 3
+
+#: Where workloads write their experiments and workspaces: ``benchmarks/.scratch`` in
+#: the checkout (on the disk a project's workspace would be on), or $EXPMAN_BENCH_DIR.
+#: On some machines /tmp is far slower for folder creation than the rest of its disk.
+SCRATCH = Path(os.environ.get("EXPMAN_BENCH_DIR") or Path(__file__).resolve().parent / ".scratch")
 
 REQUIRED_FIELDS = (
     "workload",
@@ -107,6 +116,50 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}+dirty" if dirty else head
+
+
+#: The scratch disk's metadata speed, measured once per process (see :func:`scratch`).
+_disk: dict[str, Any] = {}
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A fresh temporary folder under :data:`SCRATCH`, removed afterwards.
+
+    The first one in a process also measures the disk's speed at what the sweep
+    mostly does (creating folders and small files); every measurement then carries it
+    as ``disk``, since these figures vary several-fold over time on a shared VM.
+    """
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="expman-bench-", dir=SCRATCH))
+    try:
+        if not _disk:
+            _disk.update(disk_probe(folder))
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def disk_probe(folder: Path, count: int = 200) -> dict[str, Any]:
+    """Median microseconds of one ``mkdir`` and of one small file's create+write+close."""
+    probe = folder / "disk-probe"
+    probe.mkdir()
+    mkdirs, creates = [], []
+    for i in range(count):
+        start = time.perf_counter()
+        os.mkdir(probe / f"d{i}")
+        mkdirs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 200)
+        os.close(fd)
+        creates.append(time.perf_counter() - start)
+    shutil.rmtree(probe)
+    return {
+        "path": str(SCRATCH),
+        "mkdir_us": round(sorted(mkdirs)[count // 2] * 1e6, 1),
+        "create_us": round(sorted(creates)[count // 2] * 1e6, 1),
+    }
 
 
 class Timing(float):
@@ -185,6 +238,8 @@ def emit(
         "cpus": os.cpu_count(),
         "smoke": SMOKE,
     }
+    if _disk:
+        record["disk"] = dict(_disk)
     if len(samples) > 1:
         record["samples_s"] = [round(x, 6) for x in samples]
     if result is not None:

@@ -9,7 +9,6 @@ metrics.log files), timed until its last line is written.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -109,7 +108,7 @@ async def main() -> None:
         target = {"at_least": 300_000} if count == 1 else {}
         label = f"{count} control subscriber{'s' if count != 1 else ''}"
         report(label, {"control": count, "mailbox": 0}, events, wall, **target)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         wall = [await json_writer(Path(tmp) / str(k), events) for k in range(_measure.REPEATS)]
     report("JSON log writer", {"control": 0, "mailbox": 1}, events, wall)
 

@@ -7,7 +7,6 @@ and the callbacks included); best of 3.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -37,7 +36,7 @@ async def one_experiment(workdir: Path, runs: int, attempt: int) -> float:
 
 async def main() -> None:
     runs = _measure.size(64, 32)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         warm = write_experiment(
             workdir / "warm", name="warm", trials=2, pipeline={"type": "bench_pipes:NoOp"}

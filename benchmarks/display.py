@@ -10,7 +10,6 @@ display (``_measure.emit``): best of 3 wall times and epochs per second.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -73,7 +72,7 @@ async def measure(workdir: Path, kind: str, epochs: int, attempt: int) -> float:
 
 async def main() -> None:
     epochs = _measure.size(20_000, 200)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         await measure(workdir, "none", 100, -1)  # warm up imports
         for kind in ("none", "lines", "json", "live"):

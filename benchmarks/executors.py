@@ -28,7 +28,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -240,7 +239,7 @@ async def main() -> None:
         args.quick = True
         args.only = [w for w in args.only if w != "ray_startup"]
         args.executors = [e for e in args.executors if e != "ray"]
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         scratch = Path(tmp)
         local = [e for e in args.executors if e != "ray"]
         if "overhead" in args.only:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +34,7 @@ WRITER_SLEEP = 0.005
 
 def plan_case() -> None:
     runs = _measure.size(10_000, 200)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         root = write_experiment(
             workdir / "configs", name="memory", trials=runs, pipeline={"type": "bench_pipes:NoOp"}

@@ -8,7 +8,6 @@ metric values (epochs x 2) over the wall time of the whole experiment (best of 3
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -42,7 +41,7 @@ async def one_run(workdir: Path, epochs: int, attempt: int) -> float:
 
 async def main() -> None:
     epochs = _measure.size(50_000, 500)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         warm = write_experiment(
             workdir / "warm", name="warm", trials=1, pipeline={"type": "bench_pipes:NoOp"}

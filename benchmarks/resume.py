@@ -10,7 +10,6 @@ Loading the YAML plan itself is reported beside it (``load_plan_s``).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -86,7 +85,7 @@ def write_journal(plan: expman.ExperimentPlan, path: Path, finished: int) -> int
 def main() -> None:
     finished = _measure.size(10_000, 100)
     trials = finished // REPEAT + max(1, finished // REPEAT // 10)
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         root = write_experiment(
             workdir / "configs",

@@ -150,6 +150,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{time.perf_counter() - started:.1f} s{' (smoke sizes)' if args.smoke else ''}",
         file=sys.stderr,
     )
+    disks = {r["disk"]["path"]: [] for r in records if r.get("disk")}
+    for r in records:
+        if r.get("disk"):
+            disks[r["disk"]["path"]].append(r["disk"])
+    for path, probes in disks.items():
+        mkdir = sorted(p["mkdir_us"] for p in probes)
+        create = sorted(p["create_us"] for p in probes)
+        print(
+            f"scratch disk {path}: mkdir {mkdir[0]:g}-{mkdir[-1]:g} µs, "
+            f"small file {create[0]:g}-{create[-1]:g} µs (median, probed once per script)",
+            file=sys.stderr,
+        )
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0

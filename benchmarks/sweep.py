@@ -11,7 +11,6 @@ counted; each size runs three times (fresh experiments) and the best is reported
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import _measure
@@ -48,7 +47,7 @@ async def floor_run(workdir: Path, trials: int, attempt: int, *, folders: bool) 
 
 async def main() -> None:
     sizes = (_measure.size(200, 6), _measure.size(2000, 12))
-    with tempfile.TemporaryDirectory(prefix="expman-bench-") as tmp:
+    with _measure.scratch() as tmp:
         workdir = Path(tmp)
         await sweep(workdir, 2)  # warm-up: imports, thread pool, structlog
         first: float | None = None
