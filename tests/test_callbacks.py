@@ -118,6 +118,25 @@ CB_PIPES = textwrap.dedent(
             raise ValueError(f"no room for {size}")
 
 
+    class WithPlainCallback(Pipeline):
+        """Registers a plain async function as a callback: it sees every event of the run."""
+
+        SEEN = []
+
+        def __init__(self, **params):
+            super().__init__(**params)
+
+            async def watcher(event):
+                WithPlainCallback.SEEN.append(type(event).__name__)
+
+            self.register_callback(watcher)
+
+        async def run(self, ctx):
+            for epoch in range(2):
+                await ctx.epoch_end(epoch, {"loss": 1.0})
+            return {}
+
+
     class Broken(Callback):
         """Raises at epoch 1."""
 
@@ -142,6 +161,23 @@ def cb_module(root: Path) -> ModuleType:
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_a_plain_function_registered_as_a_callback_sees_every_run_event(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Not every callback is an expman.Callback: a plain async callable gets each event."""
+    root = experiment(make_experiment, base={"pipeline": {"type": "cb_pipes:WithPlainCallback"}})
+    mod = cb_module(root)
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "completed"
+    assert mod.WithPlainCallback.SEEN == [
+        "RunStarted",
+        "EpochEnd",
+        "EpochEnd",
+        "RunEnding",
+        "RunFinished",
+    ]
 
 
 async def test_hook_calls_happen_in_the_documented_order(

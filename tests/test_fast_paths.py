@@ -35,7 +35,13 @@ from expman.events import (
 )
 from expman.jsonlines import dump_line, dumps, dumps_fields, loads
 from expman.runtime.journal import encode
-from expman.writers.eventlog import event_record, iso, render_event
+from expman.writers.eventlog import (
+    event_record,
+    iso,
+    metrics_record,
+    render_epoch,
+    render_event,
+)
 from expman.writers.snapshots import dump_yaml
 
 RUN = {"experiment": "exp", "trial": "a", "repeat": 0}
@@ -66,6 +72,25 @@ EVENTS: list[Event] = [
 def test_rendered_log_line_is_the_event_record_dumped(event: Event) -> None:
     """A log line rendered from the dataclass equals dumps(event_record(event)) + newline."""
     assert render_event(event) == dumps(event_record(event)) + b"\n"
+
+
+@pytest.mark.parametrize(
+    "event", [e for e in EVENTS if isinstance(e, EpochEnd)], ids=lambda e: str(e.epoch)
+)
+def test_an_epochs_two_lines_come_from_one_encoding(event: EpochEnd) -> None:
+    """render_epoch gives the run.log line and the metrics.log line (the epoch's fields)."""
+    log_line, metrics_line = render_epoch(event)
+    assert log_line == render_event(event) == dumps(event_record(event)) + b"\n"
+    assert metrics_line == dumps(metrics_record(event)) + b"\n"
+    assert list(loads(metrics_line)) == [
+        "experiment",
+        "trial",
+        "repeat",
+        "seq",
+        "time",
+        "epoch",
+        "metrics",
+    ]
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)

@@ -29,7 +29,7 @@ Per run, hooks are called in this order (checkpoints where a callback asks for t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args
 
 from expman.events import Event, StopRequested, StopScope
@@ -110,8 +110,23 @@ class Callback(YAMLSerializable):
 
     async def __call__(self, event: Event) -> None:
         """Dispatch ``event`` to its hook (the nearest one along the event's MRO)."""
+        hook = self._own_hook(type(event))
+        if hook is not None:
+            await hook(event)
+
+    def hook(self, event_type: type[Event]) -> Callable[[Any], Awaitable[None]] | None:
+        """What to call for an ``event_type`` event here, or None if nothing handles it.
+
+        The run context asks once per event type and calls the answer directly, so a
+        callback that only overrides ``on_epoch_end`` costs nothing for other events.
+        A class that overrides ``__call__`` dispatches for itself: it gets every event.
+        """
+        if type(self).__call__ is not Callback.__call__:
+            return self.__call__
+        return self._own_hook(event_type)
+
+    def _own_hook(self, event_type: type[Event]) -> Callable[[Any], Awaitable[None]] | None:
         cls = type(self)
-        event_type = type(event)
         name = cls._hooks.get(event_type, "")
         if name == "":
             name = None
@@ -122,8 +137,7 @@ class Callback(YAMLSerializable):
                         name = candidate
                         break
             cls._hooks[event_type] = name
-        if name is not None:
-            await getattr(self, name)(event)
+        return None if name is None else getattr(self, name)
 
     # -- publishing -----------------------------------------------------------------
 

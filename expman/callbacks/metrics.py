@@ -93,10 +93,13 @@ class MetricsTracker(Callback):
     # -- hooks -----------------------------------------------------------------------------
 
     async def on_epoch_end(self, event: EpochEnd) -> None:
-        names = event.metrics if self.metrics is None else self.metrics
-        for name in names:
-            if name in event.metrics:
-                self._history.setdefault(name, []).append((event.epoch, event.metrics[name]))
+        metrics, epoch, history = event.metrics, event.epoch, self._history
+        for name in metrics if self.metrics is None else self.metrics:
+            if name in metrics:
+                points = history.get(name)
+                if points is None:
+                    points = history[name] = []
+                points.append((epoch, metrics[name]))
 
     def run_summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {}

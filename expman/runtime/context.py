@@ -238,6 +238,9 @@ class RunContext(RunView):
         # non-empty only while _delivering (one delivery loop at a time).
         self._inbox: collections.deque[Event] = collections.deque()
         self._delivering = False
+        # Each event type's (callback, hook) pairs, worked out once per type; emptied
+        # whenever callbacks are attached.
+        self._hooks: dict[type[Event], tuple[tuple[Any, Callable[[Any], Any]], ...]] = {}
         self._interrupt_saved = False
         # Invariant: dispatching_epoch is True exactly while EpochEnd is being published;
         # CheckpointDue requests arriving then wait in deferred_checkpoints.
@@ -355,8 +358,9 @@ class RunContext(RunView):
                 except Exception as exc:
                     self.callback_failed(cb, "restoring its state", exc)
         self.callbacks.extend(added)
+        self._hooks.clear()
         if self.started is not None:
-            await self._deliver(self.started, added)
+            await self._deliver(self.started, _hooks_for(added, RunStarted))
 
     async def notify_callbacks(self, event: Event) -> None:
         """Deliver ``event`` to the run's callbacks, one event at a time, in publish order.
@@ -367,20 +371,30 @@ class RunContext(RunView):
         effect whatever its place in the list.  The outermost delivery drains the
         queue, so when the publisher of the first event returns, all have been seen.
         """
-        self._inbox.append(event)
         if self._delivering:
+            self._inbox.append(event)
             return
         self._delivering = True
         try:
+            await self._deliver(event, self._hooks_of(type(event)))
             while self._inbox:
-                await self._deliver(self._inbox.popleft(), list(self.callbacks))
+                queued = self._inbox.popleft()
+                await self._deliver(queued, self._hooks_of(type(queued)))
         finally:
             self._delivering = False
 
-    async def _deliver(self, event: Event, callbacks: Iterable[Any]) -> None:
-        for cb in callbacks:
+    def _hooks_of(self, event_type: type[Event]) -> tuple[tuple[Any, Callable[[Any], Any]], ...]:
+        hooks = self._hooks.get(event_type)
+        if hooks is None:
+            hooks = self._hooks[event_type] = _hooks_for(self.callbacks, event_type)
+        return hooks
+
+    async def _deliver(
+        self, event: Event, hooks: Iterable[tuple[Any, Callable[[Any], Any]]]
+    ) -> None:
+        for cb, hook in hooks:
             try:
-                await cb(event)
+                await hook(event)
             except Exception as exc:
                 self.callback_failed(cb, f"on {type(event).__name__}", exc)
 
@@ -440,3 +454,20 @@ class RunContext(RunView):
 
     def __repr__(self) -> str:
         return f"RunContext({self.experiment}/{self.trial}/run_{self.repeat}, seed={self.seed})"
+
+
+def _hooks_for(
+    callbacks: Iterable[Any], event_type: type[Event]
+) -> tuple[tuple[Any, Callable[[Any], Any]], ...]:
+    """``(callback, what to call)`` for each callback that handles ``event_type``.
+
+    An :class:`expman.Callback` is asked for its hook (none: it is skipped); any
+    other callable is called with every event.
+    """
+    pairs = []
+    for cb in callbacks:
+        find = getattr(cb, "hook", None)
+        hook = find(event_type) if callable(find) else cb
+        if hook is not None:
+            pairs.append((cb, hook))
+    return tuple(pairs)

@@ -545,10 +545,12 @@ class Scheduler:
 
     async def _route_to_callbacks(self, event: Event) -> None:
         key = event.run_key
-        if key is not None:
+        if key is not None:  # one run's event (most of them: every epoch)
             active = self._active.get(key)
-            targets = [active] if active is not None else []
-        elif isinstance(event, StopRequested):  # a trial's or the experiment's: every run hit
+            if active is not None:
+                await active.ctx.notify_callbacks(event)
+            return
+        if isinstance(event, StopRequested):  # a trial's or the experiment's: every run hit
             targets = [
                 a
                 for k, a in self._active.items()
