@@ -105,6 +105,8 @@ def table(records: Sequence[Mapping[str, Any]]) -> str:
             shown = (
                 f"{result.get('name', '')}: {_number(result.get('value'))} {result.get('unit', '')}"
             )
+        if r.get("floor_ratio"):
+            shown += f" ({r['floor_ratio']:g}x the floor)"
         met = r.get("met")
         rows.append(
             (

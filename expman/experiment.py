@@ -523,8 +523,12 @@ class _ExperimentRun:
                         )
                         try:
                             with import_path(plan.config_dir):
-                                async with executor, workspace.preparing():
-                                    self.outcomes.extend(await scheduler.run())
+                                async with executor:
+                                    tg.start_soon(workspace.prepare_ahead)
+                                    try:
+                                        self.outcomes.extend(await scheduler.run())
+                                    finally:
+                                        await workspace.aclose()
                         finally:
                             with anyio.move_on_after(10, shield=True):
                                 await self._finish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class WorkspaceWriter:
     """Creates the experiment, trial and run folders and their config snapshots.
 
     Run folders are made ahead of need, off the runs' critical path: while the
-    experiment runs (:meth:`preparing`), a few background tasks work through the
+    experiment runs (:meth:`prepare_ahead`), a few background tasks work through the
     runs in dispatch order, a batch of runs per worker-thread hop, staying ``ahead``
     runs past the newest started one.  The RunStarted handler (a control subscriber, so a
     pipeline never starts without its folders) then only waits for its run's batch,
@@ -137,6 +137,7 @@ class WorkspaceWriter:
         self._failure: OSError | None = None
         self._closed = False
         self._changed: anyio.Event | None = None
+        self._ended: anyio.Event | None = None  # set once prepare_ahead has returned
 
     # -- the experiment's folder -------------------------------------------------------
 
@@ -150,25 +151,34 @@ class WorkspaceWriter:
 
     # -- runs' folders, ahead of need --------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def preparing(self) -> AsyncIterator[None]:
-        """Prepare run folders in the background for the duration; tidy up after."""
+    async def prepare_ahead(self) -> None:
+        """Make run folders ahead of the dispatcher until :meth:`aclose`.
+
+        Start it in a task group before the scheduler runs; :meth:`aclose` stops it.
+        """
+        self._ended = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.PREPARERS):
-                    tg.start_soon(self._prepare_ahead, name="workspace.prepare")
-                try:
-                    yield
-                finally:
-                    self._closed = True
-                    self._signal()
+                    tg.start_soon(self._prepare_batches, name="workspace.prepare")
         finally:
+            self._ended.set()
+
+    async def aclose(self) -> None:
+        """Stop preparing; once in-flight batches are done, remove unused folders.
+
+        Unused: made ahead for runs that never started (a stop came first).
+        """
+        self._closed = True
+        self._signal()
+        with anyio.move_on_after(10, shield=True):
+            if self._ended is not None:
+                await self._ended.wait()
             unused = [key for key in self._created_runs if key not in self._started]
             if unused:
-                with anyio.move_on_after(10, shield=True):
-                    await anyio.to_thread.run_sync(self._remove_unused, unused)
+                await anyio.to_thread.run_sync(self._remove_unused, unused)
 
-    async def _prepare_ahead(self) -> None:
+    async def _prepare_batches(self) -> None:
         order = self._order
         while self._claimed < len(order) and not self._closed and self._failure is None:
             start = self._claimed
