@@ -118,6 +118,43 @@ class EpochEnd(Event):
     metrics: Mapping[str, Any] = field(default_factory=dict)
     level: ClassVar[str] = "run"
 
+    @classmethod
+    def now(
+        cls, experiment: str, trial: str, repeat: int, epoch: int, metrics: Mapping[str, Any]
+    ) -> EpochEnd:
+        """``EpochEnd(...)`` numbered and stamped now, built in half the time.
+
+        Every reported epoch builds one; a frozen dataclass's ``__init__`` sets each
+        field through ``object.__setattr__``, this sets the slots directly.  The
+        result is equal to the one the constructor gives (a test pins it).
+        """
+        if cls is not EpochEnd:
+            return cls(
+                experiment=experiment, trial=trial, repeat=repeat, epoch=epoch, metrics=metrics
+            )
+        event = object.__new__(cls)
+        put = _EPOCH_SLOTS
+        put[0](event, experiment)
+        put[1](event, trial)
+        put[2](event, repeat)
+        put[3](event, next(_sequence))
+        put[4](event, time.time())
+        put[5](event, epoch)
+        put[6](event, metrics)
+        return event
+
+
+def _slot_setter(cls: type, name: str) -> Any:
+    owner = next(c for c in cls.__mro__ if name in vars(c))
+    return vars(owner)[name].__set__
+
+
+#: EpochEnd's slot setters, in EpochEnd.now's order (the dataclass fields' order).
+_EPOCH_SLOTS = tuple(
+    _slot_setter(EpochEnd, name)
+    for name in ("experiment", "trial", "repeat", "seq", "time", "epoch", "metrics")
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointDue(Event):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -101,6 +103,20 @@ def test_journal_line_is_the_to_dict_codec(event: Event) -> None:
     back = from_dict(loads(line))
     assert type(back) is type(event)
     assert (back.seq, back.time, back.trial) == (event.seq, event.time, event.trial)
+
+
+def test_epoch_end_now_equals_the_constructed_event() -> None:
+    """EpochEnd.now sets every field the constructor would (and numbers it in order)."""
+    fields = [f.name for f in dataclasses.fields(EpochEnd)]
+    assert fields == ["experiment", "trial", "repeat", "seq", "time", "epoch", "metrics"]
+    before = time.time()
+    fast = EpochEnd.now("exp", "a", 2, 7, {"loss": 0.5})
+    slow = EpochEnd(**RUN | {"repeat": 2}, epoch=7, metrics={"loss": 0.5})
+    assert slow.seq == fast.seq + 1
+    assert before <= fast.time <= slow.time
+    assert fast == EpochEnd(
+        **RUN | {"repeat": 2}, epoch=7, metrics={"loss": 0.5}, seq=fast.seq, time=fast.time
+    )
 
 
 def test_dumps_fields_puts_the_head_first_and_handles_empty_heads() -> None:

@@ -65,7 +65,8 @@ def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
             "ctx.epoch_end: metrics must be a mapping of metric names to values; "
             f"got {type(metrics).__name__}"
         )
-    values.update(more)
+    if more:
+        values.update(more)
     for name, value in values.items():
         if type(name) is not str:
             raise TypeError(f"ctx.epoch_end: metric names must be strings; got {name!r}")
@@ -274,13 +275,7 @@ class RunContext(RunView):
         self.dispatching_epoch = True
         try:
             await self._bus.publish(
-                EpochEnd(
-                    experiment=self.experiment,
-                    trial=self.trial,
-                    repeat=self.repeat,
-                    epoch=epoch,
-                    metrics=metrics,
-                )
+                EpochEnd.now(self.experiment, self.trial, self.repeat, epoch, metrics)
             )
         finally:
             self.dispatching_epoch = False
