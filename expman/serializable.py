@@ -93,13 +93,15 @@ def resolve_type(name: str) -> Any:
         module_name, _, attr = name.rpartition(".")
     else:
         raise UnknownType(name, "not a registered name", known)
-    # Once per config folder and name: the check below stats files, and every run
-    # of a sweep builds its pipeline and callbacks by name.
+    # Once per config folder and name, while the same module is loaded: the check
+    # below stats files, and every run of a sweep builds its pipeline and callbacks
+    # by name.  (Another folder's module of that name, or a reload, resolves again.)
+    top = module_name.split(".")[0]
     key = (_config_dirs.get(), name)
     cached = _resolved.get(key)
-    if cached is not None:
-        return cached
-    _forget_shadowed_module(module_name.split(".")[0])
+    if cached is not None and sys.modules.get(top) is cached[1]:
+        return cached[0]
+    _forget_shadowed_module(top)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -112,7 +114,7 @@ def resolve_type(name: str) -> Any:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
     if len(_resolved) >= _RESOLVED_MAX:
         _resolved.clear()
-    _resolved[key] = target
+    _resolved[key] = (target, sys.modules.get(top))
     return target
 
 
@@ -141,8 +143,9 @@ def build(target: Any, params: Mapping[str, Any]) -> Any:
     return target(**params)
 
 
-#: Import paths resolved per config folder stack: ``(folders, name) -> target``.
-_resolved: dict[tuple[tuple[Path, ...], str], Any] = {}
+#: Import paths resolved per config folder stack:
+#: ``(folders, name) -> (target, the top-level module it came from)``.
+_resolved: dict[tuple[tuple[Path, ...], str], tuple[Any, Any]] = {}
 _RESOLVED_MAX = 1024
 
 #: The config folders ``import_path`` put on ``sys.path``, innermost last.  A context

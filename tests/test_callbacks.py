@@ -118,6 +118,18 @@ CB_PIPES = textwrap.dedent(
             raise ValueError(f"no room for {size}")
 
 
+    class HookNamed:
+        """A callable that is not an expman.Callback but has an attribute named hook."""
+
+        SEEN = []
+
+        def __init__(self):
+            self.hook = lambda event_type: None
+
+        async def __call__(self, event):
+            HookNamed.SEEN.append(type(event).__name__)
+
+
     class WithPlainCallback(Pipeline):
         """Registers a plain async function as a callback: it sees every event of the run."""
 
@@ -130,6 +142,7 @@ CB_PIPES = textwrap.dedent(
                 WithPlainCallback.SEEN.append(type(event).__name__)
 
             self.register_callback(watcher)
+            self.register_callback(HookNamed())
 
         async def run(self, ctx):
             for epoch in range(2):
@@ -171,13 +184,9 @@ async def test_a_plain_function_registered_as_a_callback_sees_every_run_event(
     mod = cb_module(root)
     result = await expman.run_experiment(root, workspace=workspace)
     assert result.status == "completed"
-    assert mod.WithPlainCallback.SEEN == [
-        "RunStarted",
-        "EpochEnd",
-        "EpochEnd",
-        "RunEnding",
-        "RunFinished",
-    ]
+    every = ["RunStarted", "EpochEnd", "EpochEnd", "RunEnding", "RunFinished"]
+    assert mod.WithPlainCallback.SEEN == every
+    assert mod.HookNamed.SEEN == every
 
 
 async def test_hook_calls_happen_in_the_documented_order(

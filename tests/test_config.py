@@ -572,25 +572,34 @@ SAME_NAMED_PIPES = """
 from expman import Pipeline
 
 
+FOLDER = {folder}
+
+
 class Which(Pipeline):
     async def run(self, ctx):
-        return {{"folder": {folder}}}
+        import pipes  # a lazy import of its own module, as helpers often are
+
+        return {{"folder": {folder}, "module_folder": pipes.FOLDER}}
 """
 
 
 async def test_two_config_folders_with_same_named_modules_each_get_their_own(
     make_experiment: Callable[..., Path], tmp_path: Path
 ) -> None:
-    """mod1/pipes.py and mod2/pipes.py run their own code when both run in one process."""
+    """mod1/pipes.py and mod2/pipes.py run their own code (and see their own module) in turn."""
     from expman import run_experiment
 
     results = []
+    roots = {}
     for folder in (1, 2):
-        root = make_experiment(folder=f"mod{folder}", base={"pipeline": {"type": "pipes:Which"}})
-        (root / "pipes.py").write_text(SAME_NAMED_PIPES.format(folder=folder))
-        result = await run_experiment(root, workspace=tmp_path / f"ws{folder}")
-        results.append([r.metrics["folder"] for r in result.runs])
-    assert results == [[1], [2]]
+        roots[folder] = make_experiment(
+            folder=f"mod{folder}", base={"pipeline": {"type": "pipes:Which"}}
+        )
+        (roots[folder] / "pipes.py").write_text(SAME_NAMED_PIPES.format(folder=folder))
+    for k, folder in enumerate((1, 2, 1)):  # back to the first: its module again
+        result = await run_experiment(roots[folder], workspace=tmp_path / f"ws{k}")
+        results.append([(r.metrics["folder"], r.metrics["module_folder"]) for r in result.runs])
+    assert results == [[(1, 1)], [(2, 2)], [(1, 1)]]
 
 
 def test_unknown_pipeline_lists_only_pipeline_names(make_experiment: Callable[..., Path]) -> None:

@@ -45,6 +45,7 @@ from expman.writers.eventlog import (
     render_event,
 )
 from expman.writers.snapshots import dump_yaml
+from expman.writers.workspace import atomic_write
 
 RUN = {"experiment": "exp", "trial": "a", "repeat": 0}
 
@@ -271,3 +272,23 @@ def test_snapshots_of_random_settings_read_back_as_written() -> None:
     for _ in range(3000):
         data = settings(0)
         assert yaml.safe_load(dump_yaml(data)) == data
+
+
+@pytest.mark.parametrize("length", [128, 129, 1100])
+def test_snapshots_with_long_keys_read_back(length: int) -> None:
+    """Keys past YAML's implicit-key limits still read back (PyYAML writes them as '? key')."""
+    data = {"settings": {"k" * length: 1, "nested": [{"x" * length: "v"}]}}
+    assert yaml.safe_load(dump_yaml(data)) == data
+
+
+def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path: Path) -> None:
+    """The error of an atomic write is about the file the user knows; no temporary is left."""
+    missing = tmp_path / "gone" / "run.yaml"
+    with pytest.raises(FileNotFoundError) as info:
+        atomic_write(missing, b"x: 1\n", make_parent=False)
+    assert info.value.filename == str(missing)
+    target = tmp_path / "run.yaml"
+    atomic_write(target, b"x: 1\n", make_parent=False)
+    atomic_write(target, b"x: 2\n", make_parent=False)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["run.yaml"]
+    assert target.read_bytes() == b"x: 2\n"

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 import expman
+from expman.events import RunStarted
 from expman.jsonlines import read_lines
 
 from .conftest import run_cli
@@ -560,3 +561,26 @@ def test_timeout_of_a_blocking_sync_pipeline_ends_the_command(
     assert proc.returncode == 1, proc.stderr
     assert time.monotonic() - started < 20
     assert count(workspace, "RunFinished", status="failed") == 1
+
+
+async def test_stopping_early_never_takes_a_snapshot_from_a_folder_with_data(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Folders that existed before (a lost journal) keep run.yaml when a stop comes first."""
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper", "seconds": 0.05, "epochs": 2}},
+        trials=[{"name": "a", "id": 1, "repeat": 4}],
+        env={"execution": {"max_concurrency": 1}},
+    )
+    assert (await expman.run_experiment(root, workspace=workspace)).status == "completed"
+    (workspace / "exp" / "logs" / "events.jsonl").unlink()  # deleted by hand: all run again
+    async with expman.start_experiment(root, workspace=workspace) as handle:
+        async for event in handle.events():
+            if isinstance(event, RunStarted):
+                await handle.stop("enough")
+                break
+        await handle.wait()
+    for k in range(4):
+        run = workspace / "exp" / "trials" / "a" / f"run_{k}"
+        assert (run / "configs" / "run.yaml").is_file(), k
+        assert (run / "logs" / "run.log").is_file(), k

@@ -20,6 +20,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import structlog
 
+from expman.callbacks.base import Callback
 from expman.environment import RunPaths
 from expman.errors import CallbackError
 from expman.events import CheckpointDue, EpochEnd, Event, RunEnding, RunStarted, StopRequested
@@ -461,8 +462,7 @@ def _hooks_for(
     """
     pairs = []
     for cb in callbacks:
-        find = getattr(cb, "hook", None)
-        hook = find(event_type) if callable(find) else cb
+        hook = cb.hook(event_type) if isinstance(cb, Callback) else cb
         if hook is not None:
             pairs.append((cb, hook))
     return tuple(pairs)

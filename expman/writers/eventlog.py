@@ -186,6 +186,8 @@ def render_epoch(event: EpochEnd) -> tuple[bytes, bytes]:
     name in front.  orjson encodes a dict about twice as fast as a slotted
     dataclass, and non-string metric names (rare) cost every line its own option.
     """
+    if type(event) is not EpochEnd:  # a subclass's own fields too
+        return render_event(event), dumps(metrics_record(event)) + b"\n"
     fields = {
         "experiment": event.experiment,
         "trial": event.trial,

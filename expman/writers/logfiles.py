@@ -168,7 +168,10 @@ class LogFiles:
             size, self._pending_bytes = self._pending_bytes, 0
         if batch:
             self.stats.max_pending_bytes = max(self.stats.max_pending_bytes, size)
-            await self._write_batch(batch)
+            # Shielded: a cancelled await would leave the thread writing while the
+            # flush lock is free, and two threads must never share the handles.
+            with anyio.CancelScope(shield=True):
+                await self._write_batch(batch)
             self.stats.batches += 1
             self.stats.bytes += size
         self._drained.set()

@@ -5,7 +5,7 @@ the per-run path.  PyYAML's representer costs ~40 µs for a snapshot's head and 
 few hundred µs for a trial's settings; :func:`dump_yaml` renders the usual content
 (nested mappings and lists of strings, numbers, booleans and nulls) directly, in
 PyYAML's block style, and hands anything else to PyYAML.  Whatever path it takes,
-``yaml.safe_load`` reads back the data it was given.
+``yaml.safe_load`` reads back the data it was given (keys as strings, tuples as lists).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]*(?::[A-Za-z0-9_./\-]+)*")
 #: YAML 1.1 words that a plain scalar would turn into a bool or null.
 _SPECIAL = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null"))
+
+
+#: Longer keys need YAML's explicit "? key" form (a reader refuses implicit keys over
+#: 1024 characters; PyYAML's emitter switches at 128): PyYAML writes those documents.
+_LONGEST_KEY = 128
 
 
 class _NotPlain(Exception):
@@ -52,7 +57,7 @@ def _lines(value: Any) -> list[str]:
     if isinstance(value, Mapping) and value:
         lines = []
         for key, item in value.items():
-            if type(key) is not str:
+            if type(key) is not str or len(key) > _LONGEST_KEY:
                 raise _NotPlain
             name = scalar(key)
             if _is_block(item):

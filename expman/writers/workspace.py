@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ def atomic_write(
     folder, name = os.path.split(path)
     if make_parent:
         os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_temp_ids)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    tmp = os.path.join(folder, f".{name}.{_TOKEN}{os.getpid()}.{next(_temp_ids)}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -47,13 +48,17 @@ def atomic_write(
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename == tmp:
+            exc.filename = path  # the file the user knows (a full disk, a read-only one)
         raise
 
 
-#: Unique suffixes of temporary files within this process (threads included).
+#: Temporary files' names: a random token per process (a pid can come back, in a
+#: container, with a killed process's leftovers), then the pid and a counter.
+_TOKEN = secrets.token_hex(4)
 _temp_ids = itertools.count()
 
 
@@ -208,7 +213,7 @@ class WorkspaceWriter:
         self._started.add(key)
         try:
             position = self._position.get(key)
-            if position is not None:
+            if position is not None and self._ended is not None:
                 if self._wanted <= position + self._ahead:
                     self._wanted = min(position + 1 + self._ahead, len(self._order))
                     self._signal()
@@ -243,7 +248,7 @@ class WorkspaceWriter:
             self._trials_made.add(trial)
             if trial_created:
                 self._created_trials.add(trial)
-            if run_created or attempt == 1:
+            if run_created:
                 self._created_runs.add((trial, repeat))
             if attempt is not None:
                 self._written[(trial, repeat)] = attempt
@@ -333,12 +338,16 @@ class WorkspaceWriter:
 
 
 def _remove_tree(root: Path, config_file: Path) -> None:
-    """Remove a folder made ahead: its snapshot, its empty subfolders, itself.
+    """Remove a folder made ahead: its empty subfolders, its snapshot, itself.
 
-    Anything written there since (a log, a checkpoint) stops it: rmdir refuses.
+    Anything written there since (a log line, a checkpoint) stops it before the
+    snapshot goes: rmdir refuses a folder that is not empty.
     """
-    with contextlib.suppress(OSError):
-        config_file.unlink()
-        for name in ("configs", "logs", "artifacts"):
+    try:
+        for name in ("logs", "artifacts"):
             (root / name).rmdir()
+        config_file.unlink()
+        config_file.parent.rmdir()
         root.rmdir()
+    except OSError:
+        pass
