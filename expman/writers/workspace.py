@@ -217,24 +217,29 @@ class WorkspaceWriter:
                 if self._wanted <= position + self._ahead:
                     self._wanted = min(position + 1 + self._ahead, len(self._order))
                     self._signal()
-                while not self._ready[position]:
-                    if self._failure is not None:
-                        raise self._failure
-                    await self._wait()
+                try:
+                    while not self._ready[position]:
+                        if self._failure is not None:
+                            raise self._failure
+                        await self._wait()
+                except anyio.get_cancelled_exc_class():
+                    # The journal has this RunStarted already: its folder and run.yaml
+                    # must exist even if the experiment is being cancelled meanwhile.
+                    await self._write_run(event, *key)
+                    raise
                 if self._written.get(key) == event.attempt:
                     return
             # Not prepared ahead, or run.yaml must record another attempt (a retry).
-            job = (
-                self._trials[event.trial],
-                event.repeat,
-                event.seed,
-                event.attempt,
-                event.config_hash,
-            )
-            self._record(await anyio.to_thread.run_sync(self._make_runs, [job], False))
+            await self._write_run(event, *key)
         except OSError as exc:
             self._fail(exc)
             raise
+
+    async def _write_run(self, event: RunStarted, trial: str, repeat: int) -> None:
+        """Make the run's folder and write its run.yaml now (shielded: it is journaled)."""
+        job = (self._trials[trial], repeat, event.seed, event.attempt, event.config_hash)
+        with anyio.CancelScope(shield=True):
+            self._record(await anyio.to_thread.run_sync(self._make_runs, [job], False))
 
     def _fail(self, exc: OSError) -> None:
         if self._failure is None:
