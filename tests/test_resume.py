@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -584,3 +585,39 @@ async def test_stopping_early_never_takes_a_snapshot_from_a_folder_with_data(
         run = workspace / "exp" / "trials" / "a" / f"run_{k}"
         assert (run / "configs" / "run.yaml").is_file(), k
         assert (run / "logs" / "run.log").is_file(), k
+
+
+async def test_cancelling_at_any_run_start_keeps_the_workspace_consistent(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Cancel at the k-th RunStarted, resume, again: every journaled run has its run.yaml
+    recording its last journaled attempt, and no folder exists for a run never started."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "pipelines:Sleeper", "seconds": 0.01, "epochs": 2, "fail_on": 1}
+        },
+        trials=[{"name": f"t{i}", "id": i + 1, "repeat": 3} for i in range(3)],
+        env={"execution": {"max_concurrency": 4, "max_retries": 1}},
+    )
+    for cancel_at in (1, 2, 3, 5, 8, 2, 1):
+        async with expman.start_experiment(root, workspace=workspace) as handle:
+            seen = 0
+            async for event in handle.events():
+                if isinstance(event, RunStarted):
+                    seen += 1
+                    if seen == cancel_at:
+                        handle.cancel()
+                        break
+            with contextlib.suppress(Exception):
+                await handle.wait()
+        attempts = {
+            (e["trial"], e["repeat"]): e["attempt"]
+            for e in journal(workspace)
+            if e["type"] == "RunStarted"
+        }
+        trials = workspace / "exp" / "trials"
+        on_disk = {(p.parent.name, int(p.name.split("_")[1])) for p in trials.glob("*/run_*")}
+        assert on_disk == set(attempts), cancel_at
+        for (trial, repeat), attempt in attempts.items():
+            snapshot = trials / trial / f"run_{repeat}" / "configs" / "run.yaml"
+            assert yaml.safe_load(snapshot.read_text())["attempt"] == attempt, (trial, repeat)
