@@ -552,7 +552,7 @@ class _ExperimentRun:
             on_error=self._workspace_failed,
             todo=self.resume.todo,
             attempts={key: point.attempts for key, point in self.resume.points.items()},
-            ahead=self.max_concurrency,
+            ahead=max(self.max_concurrency, WorkspaceWriter.BATCH),
         )
         bus.subscribe(workspace.EVENTS, workspace, name="writer.workspace")
         # The caller's subscribers before the runtime's: they see an event before
