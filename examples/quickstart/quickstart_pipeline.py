@@ -15,10 +15,10 @@ class LinearRegression(Pipeline):
         w, b, lr = 0.0, 0.0, ctx.config.lr
         log = structlog.get_logger()
         for epoch in range(ctx.config.epochs):
-            grad_w = sum((w * x + b - y) * x for x, y in zip(xs, ys)) * 2 / len(xs)
-            grad_b = sum(w * x + b - y for x, y in zip(xs, ys)) * 2 / len(xs)
+            grad_w = sum((w * x + b - y) * x for x, y in zip(xs, ys, strict=True)) * 2 / len(xs)
+            grad_b = sum(w * x + b - y for x, y in zip(xs, ys, strict=True)) * 2 / len(xs)
             w, b = w - lr * grad_w, b - lr * grad_b
-            loss = sum((w * x + b - y) ** 2 for x, y in zip(xs, ys)) / len(xs)
+            loss = sum((w * x + b - y) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
             log.debug("step", w=w, b=b)
             if await ctx.epoch_end(epoch, {"loss": loss}):
                 break
