@@ -199,14 +199,16 @@ class WorkspaceWriter:
                 (s.trial, s.repeat, s.seed, self._attempts.get(s.key, 0) + 1, s.config_hash)
                 for s in order[start:end]
             ]
-            try:
-                made = await anyio.to_thread.run_sync(self._make_runs, jobs, True)
-            except OSError as exc:
-                self._fail(exc)
-                return
-            self._record(made)
-            self._ready[start:end] = b"\x01" * (end - start)
-            self._signal()
+            # Shielded: what a batch made is always recorded (for aclose's clean-up).
+            with anyio.CancelScope(shield=True):
+                try:
+                    made = await anyio.to_thread.run_sync(self._make_runs, jobs, True)
+                except OSError as exc:
+                    self._fail(exc)
+                    return
+                self._record(made)
+                self._ready[start:end] = b"\x01" * (end - start)
+                self._signal()
 
     async def __call__(self, event: Event) -> None:
         if not isinstance(event, RunStarted) or event.trial is None or event.repeat is None:
