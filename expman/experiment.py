@@ -10,6 +10,7 @@ whatever later ones publish in response to it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import inspect
@@ -78,10 +79,7 @@ class ExperimentResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for run in self.runs:
-            out[run.status] = out.get(run.status, 0) + 1
-        return out
+        return dict(collections.Counter(run.status for run in self.runs))
 
     @property
     def failed(self) -> list[RunResult]:

@@ -55,17 +55,17 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from expman.environment import RunPaths
-from expman.events import Event, StopRequested, to_dict
+from expman.events import Event, to_dict
 from expman.jsonlines import dumps, loads
 from expman.runtime.context import RunView, epoch_number, metric_values
-from expman.writers.eventlog import iso, logging_entry
+from expman.writers.eventlog import iso, log_processors, logging_entry
 
 Message = dict[str, Any]
 LineSink = Callable[[str], None]
@@ -165,14 +165,7 @@ class _LineHandler(logging.Handler):
 def configure_logging(sink: LineSink, context: Mapping[str, Any]) -> None:
     """structlog and stdlib logging in this worker write JSON lines to ``sink``."""
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            lambda _, __, event_dict: dumps(event_dict),
-        ],
+        processors=[*log_processors(), lambda _, __, event_dict: dumps(event_dict)],
         logger_factory=lambda *args: _LineLogger(sink),
         cache_logger_on_first_use=False,
     )
@@ -242,51 +235,52 @@ class WorkerContext(RunView):
     def publish(self, event: Event) -> Any:
         return self._request({"op": "publish", "event": to_dict(event)}, lambda reply: None)
 
-    def request_stop(self, reason: str = "requested by pipeline") -> Any:
-        return self.publish(
-            StopRequested(
-                experiment=self.experiment,
-                trial=self.trial,
-                repeat=self.repeat,
-                scope="run",
-                reason=reason,
-                source="pipeline",
-            )
-        )
-
     # -- the conversation ------------------------------------------------------------
 
     def _request(self, message: Message, answer: Callable[[Message], Any]) -> Any:
         if _in_event_loop():
             return self._arequest(message, answer)
         with self._lock:
-            self._serve_pending_sync()
-            self._channel.send(message)
+            talk = self._conversation(message, answer)
             while True:
-                incoming = self._receive(None)
-                if incoming["op"] == "reply":
-                    self._note_stop(incoming)
-                    return answer(incoming)
-                pending = self._handle(incoming)
-                if pending is not None:
-                    asyncio.run(pending)
+                try:
+                    pending = next(talk)
+                except StopIteration as done:
+                    return done.value
+                asyncio.run(pending)
 
     async def _arequest(self, message: Message, answer: Callable[[Message], Any]) -> Any:
         # One run per worker: blocking this loop while the driver answers is fine.
         with self._lock:
-            for queued in self._take_pending():
-                pending = self._handle(queued)
-                if pending is not None:
-                    await pending
-            self._channel.send(message)
+            talk = self._conversation(message, answer)
             while True:
-                incoming = self._receive(None)
-                if incoming["op"] == "reply":
-                    self._note_stop(incoming)
-                    return answer(incoming)
-                pending = self._handle(incoming)
-                if pending is not None:
-                    await pending
+                try:
+                    pending = next(talk)
+                except StopIteration as done:
+                    return done.value
+                await pending
+
+    def _conversation(
+        self, message: Message, answer: Callable[[Message], Any]
+    ) -> Generator[Coroutine[Any, Any, None], None, Any]:
+        """Send ``message`` and wait for the reply, serving the driver's requests meanwhile.
+
+        Yields each async save hook to run (the caller runs it in its own way: in this
+        thread's loop or a fresh one); returns ``answer(reply)``.
+        """
+        for queued in self._take_pending():
+            pending = self._handle(queued)
+            if pending is not None:
+                yield pending
+        self._channel.send(message)
+        while True:
+            incoming = self._receive(None)
+            if incoming["op"] == "reply":
+                self._note_stop(incoming)
+                return answer(incoming)
+            pending = self._handle(incoming)
+            if pending is not None:
+                yield pending
 
     def _receive(self, timeout: float | None) -> Message:
         try:

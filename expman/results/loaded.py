@@ -105,12 +105,7 @@ class Results:
         rows = []
         for run in self.runs:
             row: dict[str, Any] = {
-                "trial": run.trial,
-                "repeat": run.repeat,
-                "status": run.status,
-                "seed": run.seed,
-                "epochs": run.epochs,
-                "duration": run.duration,
+                **run.identity(),
                 "attempt": run.attempt,
                 "error": run.error,
                 "reason": run.reason,

@@ -13,6 +13,7 @@ live and ``not started`` otherwise.  Whether the experiment is live is decided b
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,17 @@ class RunView:
     def label(self) -> str:
         return f"{self.trial}/run_{self.repeat}"
 
+    def identity(self) -> dict[str, Any]:
+        """The columns every table of runs starts with (JSON, CSV, data frames)."""
+        return {
+            "trial": self.trial,
+            "repeat": self.repeat,
+            "status": self.status,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "duration": self.duration,
+        }
+
     @property
     def log_file(self) -> Path:
         return RunPaths(self.path).log_file
@@ -90,10 +102,7 @@ class ExperimentView:
 
     @property
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for run in self.runs:
-            out[run.status] = out.get(run.status, 0) + 1
-        return out
+        return dict(collections.Counter(run.status for run in self.runs))
 
 
 def is_experiment_dir(path: Path) -> bool:

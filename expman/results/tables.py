@@ -269,12 +269,7 @@ def runs_records(
     settings = differing_settings(view.trials)
     return [
         {
-            "trial": run.trial,
-            "repeat": run.repeat,
-            "status": run.status,
-            "seed": run.seed,
-            "epochs": run.epochs,
-            "duration": run.duration,
+            **run.identity(),
             "settings": settings.get(run.trial, {}),
             metric: value,
             "metrics": dict(run.metrics),

@@ -145,10 +145,14 @@ class EpochReport:
 class RunView:
     """What a pipeline reads of its run, in the driver and in a worker process alike.
 
-    Subclasses set ``settings``, ``paths``, ``_config`` (None), ``_stop_reason`` and
-    ``_stop_scope``.
+    Subclasses set ``experiment``, ``trial``, ``repeat``, ``settings``, ``paths``,
+    ``_config`` (None), ``_stop_reason`` and ``_stop_scope``, and implement
+    :meth:`publish`.
     """
 
+    experiment: str
+    trial: str
+    repeat: int
     settings: Mapping[str, Any]
     paths: RunPaths
     _config: Any
@@ -180,6 +184,22 @@ class RunView:
     @property
     def stop_scope(self) -> str | None:
         return self._stop_scope
+
+    def publish(self, event: Event) -> Any:
+        raise NotImplementedError
+
+    def request_stop(self, reason: str = "requested by pipeline") -> Any:
+        """Ask for this run to stop (publishes StopRequested); awaitable in async code."""
+        return self.publish(
+            StopRequested(
+                experiment=self.experiment,
+                trial=self.trial,
+                repeat=self.repeat,
+                scope="run",
+                reason=reason,
+                source="pipeline",
+            )
+        )
 
 
 class RunContext(RunView):
@@ -306,18 +326,6 @@ class RunContext(RunView):
                 reason="interrupt",
             )
         )
-
-    def request_stop(self, reason: str = "requested by pipeline") -> Any:
-        """Ask for this run to stop (publishes StopRequested); awaitable in async code."""
-        event = StopRequested(
-            experiment=self.experiment,
-            trial=self.trial,
-            repeat=self.repeat,
-            scope="run",
-            reason=reason,
-            source="pipeline",
-        )
-        return self.publish(event)
 
     def publish(self, event: Event) -> Any:
         """Publish an event on the experiment's bus (awaitable, or plain in a thread)."""

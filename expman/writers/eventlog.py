@@ -133,20 +133,24 @@ _configured = False
 _handler = _RouteHandler()
 
 
+def log_processors() -> list[Any]:
+    """structlog's processors before rendering, the same in the driver and in workers."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+
 def configure_structlog() -> None:
     """Route structlog (and stdlib logging) output by run; idempotent."""
     global _configured
     if _configured and structlog.is_configured():
         return
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            _render,
-        ],
+        processors=[*log_processors(), _render],
         logger_factory=lambda *args: _RoutedLogger(),
         cache_logger_on_first_use=False,
     )
@@ -274,7 +278,7 @@ class EventLogWriter:
         experiment_metrics: list[bytes] | None = None
         for event in events:
             trial, repeat = event.trial, event.repeat
-            if type(event) is EpochEnd and trial is not None and repeat is not None:
+            if isinstance(event, EpochEnd) and trial is not None and repeat is not None:
                 lists = epoch_lists.get((trial, repeat))
                 if lists is None:
                     run_log, run_metrics, _ = self._run(trial, repeat)
@@ -293,12 +297,8 @@ class EventLogWriter:
             elif repeat is None:
                 paths, line = self._trial(trial), render_event(event)
             else:
-                run_log, run_metrics, lifecycle = self._run(trial, repeat)
-                if isinstance(event, EpochEnd):
-                    log_line, line = render_epoch(event)
-                    out.setdefault(run_log, []).append(log_line)
-                    paths = (run_metrics, self._experiment_metrics)
-                elif isinstance(event, LogRecord):
+                run_log, _, lifecycle = self._run(trial, repeat)
+                if isinstance(event, LogRecord):
                     paths, line = (run_log,), event.line.encode() + b"\n"
                 elif isinstance(event, _LIFECYCLE):
                     paths, line = lifecycle, render_event(event)
