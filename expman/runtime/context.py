@@ -186,6 +186,7 @@ class RunView:
         return self._stop_scope
 
     def publish(self, event: Event) -> Any:
+        """Publish ``event`` on the experiment's bus (each context says how)."""
         raise NotImplementedError
 
     def request_stop(self, reason: str = "requested by pipeline") -> Any:
