@@ -15,9 +15,9 @@ import _measure
 import anyio
 
 import expman
-from expman.environment import ExperimentLayout
-from expman.writers.eventlog import EventLogWriter
-from expman.writers.logfiles import LogFiles
+from expman.subscribers.writers.eventlog import EventLogWriter
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.logsink import LogFiles
 
 
 class Control(expman.Callback):

@@ -17,7 +17,7 @@ import anyio
 from rich.console import Console
 
 import expman
-from expman.display import Display, JsonDisplay, LineDisplay, LiveDisplay
+from expman.subscribers.display import Display, JsonDisplay, LineDisplay, LiveDisplay
 
 PIPELINE = """
 from expman import Pipeline

@@ -25,8 +25,8 @@ import anyio
 from _folders import write_experiment
 
 import expman
-from expman.runtime.journal import read_journal
 from expman.runtime.resume import plan_resume
+from expman.workspace.journal import read_journal
 
 MAILBOX = 1024
 WRITER_SLEEP = 0.005

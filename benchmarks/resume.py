@@ -25,8 +25,8 @@ from expman.events import (
     to_dict,
 )
 from expman.jsonlines import dump_line
-from expman.runtime.journal import read_journal
 from expman.runtime.resume import plan_resume
+from expman.workspace.journal import read_journal
 
 REPEAT = 10
 

@@ -1,9 +1,7 @@
 """expman: run machine-learning experiments from YAML on an async, event-driven runtime."""
 
 from expman.bus import EventBus, Subscription
-from expman.callbacks import Callback, CheckpointCallback, EarlyStopping, MetricsTracker
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, insert_value, load_plan, multiply
-from expman.environment import Environment
 from expman.errors import (
     CallbackError,
     ConfigChanged,
@@ -38,12 +36,14 @@ from expman.experiment import (
     run_experiment,
     start_experiment,
 )
+from expman.experiment.environment import Environment
 from expman.pipeline import Pipeline
 from expman.results import Results, load_results
 from expman.runtime.context import RunContext
 from expman.runtime.scheduler import RunOutcome as RunResult
 from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
+from expman.subscribers.callbacks import Callback, CheckpointCallback, EarlyStopping, MetricsTracker
 
 __version__ = "0.1.0"
 

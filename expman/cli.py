@@ -18,15 +18,9 @@ from typing import Any
 import anyio
 
 from expman import __version__
-from expman.display.lines import plural
-from expman.errors import (
-    ConfigChanged,
-    ConfigError,
-    ExpmanError,
-    WorkspaceError,
-    WorkspaceLocked,
-)
+from expman.errors import ConfigChanged, ConfigError, ExpmanError, WorkspaceError, WorkspaceLocked
 from expman.results.commands import RESULTS_COMMANDS, add_results_commands
+from expman.subscribers.display.lines import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -182,8 +176,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from expman.display import choose_display
     from expman.experiment import prepare, single_errors, start_experiment
+    from expman.subscribers.display import choose_display
 
     plan = await anyio.to_thread.run_sync(
         lambda: prepare(

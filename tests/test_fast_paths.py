@@ -36,16 +36,16 @@ from expman.events import (
     to_dict,
 )
 from expman.jsonlines import dump_line, dumps, dumps_fields, loads
-from expman.runtime.journal import encode
-from expman.writers.eventlog import (
+from expman.subscribers.writers.eventlog import (
     event_record,
-    iso,
     metrics_record,
     render_epoch,
     render_event,
 )
-from expman.writers.snapshots import dump_yaml
-from expman.writers.workspace import atomic_write
+from expman.workspace.atomic import atomic_write
+from expman.workspace.journal import encode
+from expman.workspace.logrouting import iso
+from expman.workspace.snapshots import dump_yaml
 
 RUN = {"experiment": "exp", "trial": "a", "repeat": 0}
 

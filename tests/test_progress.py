@@ -22,15 +22,8 @@ import anyio
 import pytest
 
 import expman
-from expman.display import LineDisplay, ProgressState
-from expman.events import (
-    EpochEnd,
-    Event,
-    ExperimentStarted,
-    RunFinished,
-    RunRetrying,
-    RunStarted,
-)
+from expman.events import EpochEnd, Event, ExperimentStarted, RunFinished, RunRetrying, RunStarted
+from expman.subscribers.display import LineDisplay, ProgressState
 
 from .conftest import run_cli
 

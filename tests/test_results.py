@@ -438,7 +438,7 @@ class TestLiveness:
     def test_a_held_lock_means_running_and_a_free_one_interrupted(self, finished: Path) -> None:
         """While a process holds the experiment's lock it is running (the unfinished run
         too); once nobody holds it, the unfinished experiment was interrupted."""
-        from expman.runtime.lock import ExperimentLock
+        from expman.workspace.lock import ExperimentLock
 
         self.unfinish(finished)
         with ExperimentLock(finished / ".lock"):

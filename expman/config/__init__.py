@@ -8,14 +8,7 @@ from typing import Any
 
 from expman.config.loading import YamlDocument, load_yaml
 from expman.config.merging import deep_merge, insert_value, multiply
-from expman.config.plan import (
-    ExperimentPlan,
-    RunSpec,
-    TrialSpec,
-    config_hash,
-    load_plan,
-    run_seed,
-)
+from expman.config.plan import ExperimentPlan, RunSpec, TrialSpec, config_hash, load_plan, run_seed
 from expman.config.schema import ExecutionSettings, name_problem
 
 __all__ = [

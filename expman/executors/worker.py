@@ -61,11 +61,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from expman.environment import RunPaths
 from expman.events import Event, to_dict
 from expman.jsonlines import dumps, loads
 from expman.runtime.context import RunView, epoch_number, metric_values
-from expman.writers.eventlog import iso, log_processors, logging_entry
+from expman.workspace.layout import RunPaths
+from expman.workspace.logrouting import iso, log_processors, logging_entry
 
 Message = dict[str, Any]
 LineSink = Callable[[str], None]

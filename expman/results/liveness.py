@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expman.runtime.lock import lock_holder
+from expman.workspace.lock import lock_holder
 
 #: With no owner recorded, an experiment whose logs were quiet this long is not running.
 QUIET_SECONDS = 600.0

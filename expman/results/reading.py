@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import yaml
 
-from expman.environment import ExperimentLayout, RunPaths
 from expman.errors import WorkspaceError
 from expman.jsonlines import read_lines
 from expman.results.liveness import Owner, lock_owner, owner_alive
+from expman.workspace.layout import ExperimentLayout, RunPaths
 
 #: An experiment's states, as ``expman status`` shows them.
 ExperimentState = Literal["running", "finished", "interrupted", "not started"]

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
-from expman.callbacks.monitor import infer_mode
 from expman.errors import ResultsError
 from expman.results.reading import Curve, ExperimentView, RunView, TrialView
+from expman.subscribers.callbacks.monitor import infer_mode
 
 Mode = Literal["min", "max"]
 Reduce = Literal["last", "best"]

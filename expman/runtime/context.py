@@ -20,10 +20,10 @@ import anyio.from_thread
 import anyio.lowlevel
 import structlog
 
-from expman.callbacks.base import Callback
-from expman.environment import RunPaths
 from expman.errors import CallbackError
 from expman.events import CheckpointDue, EpochEnd, Event, RunEnding, RunStarted, StopRequested
+from expman.subscribers.callbacks.base import Callback
+from expman.workspace.layout import RunPaths
 
 if TYPE_CHECKING:
     from expman.bus import EventBus

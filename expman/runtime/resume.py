@@ -17,8 +17,8 @@ from typing import Any
 
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import ConfigChanged
-from expman.runtime.journal import JournalState
 from expman.runtime.scheduler import ResumePoint, RunOutcome
+from expman.workspace.journal import JournalState
 
 DONE = ("completed", "stopped")
 

@@ -23,10 +23,7 @@ Stopping, written down:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import shutil
 import time
 import traceback
 import uuid
@@ -41,7 +38,6 @@ from anyio.abc import TaskGroup
 
 from expman.bus import EventBus, Subscription
 from expman.config import ExperimentPlan, RunSpec
-from expman.environment import ExperimentLayout
 from expman.events import (
     CheckpointDue,
     CheckpointSaved,
@@ -58,8 +54,10 @@ from expman.events import (
 )
 from expman.executors.base import Executor
 from expman.runtime.context import RunContext, state_key
-from expman.writers.eventlog import log_to
-from expman.writers.logfiles import LogFiles
+from expman.workspace.atomic import remove_partial_files, remove_path, replace_into_place
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.logrouting import log_to
+from expman.workspace.logsink import LogFiles
 
 CallbackFactory = Callable[[RunSpec], Sequence[Any]]
 #: How long cleanup (the final RunFinished) may take when the run is being cancelled.
@@ -287,7 +285,7 @@ class Scheduler:
     async def _attempt(self, spec: RunSpec, attempt: int, point: ResumePoint | None) -> RunOutcome:
         paths = self.layout.run(spec.trial.name, spec.repeat)
         if point is not None:
-            await anyio.to_thread.run_sync(_remove_partial_checkpoints, paths.artifacts)
+            await anyio.to_thread.run_sync(remove_partial_files, paths.artifacts)
         ctx = RunContext(
             spec=spec,
             experiment=self.plan.name,
@@ -610,43 +608,7 @@ async def save_checkpoint(saver: Callable[[Path], Any], path: Path) -> None:
         await saver(tmp)
         if not tmp.exists():
             raise FileNotFoundError(f"save_checkpoint wrote nothing at {tmp}")
-        await anyio.to_thread.run_sync(_replace, tmp, path)
+        await anyio.to_thread.run_sync(replace_into_place, tmp, path)
     finally:
         if tmp.exists():
-            await anyio.to_thread.run_sync(_remove, tmp)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    if tmp.is_dir() and path.is_dir():
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _remove_partial_checkpoints(folder: Path) -> None:
-    """Delete temporary checkpoint files a crash left behind (never complete ones)."""
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name:
-                _remove(entry)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            await anyio.to_thread.run_sync(remove_path, tmp)

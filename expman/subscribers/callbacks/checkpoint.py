@@ -29,8 +29,11 @@ from typing import Any
 
 import anyio
 
-from expman.callbacks.base import Callback
-from expman.callbacks.monitor import (
+from expman.errors import CallbackError
+from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
+from expman.serializable import YAMLSerializable
+from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.callbacks.monitor import (
     Mode,
     as_number,
     check_bool,
@@ -39,9 +42,6 @@ from expman.callbacks.monitor import (
     improves,
     resolve_mode,
 )
-from expman.errors import CallbackError
-from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
-from expman.serializable import YAMLSerializable
 
 PREFIX = "checkpoint-"
 

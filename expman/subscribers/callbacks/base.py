@@ -37,7 +37,7 @@ from expman.serializable import YAMLSerializable
 
 if TYPE_CHECKING:
     from expman.bus import EventBus
-    from expman.environment import RunPaths
+    from expman.workspace.layout import RunPaths
 
 C = TypeVar("C", bound="Callback")
 #: The scopes a stop request can have: run, trial, experiment.

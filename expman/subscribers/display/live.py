@@ -21,9 +21,6 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from expman.display.base import Display
-from expman.display.lines import failure_line
-from expman.environment import ExperimentLayout
 from expman.events import Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying
 from expman.results.tables import (
     STATUS_STYLE,
@@ -33,6 +30,9 @@ from expman.results.tables import (
     fmt_metrics,
     status_text,
 )
+from expman.subscribers.display.base import Display
+from expman.subscribers.display.lines import failure_line
+from expman.workspace.layout import ExperimentLayout
 
 #: At most this many active runs get a line of their own.
 MAX_ACTIVE_LINES = 12

@@ -27,8 +27,11 @@ from typing import Any
 
 import structlog
 
-from expman.callbacks.base import Callback
-from expman.callbacks.monitor import (
+from expman.errors import CallbackError
+from expman.events import EpochEnd
+from expman.serializable import YAMLSerializable
+from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.callbacks.monitor import (
     Mode,
     as_number,
     check_bool,
@@ -38,11 +41,8 @@ from expman.callbacks.monitor import (
     improves,
     resolve_mode,
 )
-from expman.errors import CallbackError
-from expman.events import EpochEnd
-from expman.serializable import YAMLSerializable
 
-log = structlog.get_logger("expman.callbacks")
+log = structlog.get_logger("expman.subscribers.callbacks")
 
 
 @YAMLSerializable.register("EarlyStopping")

@@ -5,9 +5,9 @@ Importing this package registers the built-ins under their names, so YAML can sa
 ``{type: MetricsTracker}``.
 """
 
-from expman.callbacks.base import Callback, hook_name
-from expman.callbacks.checkpoint import CheckpointCallback
-from expman.callbacks.early_stopping import EarlyStopping
-from expman.callbacks.metrics import MetricsTracker
+from expman.subscribers.callbacks.base import Callback, hook_name
+from expman.subscribers.callbacks.checkpoint import CheckpointCallback
+from expman.subscribers.callbacks.early_stopping import EarlyStopping
+from expman.subscribers.callbacks.metrics import MetricsTracker
 
 __all__ = ["Callback", "CheckpointCallback", "EarlyStopping", "MetricsTracker", "hook_name"]

@@ -35,16 +35,13 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from expman.bus import EventBus
-from expman.callbacks.base import Callback
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, load_plan
-from expman.environment import Environment, ExperimentLayout
 from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.experiment.environment import Environment
 from expman.pipeline import Pipeline
 from expman.runtime.devices import detect_devices, resource_problem
-from expman.runtime.journal import JOURNALED, JournalWriter, read_journal
-from expman.runtime.lock import ExperimentLock, lock_holder
 from expman.runtime.resume import ResumePlan, plan_resume
 from expman.runtime.scheduler import RunOutcome, Scheduler
 from expman.runtime.scheduler import RunOutcome as RunResult
@@ -56,9 +53,14 @@ from expman.serializable import (
     resolve_type,
     signature_of,
 )
-from expman.writers.eventlog import EventLogWriter, configure_structlog, log_to
-from expman.writers.logfiles import LogFiles
-from expman.writers.workspace import WorkspaceWriter
+from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.writers.eventlog import EventLogWriter
+from expman.subscribers.writers.workspace import WorkspaceWriter
+from expman.workspace.journal import JOURNALED, JournalWriter, read_journal
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.lock import ExperimentLock, lock_holder
+from expman.workspace.logrouting import configure_structlog, log_to
+from expman.workspace.logsink import LogFiles
 
 Subscriber = Callback | Callable[[Event], Awaitable[None]]
 log = structlog.get_logger("expman")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from expman.display.base import Display, plain_summary
-from expman.display.lines import JsonDisplay, LineDisplay
-from expman.display.live import LiveDisplay
-from expman.display.state import ActiveRun, ProgressState
+from expman.subscribers.display.base import Display, plain_summary
+from expman.subscribers.display.lines import JsonDisplay, LineDisplay
+from expman.subscribers.display.live import LiveDisplay
+from expman.subscribers.display.state import ActiveRun, ProgressState
 
 __all__ = [
     "ActiveRun",

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from expman.display.base import Display, plain_summary
-from expman.environment import ExperimentLayout
 from expman.events import (
     Event,
     ExperimentStarted,
@@ -19,6 +17,8 @@ from expman.events import (
 )
 from expman.jsonlines import dumps
 from expman.results.tables import error_line, fmt, fmt_metrics
+from expman.subscribers.display.base import Display, plain_summary
+from expman.workspace.layout import ExperimentLayout
 
 
 def plural(n: int, word: str) -> str:

@@ -14,8 +14,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
-from expman.display.state import ProgressState, epochs_of
 from expman.events import Event
+from expman.subscribers.display.state import ProgressState, epochs_of
 
 if TYPE_CHECKING:
     from expman.bus import EventBus, Subscription

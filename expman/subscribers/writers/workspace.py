@@ -7,10 +7,6 @@ called.  All file work happens in a worker thread; every file is written atomica
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,69 +14,10 @@ from typing import Any
 import anyio
 
 from expman.config import ExperimentPlan, RunSpec, TrialSpec
-from expman.environment import ExperimentLayout
 from expman.events import Event, RunStarted
-from expman.writers.snapshots import dump_yaml
-
-
-def atomic_write(
-    path: Path | str, data: bytes, *, durable: bool = False, make_parent: bool = True
-) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
-
-    ``make_parent=False`` skips creating the folder (the caller just made it).  Plain
-    ``os`` calls, no file object: each run writes two of these from a worker thread,
-    and every system call there waits for the event loop to hand back the GIL.
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    if make_parent:
-        os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.{_TOKEN}{os.getpid()}.{next(_temp_ids)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename == tmp:
-            exc.filename = path  # the file the user knows (a full disk, a read-only one)
-        raise
-
-
-#: Temporary files' names: a random token per process (a pid can come back, in a
-#: container, with a killed process's leftovers), then the pid and a counter.
-_TOKEN = secrets.token_hex(4)
-_temp_ids = itertools.count()
-
-
-def make_folders(root: Path | str, *subfolders: str) -> bool:
-    """Create ``root`` and its subfolders (existing ones are fine); True if ``root`` is new.
-
-    Each run creates a small tree on a metadata-bound disk, so this makes one
-    ``mkdir`` per folder, where ``makedirs`` would retry and stat its way down.
-    """
-    root = os.fspath(root)
-    created = True
-    try:
-        os.mkdir(root)
-    except FileExistsError:
-        created = False
-    except FileNotFoundError:
-        os.makedirs(root, exist_ok=True)
-    for name in subfolders:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(f"{root}/{name}")
-    return created
-
+from expman.workspace.atomic import atomic_write, make_folders
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.snapshots import dump_yaml
 
 #: One run's folders to make: its trial, repeat, and what its run.yaml records.
 _RunJob = tuple[TrialSpec, int, int, int, str]  # trial, repeat, seed, attempt, config_hash

@@ -1,0 +1,1 @@
+"""Who listens: the Subscriber contract, run callbacks, writers and displays."""
