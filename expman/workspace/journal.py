@@ -17,7 +17,19 @@ from typing import Any
 
 import anyio
 
-from expman.events import CheckpointSaved, Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying, RunStalled, RunStarted, StopRequested, TrialFinished, TrialStarted
+from expman.events import (
+    CheckpointSaved,
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    StopRequested,
+    TrialFinished,
+    TrialStarted,
+)
 from expman.jsonlines import dumps_fields, read_lines, repair_tail
 
 #: The event types the journal records.
