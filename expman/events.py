@@ -17,9 +17,10 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-RunStatus = Literal["completed", "failed", "stopped", "cancelled"]
+from expman.status import RunStatus
+
 StopScope = Literal["run", "trial", "experiment"]
 
 _sequence = itertools.count(1)
@@ -35,8 +36,6 @@ class Event:
     repeat: int | None = None
     seq: int = field(default_factory=lambda: next(_sequence))
     time: float = field(default_factory=time.time)
-
-    level: ClassVar[str] = "experiment"
 
     @property
     def run_key(self) -> tuple[str, int] | None:
@@ -83,7 +82,6 @@ class TrialStarted(Event):
 
     trial_id: str
     repeats: int
-    level: ClassVar[str] = "trial"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +90,6 @@ class TrialFinished(Event):
 
     trial_id: str
     counts: Mapping[str, int] = field(default_factory=dict)
-    level: ClassVar[str] = "trial"
 
 
 # -- run scope ----------------------------------------------------------------------
@@ -107,7 +104,6 @@ class RunStarted(Event):
     attempt: int = 1
     start_epoch: int = 0
     checkpoint: str | None = None
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +112,6 @@ class EpochEnd(Event):
 
     epoch: int
     metrics: Mapping[str, Any] = field(default_factory=dict)
-    level: ClassVar[str] = "run"
 
     @classmethod
     def now(
@@ -166,8 +161,6 @@ class CheckpointDue(Event):
     path: str
     epoch: int
     reason: str = "interval"
-    state: Mapping[str, Any] = field(default_factory=dict)
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +175,6 @@ class CheckpointSaved(Event):
     epoch: int
     reason: str = "interval"
     state: Mapping[str, Any] = field(default_factory=dict)
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,7 +202,6 @@ class RunEnding(Event):
 
     epoch: int | None = None
     stop_reason: str | None = None
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,7 +216,11 @@ class RunFinished(Event):
     attempt: int = 1
     epochs: int = 0
     config_hash: str = ""
-    level: ClassVar[str] = "run"
+
+    def __post_init__(self) -> None:
+        # Rebuilt from JSON (the journal, a worker) the status is a plain string.
+        if type(self.status) is not RunStatus:
+            object.__setattr__(self, "status", RunStatus(self.status))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,7 +228,6 @@ class RunStalled(Event):
     """A run reported no epoch for longer than its stall timeout."""
 
     seconds: float
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,7 +236,6 @@ class RunRetrying(Event):
 
     attempt: int
     error: str
-    level: ClassVar[str] = "run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +243,6 @@ class LogRecord(Event):
     """A log line emitted inside a run, forwarded from a worker process."""
 
     line: str
-    level: ClassVar[str] = "run"
 
 
 def event_types() -> Mapping[str, type[Event]]:

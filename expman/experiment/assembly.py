@@ -53,6 +53,7 @@ from expman.serializable import (
     resolve_type,
     signature_of,
 )
+from expman.status import RunStatus
 from expman.subscribers.callbacks.base import Callback
 from expman.subscribers.writers.eventlog import EventLogWriter
 from expman.subscribers.writers.workspace import WorkspaceWriter
@@ -92,14 +93,13 @@ class ExperimentResult:
         return self.status == "completed"
 
 
-def experiment_status(runs: Iterable[RunResult]) -> str:
+def experiment_status(runs: Iterable[RunResult]) -> RunStatus:
     """``failed`` if a run failed, else ``cancelled`` if one was interrupted, else completed."""
     statuses = {r.status for r in runs}
-    if "failed" in statuses:
-        return "failed"
-    if "cancelled" in statuses:
-        return "cancelled"
-    return "completed"
+    for status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        if status in statuses:
+            return status
+    return RunStatus.COMPLETED
 
 
 # -- planning -------------------------------------------------------------------------
@@ -581,7 +581,7 @@ class _ExperimentRun:
             RunOutcome(
                 spec.trial.name,
                 spec.repeat,
-                "cancelled",
+                RunStatus.CANCELLED,
                 reason="experiment cancelled",
                 seed=spec.seed,
             )

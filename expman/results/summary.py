@@ -15,15 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
+from expman.direction import infer_mode
 from expman.errors import ResultsError
 from expman.results.reading import Curve, ExperimentView, RunView, TrialView
-from expman.subscribers.callbacks.monitor import infer_mode
+from expman.status import run_status
 
 Mode = Literal["min", "max"]
 Reduce = Literal["last", "best"]
-
-#: Run statuses whose metrics are results.
-COUNTED = ("completed", "stopped")
 
 
 def is_number(value: Any) -> TypeGuard[float]:
@@ -187,7 +185,7 @@ def summarize(
     rows = []
     for trial in view.trials:
         runs = [r for r in view.runs if r.trial == trial.name]
-        counted = [r for r in runs if r.status in COUNTED]
+        counted = [r for r in runs if _counts(r.status)]
         per_metric = {}
         for name in names:
             name_mode = mode if name == metric else (infer_mode(name) or mode)
@@ -271,3 +269,9 @@ def history(view: ExperimentView, metric: str) -> History:
             n=tuple(len(by_epoch[e]) for e in epochs),
         )
     return History(metric=metric, runs=runs, trials=trials)
+
+
+def _counts(status: str | None) -> bool:
+    """Whether a run with this (recorded) status is a result."""
+    known = run_status(status)
+    return known is not None and known.counts_as_result

@@ -18,9 +18,8 @@ from typing import Any
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import ConfigChanged
 from expman.runtime.scheduler import ResumePoint, RunOutcome
+from expman.status import run_status
 from expman.workspace.journal import JournalState
-
-DONE = ("completed", "stopped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +62,13 @@ def plan_resume(
             todo.append(spec)
             continue
         same_config = record.config_hash == spec.config_hash
-        if record.status in DONE and same_config:
+        status = run_status(record.status)
+        if status is not None and status.is_finished and same_config:
             done.append(
                 RunOutcome(
                     trial=record.trial,
                     repeat=record.repeat,
-                    status=record.status or "completed",
+                    status=status,
                     metrics=record.metrics,
                     error=record.error,
                     reason=record.reason,

@@ -46,7 +46,6 @@ from expman.events import (
     RunRetrying,
     RunStalled,
     RunStarted,
-    RunStatus,
     StopRequested,
     StopScope,
     TrialFinished,
@@ -54,6 +53,7 @@ from expman.events import (
 )
 from expman.executors.base import Executor
 from expman.runtime.context import RunContext, state_key
+from expman.status import RunStatus
 from expman.workspace.atomic import remove_partial_files, remove_path, replace_into_place
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.logrouting import log_to
@@ -85,7 +85,7 @@ class RunOutcome:
 
     trial: str
     repeat: int
-    status: str
+    status: RunStatus
     metrics: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     reason: str | None = None
@@ -180,12 +180,12 @@ class Scheduler:
                 RunOutcome(
                     spec.trial.name,
                     spec.repeat,
-                    "cancelled",
+                    RunStatus.CANCELLED,
                     reason=f"not started: {self._experiment_stop}",
                     seed=spec.seed,
                 )
             )
-            await self._trial_run_done(spec, "cancelled")
+            await self._trial_run_done(spec, RunStatus.CANCELLED)
             return True
         reason = self._trial_stops.get(spec.trial.name) or self._run_stops.get(spec.key)
         if reason is None:
@@ -196,7 +196,7 @@ class Scheduler:
                 experiment=self.plan.name,
                 trial=spec.trial.name,
                 repeat=spec.repeat,
-                status="stopped",
+                status=RunStatus.STOPPED,
                 duration=0.0,
                 reason=f"not started: {reason}",
                 config_hash=spec.config_hash,
@@ -206,12 +206,12 @@ class Scheduler:
             RunOutcome(
                 spec.trial.name,
                 spec.repeat,
-                "stopped",
+                RunStatus.STOPPED,
                 reason=f"not started: {reason}",
                 seed=spec.seed,
             )
         )
-        await self._trial_run_done(spec, "stopped")
+        await self._trial_run_done(spec, RunStatus.STOPPED)
         return True
 
     def _record(self, outcome: RunOutcome) -> None:
@@ -222,7 +222,7 @@ class Scheduler:
     # -- one run ----------------------------------------------------------------------
 
     async def _run(self, spec: RunSpec) -> None:
-        status = "cancelled"
+        status = RunStatus.CANCELLED
         try:
             await self._trial_run_starting(spec)
             point = self.resume.get(spec.key)
@@ -231,7 +231,7 @@ class Scheduler:
             while True:
                 outcome = await self._attempt(spec, attempt, point)
                 status = outcome.status
-                if status != "failed" or retries_left <= 0 or self._stopping(spec):
+                if status != RunStatus.FAILED or retries_left <= 0 or self._stopping(spec):
                     break
                 retries_left -= 1
                 attempt += 1
@@ -246,7 +246,7 @@ class Scheduler:
                     )
                 )
             self._record(outcome)
-            if status == "failed" and self.execution.fail_fast:
+            if status == RunStatus.FAILED and self.execution.fail_fast:
                 await self.bus.publish(
                     StopRequested(
                         experiment=self.plan.name,
@@ -365,7 +365,7 @@ class Scheduler:
                             experiment=self.plan.name,
                             trial=spec.trial.name,
                             repeat=spec.repeat,
-                            status=outcome.status,  # type: ignore[arg-type]
+                            status=outcome.status,
                             duration=outcome.duration,
                             metrics=outcome.metrics,
                             error=outcome.error,
@@ -397,24 +397,24 @@ class Scheduler:
         reason: str | None = ctx.stop_reason
         status: RunStatus
         if cancelled_from_outside:
-            status, reason = "cancelled", reason or "experiment cancelled"
+            status, reason = RunStatus.CANCELLED, reason or "experiment cancelled"
         elif active.cause == "timeout":
-            status, reason = "failed", active.cause
+            status, reason = RunStatus.FAILED, active.cause
             error = f"timeout: still running after {self.execution.timeout:g}s (execution.timeout)"
         elif active.cause == "stalled":
-            status, reason = "failed", active.cause
+            status, reason = RunStatus.FAILED, active.cause
             limit = self.execution.stall_timeout
             error = f"stalled: no epoch_end for {limit:g}s (execution.stall_timeout)"
         elif failure is not None and not (active.cause == "grace"):
-            status = "failed"
+            status = RunStatus.FAILED
             error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
         elif ctx.should_stop:
-            status = "cancelled" if ctx.stop_scope == "experiment" else "stopped"
+            status = RunStatus.CANCELLED if ctx.stop_scope == "experiment" else RunStatus.STOPPED
             if active.cause == "grace":
                 reason = f"{reason} (cancelled after {self.execution.grace_period:g}s grace)"
         else:
-            status = "completed"
-        if status != "failed" and result is not None:
+            status = RunStatus.COMPLETED
+        if status != RunStatus.FAILED and result is not None:
             if isinstance(result, Mapping):
                 metrics.update(result)
             else:
@@ -454,7 +454,7 @@ class Scheduler:
         finally:
             ready.set()
 
-    async def _trial_run_done(self, spec: RunSpec, status: str) -> None:
+    async def _trial_run_done(self, spec: RunSpec, status: RunStatus) -> None:
         name = spec.trial.name
         counts = self._trial_counts.setdefault(name, {})
         counts[status] = counts.get(status, 0) + 1

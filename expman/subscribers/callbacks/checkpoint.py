@@ -29,11 +29,7 @@ from typing import Any
 
 import anyio
 
-from expman.errors import CallbackError
-from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
-from expman.serializable import YAMLSerializable
-from expman.subscribers.callbacks.base import Callback
-from expman.subscribers.callbacks.monitor import (
+from expman.direction import (
     Mode,
     as_number,
     check_bool,
@@ -42,6 +38,10 @@ from expman.subscribers.callbacks.monitor import (
     improves,
     resolve_mode,
 )
+from expman.errors import CallbackError
+from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
+from expman.serializable import YAMLSerializable
+from expman.subscribers.callbacks.base import Callback
 
 PREFIX = "checkpoint-"
 

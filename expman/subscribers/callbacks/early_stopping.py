@@ -27,11 +27,7 @@ from typing import Any
 
 import structlog
 
-from expman.errors import CallbackError
-from expman.events import EpochEnd
-from expman.serializable import YAMLSerializable
-from expman.subscribers.callbacks.base import Callback
-from expman.subscribers.callbacks.monitor import (
+from expman.direction import (
     Mode,
     as_number,
     check_bool,
@@ -41,6 +37,10 @@ from expman.subscribers.callbacks.monitor import (
     improves,
     resolve_mode,
 )
+from expman.errors import CallbackError
+from expman.events import EpochEnd
+from expman.serializable import YAMLSerializable
+from expman.subscribers.callbacks.base import Callback
 
 log = structlog.get_logger("expman.subscribers.callbacks")
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from expman.direction import Mode, as_number, improves, infer_mode, resolve_mode
 from expman.events import EpochEnd
 from expman.serializable import InvalidParam, YAMLSerializable
 from expman.subscribers.callbacks.base import Callback
-from expman.subscribers.callbacks.monitor import Mode, as_number, improves, infer_mode, resolve_mode
 
 
 @YAMLSerializable.register("MetricsTracker")

@@ -30,6 +30,7 @@ from expman.results.tables import (
     fmt_metrics,
     status_text,
 )
+from expman.status import RunStatus
 from expman.subscribers.display.base import Display
 from expman.subscribers.display.lines import failure_line
 from expman.workspace.layout import ExperimentLayout
@@ -129,7 +130,7 @@ class LiveDisplay(Display):
             ),
         )
         tally = Text()
-        for status in ("completed", "stopped", "failed", "cancelled"):
+        for status in RunStatus:
             tally.append(f"{status} {counts.get(status, 0)}", style=STATUS_STYLE[status])
             tally.append("  ")
         tally.append(f"running {len(active)}", style=STATUS_STYLE["running"])

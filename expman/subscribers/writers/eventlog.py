@@ -112,7 +112,7 @@ _HEAD_TAILS: dict[type[Event], bytes] = {}
 
 def _level(event: Event) -> str:
     if isinstance(event, RunFinished):
-        return "error" if event.status == "failed" else "info"
+        return event.status.log_level
     if isinstance(event, (RunStalled, RunRetrying)):
         return "warning"
     return "info"

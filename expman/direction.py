@@ -1,7 +1,7 @@
-"""A monitored metric: which way is better, and whether a value beats the best.
+"""Metric direction: which way is better for a metric, and whether a value beats the best.
 
-Shared by EarlyStopping, CheckpointCallback and MetricsTracker so that "better"
-means the same thing everywhere:
+Shared by the callbacks (EarlyStopping, CheckpointCallback, MetricsTracker) and the
+results (best trial, summaries) so that "better" means the same thing everywhere:
 
 * ``mode`` is ``min``, ``max`` or ``auto``; ``auto`` reads the metric's name
   (``loss``, ``err``, ``mse`` ... go down; ``acc``, ``f1``, ``auc`` ... go up).
