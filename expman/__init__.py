@@ -39,8 +39,8 @@ from expman.experiment import (
 from expman.experiment.environment import Environment
 from expman.pipeline import Pipeline
 from expman.results import Results, load_results
-from expman.runtime.context import RunContext
-from expman.runtime.scheduler import RunOutcome as RunResult
+from expman.run.context import RunContext
+from expman.run.records import RunOutcome as RunResult
 from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
 from expman.subscribers.callbacks import Callback, CheckpointCallback, EarlyStopping, MetricsTracker

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from expman.serializable import YAMLSerializable
 
 if TYPE_CHECKING:
-    from expman.runtime.context import RunContext
+    from expman.run.context import RunContext
 
 
 class Pipeline(YAMLSerializable, ABC):

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import expman
-from expman.runtime.devices import ResourcePool, detect_devices, resource_problem
+from expman.executors.devices import ResourcePool, detect_devices, resource_problem
 
 
 class TestResourcePool:

@@ -24,7 +24,7 @@ def make_executor(
     execution: ExecutionSettings, max_concurrency: int, *, config_dir: Path | None = None
 ) -> Executor:
     """The executor that ``execution.executor`` names (Ray is imported only here)."""
-    from expman.runtime.devices import ResourcePool, detect_devices
+    from expman.executors.devices import ResourcePool, detect_devices
 
     name = execution.executor
     if name == "ray":

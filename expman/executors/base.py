@@ -6,7 +6,7 @@ Contract (every backend passes the same conformance suite):
   its ``load_checkpoint`` hook when ``ctx.checkpoint`` is set, runs it and returns
   whatever ``run`` returned.  An exception in user code propagates as is: the
   runtime turns it into ``RunFinished(status="failed")``.
-* It sets ``ctx.checkpoint_saver`` so the runtime can answer ``CheckpointDue``.
+* It calls ``ctx.set_checkpoint_saver(...)`` so the runtime can answer ``CheckpointDue``.
 * When ``run`` returns (not when it raises), it calls ``await ctx.publish_run_ending()``
   while the pipeline is still alive: callbacks may then ask for a final checkpoint,
   which the saver must still answer.
@@ -18,7 +18,7 @@ Contract (every backend passes the same conformance suite):
   it without blocking the runtime.
 * ``reserve(resources)`` holds a run's trial resources for the run's whole life and
   yields the GPU ids it leased (``ctx.devices``).  Local backends lease them from
-  their :class:`~expman.runtime.devices.ResourcePool`; a backend without a pool
+  their :class:`~expman.executors.devices.ResourcePool`; a backend without a pool
   (Ray) leaves scheduling to its engine and yields nothing.
 """
 
@@ -31,8 +31,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from expman.runtime.context import RunContext
-    from expman.runtime.devices import ResourcePool
+    from expman.executors.devices import ResourcePool
+    from expman.run.context import RunContext
 
 
 class Executor(ABC):

@@ -18,9 +18,9 @@ from typing import Any
 import anyio
 
 from expman.executors.base import Executor
+from expman.executors.devices import ResourcePool
 from expman.pipeline import build_pipeline, call_hook
-from expman.runtime.context import RunContext
-from expman.runtime.devices import ResourcePool
+from expman.run.context import RunContext
 
 
 class LocalExecutor(Executor):
@@ -44,7 +44,7 @@ class LocalExecutor(Executor):
             async def saver(path: Path) -> None:
                 await call_hook(save, path)
 
-            ctx.checkpoint_saver = saver
+            ctx.set_checkpoint_saver(saver)
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):

@@ -44,7 +44,6 @@ import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, ByteStream, Process, TaskGroup
 
-import expman
 from expman.errors import WorkerLost
 from expman.executors.base import Executor
 from expman.executors.remote import Message, RemoteRun, start_message
@@ -52,8 +51,8 @@ from expman.executors.worker import MARK, output_record
 from expman.jsonlines import dumps, loads
 
 if TYPE_CHECKING:
-    from expman.runtime.context import RunContext
-    from expman.runtime.devices import ResourcePool
+    from expman.executors.devices import ResourcePool
+    from expman.run.context import RunContext
 
 log = structlog.get_logger("expman.executors")
 _HEADER = struct.Struct(">I")
@@ -120,7 +119,7 @@ class ProcessExecutor(Executor):
     def environment(self) -> dict[str, str]:
         """A worker's environment: ours, with expman importable and output unbuffered."""
         env = dict(os.environ)
-        package_root = str(Path(expman.__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -44,7 +44,7 @@ from expman.executors.base import Executor
 from expman.executors.remote import Message, RemoteRun, start_message
 
 if TYPE_CHECKING:
-    from expman.runtime.context import RunContext
+    from expman.run.context import RunContext
 
 
 def import_ray() -> Any:

@@ -31,7 +31,7 @@ from expman.errors import WorkerLost
 from expman.events import LogRecord, from_dict
 
 if TYPE_CHECKING:
-    from expman.runtime.context import RunContext
+    from expman.run.context import RunContext
 
 log = structlog.get_logger("expman.executors")
 Message = dict[str, Any]
@@ -116,7 +116,6 @@ class RemoteRun:
         self._ended = False
         self._lost: WorkerLost | None = None  # why the worker's messages ended early
         self._reader_done = anyio.Event()
-        self.ready = False
 
     async def send(self, message: Message) -> None:
         async with self._send_lock:
@@ -155,12 +154,12 @@ class RemoteRun:
                 if self._before is not None:
                     await self._before(message)
                 if op == "epoch":
-                    stop = await self.ctx._epoch_end(
+                    stop = await self.ctx.report_epoch(
                         int(message["epoch"]), message.get("metrics") or {}
                     )
                     await self._answer(self._reply(stop))
                 elif op == "publish":
-                    await self.ctx._bus.publish(from_dict(message["event"]))
+                    await self.ctx.emit(from_dict(message["event"]))
                     await self._answer(self._reply(self.ctx.should_stop))
                 elif op == "result":
                     await self._run_ending()
@@ -171,9 +170,7 @@ class RemoteRun:
 
     async def _run_ending(self) -> None:
         """``run`` returned: publish RunEnding while the worker still answers, then finish."""
-        publish_run_ending = getattr(self.ctx, "publish_run_ending", None)
-        if publish_run_ending is not None:
-            await publish_run_ending()
+        await self.ctx.publish_run_ending()
         await self._answer({"op": "finish"})
 
     async def _attach_callbacks(self, ready: Message) -> None:
@@ -188,16 +185,7 @@ class RemoteRun:
         except Exception as exc:
             log.warning("pipeline_callbacks_not_loaded", error=repr(exc))
             return
-        attach = getattr(self.ctx, "attach_callbacks", None)
-        if attach is not None:
-            await attach(callbacks)
-            return
-        ctx = self.ctx
-        for cb in callbacks:
-            bind = getattr(cb, "bind", None)
-            if bind is not None:
-                bind(ctx._bus, ctx.experiment, ctx.trial, ctx.repeat)
-        ctx.callbacks.extend(callbacks)
+        await self.ctx.attach_callbacks(callbacks)
 
     async def _answer(self, reply: Message) -> None:
         try:
@@ -226,9 +214,8 @@ class RemoteRun:
                 elif op == "log":
                     await self.publish_line(str(message["line"]))
                 elif op == "ready":
-                    self.ready = True
                     if message.get("has_saver"):
-                        self.ctx.checkpoint_saver = self._save
+                        self.ctx.set_checkpoint_saver(self._save)
                     await self._attach_callbacks(message)
                 else:
                     await out.send(message)
@@ -248,13 +235,13 @@ class RemoteRun:
     async def publish_line(self, line: str) -> None:
         """One line for the run's run.log (a JSON object), via the bus."""
         ctx = self.ctx
-        await ctx._bus.publish(
+        await ctx.emit(
             LogRecord(experiment=ctx.experiment, trial=ctx.trial, repeat=ctx.repeat, line=line)
         )
 
     async def _forward_stop(self) -> None:
         ctx = self.ctx
-        await ctx.stop_event.wait()
+        await ctx.wait_for_stop()
         # A worker that has just ended cannot hear it; that is not an error.
         with contextlib.suppress(Exception):
             await self.send({"op": "stop", "reason": ctx.stop_reason, "scope": ctx.stop_scope})

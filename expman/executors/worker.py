@@ -63,7 +63,7 @@ import structlog
 
 from expman.events import Event, to_dict
 from expman.jsonlines import dumps, loads
-from expman.runtime.context import RunView, epoch_number, metric_values
+from expman.run.view import RunView, epoch_number, metric_values
 from expman.workspace.layout import RunPaths
 from expman.workspace.logrouting import iso, log_processors, logging_entry
 

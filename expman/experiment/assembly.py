@@ -39,12 +39,13 @@ from expman.config import ExperimentPlan, RunSpec, TrialSpec, load_plan
 from expman.errors import ConfigError, WorkspaceError, WorkspaceLocked
 from expman.events import Event, ExperimentFinished, ExperimentStarted, StopRequested
 from expman.executors import make_executor
+from expman.executors.devices import detect_devices, resource_problem
 from expman.experiment.environment import Environment
 from expman.pipeline import Pipeline
-from expman.runtime.devices import detect_devices, resource_problem
-from expman.runtime.resume import ResumePlan, plan_resume
-from expman.runtime.scheduler import RunOutcome, Scheduler
-from expman.runtime.scheduler import RunOutcome as RunResult
+from expman.run.records import ResumePlan, RunOutcome
+from expman.run.records import RunOutcome as RunResult
+from expman.runtime.resume import plan_resume
+from expman.runtime.scheduler import Scheduler
 from expman.serializable import (
     InvalidParam,
     UnknownType,

@@ -11,32 +11,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import ConfigChanged
-from expman.runtime.scheduler import ResumePoint, RunOutcome
+from expman.run.records import ResumePlan, ResumePoint, RunOutcome
 from expman.status import run_status
 from expman.workspace.journal import JournalState
-
-
-@dataclass(frozen=True, slots=True)
-class ResumePlan:
-    """The runs to execute now, the ones already done, and where each restarts."""
-
-    todo: tuple[RunSpec, ...]
-    done: tuple[RunOutcome, ...]
-    points: Mapping[tuple[str, int], ResumePoint] = field(default_factory=dict)
-    resumed: bool = False
-
-    previously_run: frozenset[tuple[str, int]] = frozenset()
-
-    @property
-    def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:
-        """Runs that ran before and run again (with their checkpoint, if any)."""
-        return [(s, self.points.get(s.key)) for s in self.todo if s.key in self.previously_run]
 
 
 def plan_resume(

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args
 
 from expman.events import Event, StopRequested, StopScope
+from expman.run.callbacks import HookedCallback
 from expman.serializable import YAMLSerializable
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def hook_name(event_type: type[Event]) -> str:
     return "on_" + _CAMEL.sub("_", event_type.__name__).lower()
 
 
-class Callback(YAMLSerializable):
+class Callback(YAMLSerializable, HookedCallback):
     """Base class: no-op async hooks, state for resume, and ways to publish."""
 
     #: The key of this callback's state in a checkpoint (default: the class name).

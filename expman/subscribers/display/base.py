@@ -20,7 +20,7 @@ from expman.subscribers.display.state import ProgressState, epochs_of
 if TYPE_CHECKING:
     from expman.bus import EventBus, Subscription
     from expman.config import ExperimentPlan
-    from expman.runtime.resume import ResumePlan
+    from expman.run.records import ResumePlan
 
 #: Events a display may hold before publishers wait for it.
 MAILBOX = 10_000
