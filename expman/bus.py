@@ -16,13 +16,19 @@ A subscriber to a class receives its subclasses.  Event types that nobody listen
 cost one dict lookup.  A subscriber that raises is reported and isolated: the
 publisher and the other subscribers go on.  Leaving ``async with bus`` closes every
 mailbox and waits until each has been drained.
+
+:meth:`EventBus.attach` subscribes an object the way it declares itself: its
+``events`` (the event types it wants; default every event) and its ``delivery``
+(:data:`CONTROL` or :func:`mailbox`; default a mailbox of :data:`DEFAULT_MAILBOX`).
+The contract is written out in :mod:`expman.subscribers.base`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +44,76 @@ ErrorReporter = Callable[[str, Event | None, BaseException], None]
 
 #: How many waiting events a batched mailbox hands over at most in one call.
 MAX_BATCH = 4096
+#: The mailbox of a subscriber that declares no delivery (a plain async function).
+DEFAULT_MAILBOX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a subscriber receives events.
+
+    ``mailbox=None``: control (awaited in order during ``publish``; may publish and
+    stop runs before the publisher goes on).  ``mailbox=N``: its own ordered queue of
+    at most N events (``0``: unbounded) drained by one task; the publisher waits only
+    when it is full.  ``batch``: the handler receives a list of the waiting events.
+    """
+
+    mailbox: int | None = None
+    batch: bool = False
+
+    @property
+    def is_control(self) -> bool:
+        return self.mailbox is None
+
+
+#: Control delivery: awaited in order, before ``publish`` returns.
+CONTROL = Delivery()
+
+
+def mailbox(size: int = DEFAULT_MAILBOX, *, batch: bool = False) -> Delivery:
+    """Mailbox delivery: a bounded queue of ``size`` events, drained by its own task."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"a mailbox holds an integer >= 0 of events, got {size!r}")
+    return Delivery(mailbox=size, batch=batch)
+
+
+def is_async_callable(handler: Any) -> bool:
+    """Whether ``handler`` is an ``async def`` (or an object whose ``__call__`` is one)."""
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler) or isinstance(handler, type):
+        return False
+    return inspect.iscoroutinefunction(type(handler).__call__)
+
+
+def declared(subscriber: Any) -> tuple[tuple[type[Event], ...], Delivery, str]:
+    """A subscriber's declared event types, delivery and name (TypeError if it cannot be one)."""
+    if not callable(subscriber) or not is_async_callable(subscriber):
+        what = getattr(subscriber, "__qualname__", None) or type(subscriber).__name__
+        raise TypeError(
+            f"subscriber {what} must be an async callable (async def, or a class with an "
+            "async __call__); a plain def would block the event loop on every event"
+        )
+    types = getattr(subscriber, "events", None) or (Event,)
+    if isinstance(types, type):
+        types = (types,)
+    types = tuple(types)
+    if not all(isinstance(t, type) and issubclass(t, Event) for t in types):
+        raise TypeError(f"subscriber {subscriber!r}: events must be Event classes, got {types!r}")
+    delivery = getattr(subscriber, "delivery", None)
+    if delivery is None:
+        delivery = mailbox()
+    if not isinstance(delivery, Delivery):
+        raise TypeError(
+            f"subscriber {subscriber!r}: delivery must be expman.bus.CONTROL or "
+            f"expman.bus.mailbox(...), got {delivery!r}"
+        )
+    name = (
+        getattr(subscriber, "name", None)
+        or getattr(subscriber, "__qualname__", None)
+        or type(subscriber).__name__
+    )
+    return types, delivery, str(name)
 
 
 @dataclass(slots=True)
@@ -108,7 +184,6 @@ class Subscription(Generic[E]):
 class _Counters:
     published: int = 0
     errors: int = 0
-    recent_errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 class EventBus:
@@ -207,6 +282,20 @@ class EventBus:
         self._subscribers.append(sub)
         self._routes.clear()
         return Subscription(self, sub)
+
+    def attach(self, subscriber: Any, *, name: str | None = None) -> Subscription[Event]:
+        """Subscribe ``subscriber`` as it declares itself (``events``, ``delivery``, ``name``).
+
+        A TypeError, at once, for anything that is not an async callable.
+        """
+        types, delivery, label = declared(subscriber)
+        return self.subscribe(
+            types,
+            subscriber,
+            mailbox=delivery.mailbox,
+            batch=delivery.batch,
+            name=name or label,
+        )
 
     def open_stream(
         self,
@@ -337,9 +426,6 @@ class EventBus:
     def _report(self, sub: _Subscriber, event: Event | None, exc: BaseException) -> None:
         sub.stats.errors += 1
         self._counters.errors += 1
-        recent = self._counters.recent_errors
-        recent.append((sub.name, f"{type(exc).__name__}: {exc}"))
-        del recent[:-20]
         if self._on_error is not None:
             try:
                 self._on_error(sub.name, event, exc)
@@ -347,11 +433,6 @@ class EventBus:
                 pass
 
     # -- introspection --------------------------------------------------------------
-
-    @property
-    def recent_errors(self) -> list[tuple[str, str]]:
-        """The last few subscriber errors as ``(subscriber, error)``."""
-        return list(self._counters.recent_errors)
 
     def statistics(self) -> BusStatistics:
         """Counts of published events, deliveries, errors and queued events."""

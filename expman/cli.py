@@ -196,9 +196,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout = sys.stderr
 
     async with start_experiment(
-        plan, fresh=args.fresh, accept_changes=args.accept_changes, on_plan=display.on_plan
+        plan,
+        fresh=args.fresh,
+        accept_changes=args.accept_changes,
+        on_plan=display.on_plan,
+        subscribers=[display],
     ) as handle:
-        display.attach(handle.bus)  # before the experiment's task first runs: sees every event
         with single_errors():
             async with anyio.create_task_group() as tg:
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from expman.bus import mailbox
 from expman.events import (
     CheckpointSaved,
     Event,
@@ -55,6 +56,10 @@ def encode(event: Event) -> bytes:
 
 class JournalWriter:
     """Batched mailbox subscriber appending lifecycle events to the journal."""
+
+    events = JOURNALED
+    delivery = mailbox(1024, batch=True)
+    name = "writer.journal"
 
     def __init__(self, path: Path, on_error: Callable[[OSError, str], None] | None = None) -> None:
         self.path = path

@@ -32,6 +32,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args
 
+from expman.bus import CONTROL, Delivery
 from expman.events import Event, StopRequested, StopScope
 from expman.run.callbacks import HookedCallback
 from expman.serializable import YAMLSerializable
@@ -52,7 +53,15 @@ def hook_name(event_type: type[Event]) -> str:
 
 
 class Callback(YAMLSerializable, HookedCallback):
-    """Base class: no-op async hooks, state for resume, and ways to publish."""
+    """Base class: no-op async hooks, state for resume, and ways to publish.
+
+    Passed to ``run_experiment(subscribers=...)``, a callback is a *control*
+    subscriber to every event: it decides (stops runs, asks for checkpoints) before
+    the publisher goes on.
+    """
+
+    events: ClassVar[tuple[type[Event], ...]] = (Event,)
+    delivery: ClassVar[Delivery] = CONTROL
 
     #: The key of this callback's state in a checkpoint (default: the class name).
     state_key: ClassVar[str | None] = None

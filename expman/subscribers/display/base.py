@@ -14,21 +14,24 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
+from expman.bus import mailbox
 from expman.events import Event
 from expman.subscribers.display.state import ProgressState, epochs_of
+
+#: Events a display may hold before publishers wait for it.
+MAILBOX = 10_000
 
 if TYPE_CHECKING:
     from expman.bus import EventBus, Subscription
     from expman.config import ExperimentPlan
     from expman.run.records import ResumePlan
 
-#: Events a display may hold before publishers wait for it.
-MAILBOX = 10_000
-
 
 class Display:
     """Base class: folds events into :attr:`state`; subclasses show it."""
 
+    events = (Event,)
+    delivery = mailbox(MAILBOX, batch=True)
     name = "display"
 
     def __init__(self, out: IO[str] | None = None) -> None:
@@ -37,8 +40,8 @@ class Display:
         self._broken = False
 
     def attach(self, bus: EventBus) -> Subscription[Event]:
-        """Subscribe to every event of ``bus`` through a bounded, batched mailbox."""
-        return bus.subscribe(Event, self, mailbox=MAILBOX, batch=True, name=self.name)
+        """Subscribe to ``bus`` as declared: every event, through a bounded, batched mailbox."""
+        return bus.attach(self)
 
     def on_plan(self, plan: ExperimentPlan, resume: ResumePlan) -> None:
         """Learn the plan (epochs per trial, runs already done) and say what resumes."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from expman.bus import mailbox
 from expman.events import (
     EpochEnd,
     Event,
@@ -127,6 +128,10 @@ def metrics_record(event: EpochEnd) -> dict[str, Any]:
 
 class EventLogWriter:
     """Batched subscriber writing every event into the logs it belongs in."""
+
+    events = (Event,)
+    delivery = mailbox(1024, batch=True)
+    name = "writer.logs"
 
     def __init__(self, layout: ExperimentLayout, files: LogFiles) -> None:
         self.files = files

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from expman.bus import CONTROL
 from expman.config import ExperimentPlan, RunSpec, TrialSpec
 from expman.events import Event, RunStarted
 from expman.workspace.atomic import atomic_write, make_folders
@@ -37,7 +38,9 @@ class WorkspaceWriter:
 
     #: The events to subscribe it to (it is a control subscriber: only these).  An
     #: experiment calls :meth:`prepare_experiment` itself before its journal opens.
-    EVENTS = (RunStarted,)
+    events = (RunStarted,)
+    delivery = CONTROL
+    name = "writer.workspace"
     #: Runs prepared per worker-thread hop.
     BATCH = 8
 

@@ -1,0 +1,241 @@
+"""One execution of a plan: the bus, its subscribers, the scheduler, in one task group.
+
+The bus's subscribers are wired from one declared list (:meth:`ExperimentRun.subscribers`),
+each attached as it declares itself (:mod:`expman.subscribers.base`), in this order:
+
+1. the caller's ``events()`` stream (a bounded stream, read by the caller);
+2. ``writer.logs``: the JSON logs and metrics (batched mailbox);
+3. ``writer.journal``: the resume journal (batched mailbox, its events only);
+4. ``writer.workspace``: folders and snapshots (control, RunStarted only: a run's
+   folders exist before its pipeline is called);
+5. subscribers named in YAML (``subscribers:``), then the caller's (``subscribers=``);
+6. the runtime's own, from the scheduler: per-run callbacks, stops, checkpoints
+   (control).
+
+Control subscribers that come first see an event before whatever later ones publish
+in response to it; a mailbox subscriber's queue holds its events in publish order
+whatever its place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from expman.bus import EventBus
+from expman.config import ExperimentPlan, RunSpec
+from expman.errors import WorkspaceError
+from expman.events import Event, ExperimentFinished, ExperimentStarted
+from expman.executors import make_executor
+from expman.executors.base import Executor
+from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
+from expman.experiment.result import ExperimentResult, experiment_status, in_plan_order
+from expman.run.records import ResumePlan, RunOutcome
+from expman.runtime.admission import AdmissionPolicy
+from expman.runtime.scheduler import Scheduler
+from expman.serializable import YAMLSerializable, import_path
+from expman.status import RunStatus
+from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.writers.eventlog import EventLogWriter
+from expman.subscribers.writers.workspace import WorkspaceWriter
+from expman.workspace.journal import JournalWriter
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.logrouting import configure_structlog, log_to
+from expman.workspace.logsink import LogFiles
+
+log = structlog.get_logger("expman")
+
+
+class ExperimentRun:
+    """One execution of a plan: wires the bus, writers and scheduler, then runs."""
+
+    def __init__(
+        self,
+        plan: ExperimentPlan,
+        layout: ExperimentLayout,
+        resume: ResumePlan,
+        subscribers: Sequence[Any] = (),
+        *,
+        plan_subscribers: Sequence[Any] = (),
+        admission: AdmissionPolicy | None = None,
+    ) -> None:
+        self.plan = plan
+        self.layout = layout
+        self.resume = resume
+        #: The caller's subscribers (``subscribers=``), and those named in YAML.
+        self.caller_subscribers = tuple(subscribers)
+        self.plan_subscribers = tuple(plan_subscribers)
+        self.admission = admission
+        self.bus = EventBus(on_error=_report_subscriber_error)
+        self.handle = ExperimentHandle(plan, self.bus)
+        # The caller's events(): read straight from a bounded stream (no consumer task),
+        # so a caller that never reads cannot hold up the end of the experiment.
+        self.handle._stream_sub, self.handle._stream = self.bus.open_stream(
+            Event, size=STREAM_BUFFER, name="caller.events"
+        )
+        self.files = LogFiles(on_error=self._workspace_failed)
+        self.journal = JournalWriter(layout.journal_file, on_error=self._workspace_failed)
+        self.outcomes: list[RunOutcome] = list(resume.done)
+        self.max_concurrency = plan.execution.max_concurrency or os.cpu_count() or 1
+        self.started = time.monotonic()
+        self.notes: list[tuple[str, dict[str, Any]]] = []
+        # Invariant: fault is the first workspace write error; once set, runs are stopping.
+        self.fault: WorkspaceError | None = None
+        self._task_group: TaskGroup | None = None
+
+    def _workspace_failed(self, exc: OSError, path: str | None = None) -> None:
+        """A write to the workspace failed: stop every run, then report it (once)."""
+        if self.fault is not None:
+            return
+        where = path or exc.filename or self.plan.path
+        self.fault = WorkspaceError(
+            f"cannot write {where}: {exc.strerror or exc}. Runs were stopped and what was "
+            "recorded is intact; fix the workspace (space, permissions) and run again to resume."
+        )
+        if self._task_group is not None:
+            self._task_group.start_soon(self.handle.stop, f"workspace error: {exc.strerror}")
+
+    async def execute(self) -> None:
+        handle = self.handle
+        handle._cancel_scope = anyio.CancelScope()
+        try:
+            with handle._cancel_scope:
+                await self._execute()
+        except OSError as exc:
+            handle._error = WorkspaceError(
+                f"cannot write {exc.filename or self.plan.path}: {exc.strerror or exc}"
+            )
+        except Exception as exc:
+            handle._error = exc
+        finally:
+            if self.fault is not None and handle._error is None:
+                handle._error = self.fault
+            self.journal.close()
+            if self.handle._stream_sub is not None:
+                self.handle._stream_sub.unsubscribe()  # the caller's stream ends here
+            handle._done.set()
+
+    async def _execute(self) -> None:
+        plan, layout, bus = self.plan, self.layout, self.bus
+        configure_structlog()
+        await anyio.to_thread.run_sync(WorkspaceWriter(plan, layout).prepare_experiment)
+        await anyio.to_thread.run_sync(self.journal.open)
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            await tg.start(self.files.run)
+            try:
+                with log_to(self.files, str(layout.log_file), experiment=plan.name):
+                    for note, fields in self.notes:
+                        log.warning(note, **fields)
+                    async with bus:
+                        executor = make_executor(
+                            plan.execution, self.max_concurrency, config_dir=plan.config_dir
+                        )
+                        scheduler, workspace = self._wire(executor)
+                        await bus.publish(
+                            ExperimentStarted(
+                                experiment=plan.name,
+                                path=str(plan.path),
+                                runs=len(plan.runs),
+                                trials=len(plan.trials),
+                                resumed=self.resume.resumed,
+                            )
+                        )
+                        try:
+                            with import_path(plan.config_dir):
+                                async with executor:
+                                    tg.start_soon(workspace.prepare_ahead)
+                                    try:
+                                        self.outcomes.extend(await scheduler.run())
+                                    finally:
+                                        await workspace.aclose()
+                        finally:
+                            with anyio.move_on_after(10, shield=True):
+                                await self._finish()
+            finally:
+                await self.files.aclose()
+
+    def subscribers(self) -> list[Any]:
+        """Every subscriber of the experiment's bus but the runtime's, in wiring order."""
+        self.workspace = WorkspaceWriter(
+            self.plan,
+            self.layout,
+            on_error=self._workspace_failed,
+            todo=self.resume.todo,
+            attempts={key: point.attempts for key, point in self.resume.points.items()},
+            ahead=max(self.max_concurrency, WorkspaceWriter.BATCH),
+        )
+        return [
+            EventLogWriter(self.layout, self.files),
+            self.journal,
+            self.workspace,
+            *self.plan_subscribers,
+            *self.caller_subscribers,
+        ]
+
+    def _wire(self, executor: Executor) -> tuple[Scheduler, WorkspaceWriter]:
+        plan, bus = self.plan, self.bus
+        for sub in self.subscribers():
+            if isinstance(sub, Callback):
+                sub.bind(bus, plan.name)
+            bus.attach(sub)
+        scheduler = Scheduler(
+            plan,
+            bus,
+            executor,
+            self.layout,
+            self.files,
+            max_concurrency=self.max_concurrency,
+            todo=self.resume.todo,
+            resume=self.resume.points,
+            callbacks=build_callbacks,
+            admission=self.admission,
+        )
+        return scheduler, self.workspace
+
+    async def _finish(self) -> None:
+        # Runs cut off by a cancellation never recorded an outcome: they count as cancelled.
+        ended = {(o.trial, o.repeat) for o in self.outcomes}
+        cut = [
+            RunOutcome(
+                spec.trial.name,
+                spec.repeat,
+                RunStatus.CANCELLED,
+                reason="experiment cancelled",
+                seed=spec.seed,
+            )
+            for spec in self.plan.runs
+            if spec.key not in ended
+        ]
+        runs = in_plan_order(self.plan, (*self.outcomes, *cut))
+        status = experiment_status(runs)
+        duration = time.monotonic() - self.started
+        result = ExperimentResult(
+            name=self.plan.name, status=status, path=self.plan.path, runs=runs, duration=duration
+        )
+        self.handle._result = result
+        await self.bus.publish(
+            ExperimentFinished(
+                experiment=self.plan.name, status=status, duration=duration, counts=result.counts
+            )
+        )
+
+
+def _report_subscriber_error(name: str, event: Event | None, exc: BaseException) -> None:
+    log.error(
+        "subscriber_failed",
+        subscriber=name,
+        event_type=type(event).__name__ if event else None,
+        exc_info=exc,
+    )
+
+
+def build_callbacks(spec: RunSpec) -> list[Any]:
+    """Fresh callback objects for one run, from ``settings.callbacks``."""
+    return [YAMLSerializable.from_config(cb) for cb in spec.settings.get("callbacks") or ()]

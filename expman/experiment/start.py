@@ -1,0 +1,170 @@
+"""start_experiment and run_experiment: the async API.
+
+Both take a config folder (or a prepared :class:`~expman.config.ExperimentPlan`),
+check everything first (:mod:`~expman.experiment.preflight`; subscribers that are
+not async callables are refused with a TypeError at the call), take the
+experiment's lock, work out what resuming means from the journal, then run the plan
+(:mod:`~expman.experiment.execution`) in a task group of their own.  An experiment
+folder that exists already is resumed; ``fresh=True`` sets it aside first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import anyio
+
+from expman.bus import declared
+from expman.config import ExperimentPlan
+from expman.errors import WorkspaceLocked
+from expman.experiment.execution import ExperimentRun
+from expman.experiment.handle import ExperimentHandle, single_errors
+from expman.experiment.preflight import build_subscribers, prepare
+from expman.experiment.result import ExperimentResult
+from expman.run.records import ResumePlan
+from expman.runtime.admission import AdmissionPolicy
+from expman.runtime.resume import plan_resume
+from expman.subscribers.base import AnySubscriber
+from expman.workspace.journal import read_journal
+from expman.workspace.layout import ExperimentLayout
+from expman.workspace.lock import ExperimentLock, lock_holder
+
+
+@contextlib.asynccontextmanager
+async def start_experiment(
+    config_dir: str | os.PathLike[str] | ExperimentPlan,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    max_concurrency: int | None = None,
+    overrides: Sequence[str] = (),
+    subscribers: Sequence[AnySubscriber] = (),
+    executor: str | None = None,
+    fresh: bool = False,
+    accept_changes: bool = False,
+    on_plan: Callable[[ExperimentPlan, ResumePlan], None] | None = None,
+    admission: AdmissionPolicy | None = None,
+) -> AsyncIterator[ExperimentHandle]:
+    """Start an experiment in the background; yields a handle with its live events.
+
+    ::
+
+        async with expman.start_experiment("configs/") as handle:
+            async for event in handle.events():
+                ...
+            result = await handle.wait()
+
+    ``subscribers`` receive the experiment's events as each declares
+    (:mod:`expman.subscribers.base`: a plain ``async def`` gets every event through
+    its own mailbox, so it never slows the runs).  ``admission`` chooses which
+    waiting run starts next (:mod:`expman.runtime.admission`; default plan order).
+    Leaving the block early (an exception, a cancellation) cancels the experiment.
+    """
+    for sub in subscribers:
+        declared(sub)  # a TypeError now, not a failure on every event
+    if isinstance(config_dir, ExperimentPlan):
+        plan = config_dir
+    else:
+        plan = await anyio.to_thread.run_sync(
+            lambda: prepare(
+                config_dir,
+                workspace=workspace,
+                overrides=overrides,
+                max_concurrency=max_concurrency,
+                executor=executor,
+            )
+        )
+    plan_subscribers = build_subscribers(plan)
+    if fresh:
+        await anyio.to_thread.run_sync(_set_aside, plan.path)
+    layout = ExperimentLayout(plan.path)
+    lock = ExperimentLock(layout.lock_file)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        journal_state = await anyio.to_thread.run_sync(read_journal, layout.journal_file)
+        resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
+        if on_plan is not None:
+            on_plan(plan, resume)
+        runner = ExperimentRun(
+            plan,
+            layout,
+            resume,
+            subscribers,
+            plan_subscribers=plan_subscribers,
+            admission=admission,
+        )
+        if lock.previous.get("pid"):
+            runner.notes.append(
+                (
+                    "lock_taken_over",
+                    {
+                        "previous_pid": lock.previous.get("pid"),
+                        "previous_host": lock.previous.get("host"),
+                    },
+                )
+            )
+        with single_errors():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.execute)
+                try:
+                    yield runner.handle
+                except BaseException:
+                    runner.handle.cancel()
+                    raise
+                if not runner.handle._events_taken:
+                    await runner.handle.wait()
+    finally:
+        lock.release()
+
+
+async def run_experiment(
+    config_dir: str | os.PathLike[str],
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    max_concurrency: int | None = None,
+    overrides: Sequence[str] = (),
+    subscribers: Sequence[AnySubscriber] = (),
+    executor: str | None = None,
+    fresh: bool = False,
+    accept_changes: bool = False,
+    admission: AdmissionPolicy | None = None,
+) -> ExperimentResult:
+    """Run the experiment in ``config_dir`` to its end and return its result.
+
+    Works in any running asyncio loop (a notebook cell included).  An experiment
+    directory that already exists is resumed: finished runs are not run again.
+    """
+    async with start_experiment(
+        config_dir,
+        workspace=workspace,
+        max_concurrency=max_concurrency,
+        overrides=overrides,
+        subscribers=subscribers,
+        executor=executor,
+        fresh=fresh,
+        accept_changes=accept_changes,
+        admission=admission,
+    ) as handle:
+        return await handle.wait()
+
+
+def _set_aside(path: Path) -> None:
+    """Move an existing experiment directory to a new name (never delete it)."""
+    if not path.exists():
+        return
+    holder = lock_holder(ExperimentLayout(path).lock_file)
+    if holder is not None:
+        raise WorkspaceLocked(
+            f"{path} is being run by pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')}; --fresh would move it away under that run"
+        )
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{stamp}-{n}")
+        n += 1
+    path.rename(target)
