@@ -1,6 +1,6 @@
 """expman: run machine-learning experiments from YAML on an async, event-driven runtime."""
 
-from expman.bus import EventBus, Subscription
+from expman.bus import CONTROL, Delivery, EventBus, Subscription, mailbox
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, insert_value, load_plan, multiply
 from expman.errors import (
     CallbackError,
@@ -41,13 +41,19 @@ from expman.pipeline import Pipeline
 from expman.results import Results, load_results
 from expman.run.context import RunContext
 from expman.run.records import RunOutcome as RunResult
+from expman.runtime.admission import AdmissionPolicy, Admit, Drop, PlanOrder
 from expman.seeding import seed_everything
 from expman.serializable import YAMLSerializable, register
+from expman.status import RunStatus
+from expman.subscribers.base import Subscriber, subscriber
 from expman.subscribers.callbacks import Callback, CheckpointCallback, EarlyStopping, MetricsTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONTROL",
+    "AdmissionPolicy",
+    "Admit",
     "Callback",
     "CallbackError",
     "CheckpointCallback",
@@ -55,6 +61,8 @@ __all__ = [
     "CheckpointSaved",
     "ConfigChanged",
     "ConfigError",
+    "Delivery",
+    "Drop",
     "EarlyStopping",
     "Environment",
     "EpochEnd",
@@ -71,6 +79,7 @@ __all__ = [
     "MetricsTracker",
     "Pipeline",
     "PipelineError",
+    "PlanOrder",
     "Results",
     "ResultsError",
     "RunContext",
@@ -81,7 +90,9 @@ __all__ = [
     "RunSpec",
     "RunStalled",
     "RunStarted",
+    "RunStatus",
     "StopRequested",
+    "Subscriber",
     "Subscription",
     "TrialFinished",
     "TrialSpec",
@@ -93,9 +104,11 @@ __all__ = [
     "insert_value",
     "load_plan",
     "load_results",
+    "mailbox",
     "multiply",
     "register",
     "run_experiment",
     "seed_everything",
     "start_experiment",
+    "subscriber",
 ]

@@ -598,3 +598,41 @@ def test_seed_everything_makes_random_and_numpy_repeatable() -> None:
     assert (random.random(), float(np.random.rand())) != draws[0]
     with pytest.raises(TypeError):
         expman.seed_everything("7")  # type: ignore[arg-type]
+
+
+# -- what a run's callbacks can receive ------------------------------------------------
+
+WIDE = textwrap.dedent(
+    """
+    from expman import Callback
+
+
+    class TrialWatcher(Callback):
+        async def on_trial_finished(self, event):
+            pass
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["base", "trial"])
+def test_a_yaml_callback_with_trial_hooks_is_refused_pointing_at_subscribers(
+    make_experiment: Callable[..., Path], where: str
+) -> None:
+    """on_trial_finished would never fire in a run's callbacks: say where it belongs."""
+    entry = {"type": "wide:TrialWatcher"}
+    pipeline = {"type": "pipelines:Sleeper"}
+    if where == "base":
+        root = make_experiment(base={"pipeline": pipeline, "callbacks": [entry]})
+    else:
+        root = make_experiment(
+            base={"pipeline": pipeline},
+            trials=[{"name": "a", "id": 1, "repeat": 1, "settings": {"callbacks": [entry]}}],
+        )
+    (root / "wide.py").write_text(WIDE)
+    with pytest.raises(ConfigError) as caught:
+        expman.experiment.prepare(root)
+    text = str(caught.value)
+    assert ("base.yaml" if where == "base" else "trials.yaml") in text
+    assert "callbacks[0].type" in text
+    assert "on_trial_finished" in text
+    assert "subscribers:" in text

@@ -1,0 +1,151 @@
+"""Experiment subscribers as users pass them: delivery as declared, order, refusal of sync ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+import expman
+from expman.events import EpochEnd, Event, RunFinished, RunStarted
+
+Make = Callable[..., Path]
+
+
+def _experiment(make_experiment: Make, *, repeats: int = 2, epochs: int = 10) -> Path:
+    return make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper", "epochs": epochs}},
+        trials=[{"name": "a", "id": 1, "repeat": repeats}],
+    )
+
+
+async def test_a_blocked_plain_subscriber_does_not_hold_up_the_runs(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """A plain ``async def`` gets a mailbox: the runs finish while it is still stuck."""
+    root = _experiment(make_experiment)
+    gate = anyio.Event()
+    seen: list[Event] = []
+    published: list[Event] = []
+    all_finished = anyio.Event()
+
+    async def stuck(event: Event) -> None:
+        await gate.wait()  # a tracker whose server is down
+        seen.append(event)
+
+    @expman.subscriber(delivery=expman.CONTROL)
+    async def count(event: Event) -> None:
+        published.append(event)
+        if sum(isinstance(e, RunFinished) for e in published) == 2:
+            all_finished.set()
+
+    with anyio.fail_after(30):
+        async with expman.start_experiment(
+            root, workspace=workspace, subscribers=[stuck, count]
+        ) as handle:
+            await all_finished.wait()
+            assert seen == []  # every run ended while the subscriber saw nothing
+            gate.set()
+            result = await handle.wait()
+    assert result.status == "completed"
+    # It still received every event of the experiment, in publish order.
+    assert [e.seq for e in seen] == [e.seq for e in published]
+    assert [type(e).__name__ for e in seen][0] == "ExperimentStarted"
+    assert [type(e).__name__ for e in seen][-1] == "ExperimentFinished"
+    assert sum(isinstance(e, EpochEnd) for e in seen) == 2 * 10
+    assert sum(isinstance(e, RunFinished) for e in seen) == 2
+
+
+async def test_a_slow_subscriber_receives_every_event_in_order(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """50 ms per EpochEnd: still every event, in the order published, before the result."""
+    root = _experiment(make_experiment, epochs=5)
+    slow_seen: list[Event] = []
+    all_seen: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        if isinstance(event, EpochEnd):
+            await anyio.sleep(0.05)
+        slow_seen.append(event)
+
+    @expman.subscriber(delivery=expman.CONTROL)
+    async def reference(event: Event) -> None:
+        all_seen.append(event)
+
+    result = await expman.run_experiment(
+        root, workspace=workspace, subscribers=[slow, reference]
+    )
+    assert result.status == "completed"
+    assert [e.seq for e in slow_seen] == [e.seq for e in all_seen]
+
+
+async def test_declared_events_are_the_only_ones_delivered(
+    make_experiment: Make, workspace: Path
+) -> None:
+    root = _experiment(make_experiment, epochs=3)
+    got: list[Event] = []
+
+    @expman.subscriber(RunStarted, RunFinished)
+    async def lifecycle(event: Event) -> None:
+        got.append(event)
+
+    await expman.run_experiment(root, workspace=workspace, subscribers=[lifecycle])
+    assert sorted(type(e).__name__ for e in got) == ["RunFinished"] * 2 + ["RunStarted"] * 2
+
+
+async def test_a_subscriber_class_declares_its_delivery(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """A batched mailbox subscriber receives lists of events, all of them."""
+    root = _experiment(make_experiment, epochs=4)
+
+    class Batches(expman.Subscriber):
+        events = (EpochEnd,)
+        delivery = expman.mailbox(64, batch=True)
+
+        def __init__(self) -> None:
+            self.batches: list[list[Event]] = []
+
+        async def __call__(self, events: list[Event]) -> None:
+            self.batches.append(list(events))
+
+    batches = Batches()
+    await expman.run_experiment(root, workspace=workspace, subscribers=[batches])
+    flat = [e for batch in batches.batches for e in batch]
+    assert all(isinstance(e, EpochEnd) for e in flat)
+    assert len(flat) == 2 * 4
+
+
+async def test_a_sync_subscriber_is_refused_at_the_call(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """A plain ``def`` would fail on every event: a TypeError at once, nothing written."""
+    root = _experiment(make_experiment)
+
+    def sync(event: Event) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="must be an async callable"):
+        await expman.run_experiment(root, workspace=workspace, subscribers=[sync])
+    assert not workspace.exists() or not any(workspace.iterdir())
+
+
+async def test_a_raising_subscriber_is_isolated(make_experiment: Make, workspace: Path) -> None:
+    """It is reported in experiment.log; the runs and the other subscribers go on."""
+    root = _experiment(make_experiment, epochs=2)
+    others: list[Event] = []
+
+    async def broken(event: Event) -> None:
+        raise RuntimeError("tracker down")
+
+    async def fine(event: Event) -> None:
+        others.append(event)
+
+    result = await expman.run_experiment(root, workspace=workspace, subscribers=[broken, fine])
+    assert result.status == "completed"
+    assert any(isinstance(e, RunFinished) for e in others)
+    log = (result.path / "logs" / "experiment.log").read_text()
+    assert "subscriber_failed" in log and "tracker down" in log
