@@ -51,6 +51,20 @@ MODULE = textwrap.dedent(
             return {"loss": 0.5}
 
 
+    class Trainer(expman.Pipeline):
+        """Sleeps ``seconds`` per epoch (the user's training) for ``epochs`` epochs."""
+
+        def __init__(self, seconds=0.02, epochs=10, **params):
+            super().__init__(**params)
+            self.seconds, self.epochs = seconds, epochs
+
+        async def run(self, ctx):
+            for epoch in range(self.epochs):
+                await anyio.sleep(self.seconds)
+                await ctx.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+            return {}
+
+
     class BestTracker(expman.Callback):
         """Stand-in for MetricsTracker: keeps the latest and best value of every metric."""
 

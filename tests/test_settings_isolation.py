@@ -12,7 +12,7 @@ import yaml
 import expman
 
 MUTATORS = textwrap.dedent(
-    '''
+    """
     from expman import Pipeline
 
 
@@ -36,7 +36,7 @@ MUTATORS = textwrap.dedent(
             seen = mutate(ctx)
             await ctx.epoch_end(0, {"loss": 1.0})
             return {"saw_x": seen["x"], "saw_items": len(seen["items"])}
-    '''
+    """
 )
 
 

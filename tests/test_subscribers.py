@@ -52,7 +52,7 @@ async def test_a_blocked_plain_subscriber_does_not_hold_up_the_runs(
     assert result.status == "completed"
     # It still received every event of the experiment, in publish order.
     assert [e.seq for e in seen] == [e.seq for e in published]
-    assert [type(e).__name__ for e in seen][0] == "ExperimentStarted"
+    assert next(type(e).__name__ for e in seen) == "ExperimentStarted"
     assert [type(e).__name__ for e in seen][-1] == "ExperimentFinished"
     assert sum(isinstance(e, EpochEnd) for e in seen) == 2 * 10
     assert sum(isinstance(e, RunFinished) for e in seen) == 2
@@ -75,9 +75,7 @@ async def test_a_slow_subscriber_receives_every_event_in_order(
     async def reference(event: Event) -> None:
         all_seen.append(event)
 
-    result = await expman.run_experiment(
-        root, workspace=workspace, subscribers=[slow, reference]
-    )
+    result = await expman.run_experiment(root, workspace=workspace, subscribers=[slow, reference])
     assert result.status == "completed"
     assert [e.seq for e in slow_seen] == [e.seq for e in all_seen]
 
@@ -148,4 +146,5 @@ async def test_a_raising_subscriber_is_isolated(make_experiment: Make, workspace
     assert result.status == "completed"
     assert any(isinstance(e, RunFinished) for e in others)
     log = (result.path / "logs" / "experiment.log").read_text()
-    assert "subscriber_failed" in log and "tracker down" in log
+    assert "subscriber_failed" in log
+    assert "tracker down" in log
