@@ -76,7 +76,7 @@ def experiment_events(
         TrialStarted(experiment=experiment, trial=trial, trial_id="1", repeats=repeats),
     ]
     for repeat in range(repeats):
-        run = {"experiment": experiment, "trial": trial, "repeat": repeat}
+        run: dict[str, Any] = {"experiment": experiment, "trial": trial, "repeat": repeat}
         events.append(RunStarted(**run, seed=repeat, config_hash="abc"))
         for epoch in range(epochs):
             metrics = {"loss": 1.0 / (epoch + 1), "acc": epoch / epochs}
