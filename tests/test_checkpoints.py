@@ -94,6 +94,7 @@ async def test_top_k_keeps_the_best_never_nan_and_deletes_only_after_saving(
     listings: list[tuple[str, list[str]]] = []
     artifacts = workspace / RUN / "artifacts"
 
+    @expman.subscriber(delivery=expman.CONTROL)
     async def watch(event: Event) -> None:
         # Runs when the new checkpoint exists, before the callback prunes.
         if isinstance(event, CheckpointSaved) and event.reason == "top_k":

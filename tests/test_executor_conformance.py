@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from expman.testing.executors import (
+from expman.testing.executors import ExecutorContract, write_experiment
+from expman.testing.worker_contracts import (
     DeviceLeaseContract,
-    ExecutorContract,
     KilledWorkerContract,
     WorkerProcessContract,
-    write_experiment,
 )
 
 
