@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
+import json
 import subprocess
 import sys
 import types
@@ -69,3 +70,27 @@ def test_importing_expman_loads_no_heavy_optional_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+def test_a_process_worker_imports_only_what_a_run_needs() -> None:
+    """The worker process loads no config machinery, runtime, experiment or writers.
+
+    (structlog itself imports rich when rich is installed; that one is not ours to skip.)
+    """
+    code = (
+        "import json, sys; import expman.executors.worker; print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    for package in (
+        "omegaconf",
+        "yaml",
+        "expman.config",
+        "expman.experiment",
+        "expman.runtime",
+        "expman.subscribers",
+        "expman.results",
+    ):
+        assert not {m for m in loaded if m == package or m.startswith(package + ".")}, package

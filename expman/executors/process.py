@@ -36,6 +36,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,8 @@ from anyio.abc import ByteReceiveStream, ByteStream, Process, TaskGroup
 
 from expman.errors import WorkerLost
 from expman.executors.base import Executor
-from expman.executors.remote import Message, RemoteRun, start_message
+from expman.executors.channel import Message
+from expman.executors.remote import RemoteRun, start_message
 from expman.executors.worker import MARK, output_record
 from expman.jsonlines import dumps, loads
 
@@ -59,6 +61,15 @@ _HEADER = struct.Struct(">I")
 _WORKER = "from expman.executors.worker import main; main()"
 #: Output longer than this without a newline is cut into lines of this size.
 MAX_LINE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatistics:
+    """A snapshot of a process executor's counts."""
+
+    workers_started: int
+    spares_used: int
+    spares_waiting: int
 
 
 class ProcessExecutor(Executor):
@@ -108,13 +119,9 @@ class ProcessExecutor(Executor):
             while self._spares:
                 await self._spares.pop().end(self.kill_after)
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> ProcessStatistics:
         """Workers started so far, how many runs got a warm spare, spares waiting now."""
-        return {
-            "workers_started": self.workers_started,
-            "spares_used": self.spares_used,
-            "spares_waiting": len(self._spares),
-        }
+        return ProcessStatistics(self.workers_started, self.spares_used, len(self._spares))
 
     def environment(self) -> dict[str, str]:
         """A worker's environment: ours, with expman importable and output unbuffered."""

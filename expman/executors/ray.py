@@ -33,6 +33,7 @@ import queue
 import sys
 import threading
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,8 @@ import anyio
 
 from expman.errors import ExecutorError, WorkerLost
 from expman.executors.base import Executor
-from expman.executors.remote import Message, RemoteRun, start_message
+from expman.executors.channel import Message
+from expman.executors.remote import RemoteRun, start_message
 
 if TYPE_CHECKING:
     from expman.run.context import RunContext
@@ -56,6 +58,15 @@ def import_ray() -> Any:
             f"the ray executor needs Ray: pip install 'expman[ray]' ({exc})"
         ) from None
     return ray
+
+
+@dataclass(frozen=True, slots=True)
+class RayStatistics:
+    """A snapshot of a Ray executor's counts."""
+
+    actors_started: int
+    started_ray: bool
+    startup_seconds: float | None
 
 
 class RayExecutor(Executor):
@@ -109,13 +120,9 @@ class RayExecutor(Executor):
                 await anyio.to_thread.run_sync(self._ray.shutdown)
             self.started_ray = False
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> RayStatistics:
         """Actors started so far; whether (and how fast) this executor started Ray itself."""
-        return {
-            "actors_started": self.actors_started,
-            "started_ray": self.started_ray,
-            "startup_seconds": self.startup_seconds,
-        }
+        return RayStatistics(self.actors_started, self.started_ray, self.startup_seconds)
 
     def sys_path(self) -> list[str]:
         paths = [str(self.config_dir)] if self.config_dir is not None else []

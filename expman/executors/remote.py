@@ -29,12 +29,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from expman.errors import WorkerLost
 from expman.events import LogRecord, from_dict
+from expman.executors.channel import Message
 
 if TYPE_CHECKING:
     from expman.run.context import RunContext
 
 log = structlog.get_logger("expman.executors")
-Message = dict[str, Any]
 _ENDED = "the worker ended before saving the checkpoint"
 Send = Callable[[Message], Awaitable[None]]
 

@@ -32,8 +32,8 @@ from expman.bus import EventBus
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import WorkspaceError
 from expman.events import Event, ExperimentFinished, ExperimentStarted
-from expman.executors import make_executor
 from expman.executors.base import Executor
+from expman.executors.choice import make_executor
 from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
 from expman.experiment.result import ExperimentResult, experiment_status, in_plan_order
 from expman.run.records import ResumePlan, RunOutcome

@@ -17,7 +17,6 @@ from typing import Any
 
 import structlog
 
-from expman.config import settings_view
 from expman.events import Event, StopRequested
 from expman.workspace.layout import RunPaths
 
@@ -139,6 +138,9 @@ class RunView:
     def config(self) -> Any:
         """The run's resolved settings, read-only, with attribute access (``cfg.lr``)."""
         if self._config is None:
+            # Imported on first use: a worker process need not load OmegaConf otherwise.
+            from expman.config import settings_view
+
             self._config = settings_view(self.settings)
         return self._config
 

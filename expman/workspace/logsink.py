@@ -12,6 +12,7 @@ folders on first use, and kept open in a small LRU.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
@@ -62,7 +63,6 @@ class LogFiles:
         self._closing = False
         self._flush_waiters = 0
         self.stats = LogFilesStatistics()
-        self.last_error: OSError | None = None
         self._on_error = on_error
         # Invariant: _errors holds (error, path) raised in the writer thread, reported
         # (in the event loop) after the batch that raised them.
@@ -208,7 +208,6 @@ class LogFiles:
             except OSError as exc:
                 # Counted, and reported from the event loop after this batch.
                 self.stats.errors += 1
-                self.last_error = exc
                 self._errors.append((exc, path))
         if close:
             for fd in self._handles.values():
@@ -238,8 +237,8 @@ class LogFiles:
         return fd
 
     def statistics(self) -> LogFilesStatistics:
-        self.stats.pending_bytes = self._pending_bytes
-        return self.stats
+        """A snapshot of the counts (like every ``statistics()`` here: a copy, not live)."""
+        return dataclasses.replace(self.stats, pending_bytes=self._pending_bytes)
 
 
 def _open_creating_folders(path: str, flags: int) -> int:

@@ -33,7 +33,23 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args
 
 from expman.bus import CONTROL, Delivery
-from expman.events import Event, StopRequested, StopScope
+from expman.events import (
+    CheckpointDue,
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    RunEnding,
+    RunFinished,
+    RunRetrying,
+    RunStalled,
+    RunStarted,
+    StopRequested,
+    StopScope,
+    TrialFinished,
+    TrialStarted,
+)
 from expman.run.callbacks import HookedCallback
 from expman.serializable import YAMLSerializable
 
@@ -207,16 +223,41 @@ class Callback(YAMLSerializable, HookedCallback):
 
     # -- hooks (no-ops) ---------------------------------------------------------------
 
-    async def on_experiment_started(self, event: Any) -> None: ...
-    async def on_experiment_finished(self, event: Any) -> None: ...
-    async def on_trial_started(self, event: Any) -> None: ...
-    async def on_trial_finished(self, event: Any) -> None: ...
-    async def on_run_started(self, event: Any) -> None: ...
-    async def on_epoch_end(self, event: Any) -> None: ...
-    async def on_checkpoint_due(self, event: Any) -> None: ...
-    async def on_checkpoint_saved(self, event: Any) -> None: ...
-    async def on_stop_requested(self, event: Any) -> None: ...
-    async def on_run_stalled(self, event: Any) -> None: ...
-    async def on_run_retrying(self, event: Any) -> None: ...
-    async def on_run_ending(self, event: Any) -> None: ...
-    async def on_run_finished(self, event: Any) -> None: ...
+    async def on_experiment_started(self, event: ExperimentStarted) -> None:
+        """The experiment began (experiment subscribers only)."""
+
+    async def on_experiment_finished(self, event: ExperimentFinished) -> None:
+        """The experiment ended, with its status and counts (experiment subscribers only)."""
+
+    async def on_trial_started(self, event: TrialStarted) -> None:
+        """A trial's first run is about to start (experiment subscribers only)."""
+
+    async def on_trial_finished(self, event: TrialFinished) -> None:
+        """A trial's last run ended (experiment subscribers only)."""
+
+    async def on_run_started(self, event: RunStarted) -> None:
+        """The run began (its folders exist; its seed and attempt are set)."""
+
+    async def on_epoch_end(self, event: EpochEnd) -> None:
+        """The pipeline reported an epoch and its metrics."""
+
+    async def on_checkpoint_due(self, event: CheckpointDue) -> None:
+        """A checkpoint was asked for (saved once every callback has seen the epoch)."""
+
+    async def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
+        """A complete checkpoint is on disk."""
+
+    async def on_stop_requested(self, event: StopRequested) -> None:
+        """Someone asked this run (its trial, the experiment) to stop."""
+
+    async def on_run_stalled(self, event: RunStalled) -> None:
+        """The run reported no epoch for ``execution.stall_timeout`` seconds."""
+
+    async def on_run_retrying(self, event: RunRetrying) -> None:
+        """The run failed and runs again (a new attempt)."""
+
+    async def on_run_ending(self, event: RunEnding) -> None:
+        """``run`` returned; a last checkpoint can still be asked for."""
+
+    async def on_run_finished(self, event: RunFinished) -> None:
+        """The run ended: its status, metrics and error."""
