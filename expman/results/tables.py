@@ -23,13 +23,14 @@ from expman.results.summary import (
     is_number,
     run_value,
 )
+from expman.status import RunStatus
 
-#: How each run status is coloured on a terminal.
-STATUS_STYLE = {
-    "completed": "green",
-    "stopped": "yellow",
-    "failed": "bold red",
-    "cancelled": "magenta",
+#: How each run status (and each experiment state) is coloured on a terminal.
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.COMPLETED: "green",
+    RunStatus.STOPPED: "yellow",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "magenta",
     "interrupted": "magenta",
     "running": "cyan",
     "waiting": "dim",
