@@ -96,7 +96,7 @@ class Results:
     def to_dataframe(self) -> Any:
         """One row per run: status, seed, differing settings and final metrics (pandas)."""
         try:
-            import pandas as pd
+            import pandas as pd  # lazily: optional, and slow to import
         except ImportError:
             raise ImportError(
                 "Results.to_dataframe() needs pandas: pip install 'expman[pandas]'"

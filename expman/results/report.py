@@ -40,6 +40,11 @@ pre { background: #fafafa; padding: 0.5em; overflow-x: auto; }
 
 
 def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use.
+
+    Imported here, not at the top: matplotlib is optional (``expman[report]``) and
+    slow to import, and ``import expman`` must not load it.
+    """
     try:
         import matplotlib
     except ImportError:
