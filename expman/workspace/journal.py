@@ -25,7 +25,8 @@ and ``expman status | results`` (what each run did) use.  The fold, line by line
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
 
-What a status means is :class:`~expman.status.RunStatus`'s to say (``outcome``).
+The fold keeps statuses as written; what one means is
+:class:`~expman.status.RunStatus`'s to say (``run_status(run.status)``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from expman.events import (
     TrialStarted,
 )
 from expman.jsonlines import dumps_fields, read_lines, repair_tail
-from expman.status import RunStatus, run_status
 
 #: The event types the journal records.
 JOURNALED: tuple[type[Event], ...] = (
@@ -125,8 +125,8 @@ class JournaledRun:
 
     trial: str
     repeat: int
-    # The latest RunFinished's status as written; None: its latest attempt started and
-    # did not finish (or the run was only mentioned).  ``outcome`` interprets it.
+    # The latest RunFinished's status as written (``run_status()`` interprets it); None:
+    # its latest attempt started and did not finish, or the run was only mentioned.
     status: str | None = None
     config_hash: str = ""
     attempts: int = 0  # RunStarted lines: how many attempts began (resume counts on)
@@ -146,11 +146,6 @@ class JournaledRun:
     checkpoint: str | None = None
     checkpoint_epoch: int = 0
     checkpoint_state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def outcome(self) -> RunStatus | None:
-        """``status`` as a RunStatus; None when unfinished or not a status we know."""
-        return run_status(self.status)
 
 
 @dataclass(slots=True)
