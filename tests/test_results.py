@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 
 import expman
+from expman.jsonlines import read_lines
+from expman.results.reading import read_experiment
+from expman.workspace.journal import read_journal
 
 from .conftest import run_cli, write_yaml
 
@@ -456,3 +459,124 @@ class TestLiveness:
         record = {"pid": self.dead_pid(), "host": socket.gethostname()}
         (finished / ".lock").write_text(json.dumps(record))
         assert expman.load_results(finished).state == "interrupted"
+
+
+# -- one fold of the journal for resume and results ------------------------------------
+
+#: A falling loss (flat when asked) that fails at ``fail_at`` on the listed attempts.
+LEDGER_PIPES = """
+import json
+
+from expman import Pipeline
+
+
+class Steps(Pipeline):
+    def __init__(self, epochs=4, fail_at=None, fail_attempts=(1,), flat=False, **params):
+        super().__init__(**params)
+        self.epochs, self.fail_at, self.flat = epochs, fail_at, flat
+        self.fail_attempts = tuple(fail_attempts)
+        self.done = 0
+
+    async def run(self, ctx):
+        self.done = ctx.start_epoch
+        for epoch in range(ctx.start_epoch, self.epochs):
+            if epoch == self.fail_at and ctx.attempt in self.fail_attempts:
+                raise RuntimeError(f"broke at epoch {epoch}")
+            self.done = epoch + 1
+            if await ctx.epoch_end(epoch, {"loss": 1.0 if self.flat else 1.0 / (epoch + 1)}):
+                break
+        return {"done": self.done}
+
+    def save_checkpoint(self, path):
+        with open(path, "w") as f:
+            json.dump({"done": self.done}, f)
+
+    def load_checkpoint(self, path):
+        with open(path) as f:
+            self.done = json.load(f)["done"]
+"""
+
+
+async def test_resume_and_results_read_the_same_journal_the_same_way(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """After retries, an early stop, a failure and checkpoints, `expman status` shows each
+    run as the journal's one fold has it, and resuming skips exactly the runs it shows as
+    results and restarts the failed one from the checkpoint it shows."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "ledger:Steps"},
+            "callbacks": [
+                {"type": "CheckpointCallback", "interval": 1, "save_final": False},
+                {"type": "EarlyStopping", "metric": "loss", "patience": 1},
+            ],
+        },
+        trials=[
+            {"name": "flaky", "id": 1, "repeat": 1, "settings": {"pipeline": {"fail_at": 2}}},
+            {"name": "flat", "id": 2, "repeat": 1, "settings": {"pipeline": {"flat": True}}},
+            {
+                "name": "broken",
+                "id": 3,
+                "repeat": 1,
+                "settings": {"pipeline": {"fail_at": 1, "fail_attempts": [1, 2]}},
+            },
+        ],
+        env={"execution": {"max_retries": 1, "max_concurrency": 3}},
+    )
+    (root / "ledger.py").write_text(LEDGER_PIPES)
+    await expman.run_experiment(root, workspace=workspace)
+    exp = workspace / "exp"
+    journal = read_journal(exp / "logs" / "events.jsonl")
+    record = read_experiment(exp)
+    shown = {(r.trial, r.repeat): r for r in record.runs}
+
+    assert {key: run.status for key, run in shown.items()} == {
+        ("flaky", 0): "completed",
+        ("flat", 0): "stopped",
+        ("broken", 0): "failed",
+    }
+    assert set(journal.runs) == set(shown)
+    for key, run in shown.items():
+        folded = journal.runs[key]
+        assert run.status == folded.status
+        assert run.attempt == folded.attempt == folded.attempts
+        # An attempt that reported no epoch (broken's second) shows those metrics.log has.
+        assert run.epochs == (folded.epochs or max(record.curves[key]) + 1)
+        assert (run.duration, run.error, run.reason) == (
+            folded.duration,
+            folded.error,
+            folded.reason,
+        )
+        assert (run.seed, run.config_hash, run.checkpoint) == (
+            folded.seed,
+            folded.config_hash,
+            folded.checkpoint,
+        )
+        assert folded.metrics.items() <= run.metrics.items()
+    assert shown["flaky", 0].attempt == shown["broken", 0].attempt == 2  # retried once
+    assert "early stopping" in str(shown["flat", 0].reason)
+    assert "RuntimeError: broke at epoch 1" in str(shown["broken", 0].error)
+    broken_checkpoint = str(shown["broken", 0].checkpoint)
+    assert Path(broken_checkpoint).name == "checkpoint-0"
+
+    again = await expman.run_experiment(root, workspace=workspace)
+    skipped = {(r.trial, r.repeat): r for r in again.runs if r.skipped}
+    assert set(skipped) == {key for key, run in shown.items() if run.status != "failed"}
+    for key, outcome in skipped.items():
+        run = shown[key]
+        assert (outcome.status, outcome.attempt, outcome.epochs, outcome.duration) == (
+            run.status,
+            run.attempt,
+            run.epochs,
+            run.duration,
+        )
+        assert (outcome.error, outcome.reason) == (run.error, run.reason)
+        assert outcome.metrics == journal.runs[key].metrics
+    restarted, sessions = [], 0
+    for e in read_lines(exp / "logs" / "events.jsonl"):
+        sessions += e["type"] == "ExperimentStarted"
+        if sessions == 2 and e["type"] == "RunStarted":
+            restarted.append(e)
+    assert [(e["trial"], e["attempt"], e["start_epoch"], e["checkpoint"]) for e in restarted] == [
+        ("broken", 3, journal.runs["broken", 0].checkpoint_epoch + 1, broken_checkpoint)
+    ]

@@ -2,18 +2,18 @@
 
 from expman.direction import infer_mode
 from expman.results.loaded import Results, load_results
-from expman.results.reading import ExperimentView, RunView, TrialView, list_experiments
+from expman.results.reading import ExperimentRecord, RunRecord, TrialRecord, list_experiments
 from expman.results.summary import History, Stats, TrialCurve, TrialSummary
 
 __all__ = [
-    "ExperimentView",
+    "ExperimentRecord",
     "History",
     "Results",
-    "RunView",
+    "RunRecord",
     "Stats",
     "TrialCurve",
+    "TrialRecord",
     "TrialSummary",
-    "TrialView",
     "infer_mode",
     "list_experiments",
     "load_results",

@@ -16,10 +16,12 @@ from typing import Any
 
 from rich.console import Console
 
+from expman.config import load_plan
 from expman.errors import ExpmanError, WorkspaceError
 from expman.jsonlines import dumps
 from expman.results.loaded import Results
 from expman.results.reading import is_experiment_dir, list_experiments, read_experiment
+from expman.results.report import write_report
 from expman.results.summary import resolve_metric
 from expman.results.tables import (
     experiment_heading,
@@ -81,8 +83,6 @@ def experiment_dir(path: Path, workspace: str | None = None) -> Path:
     """The experiment folder ``path`` names: itself, or the one its config folder ran into."""
     if is_experiment_dir(path) or not (path / "experiment.yaml").is_file():
         return path  # reading it says what is wrong, if anything
-    from expman.config import load_plan
-
     plan = load_plan(path, workspace=workspace)
     if not is_experiment_dir(plan.path):
         raise WorkspaceError(
@@ -164,8 +164,6 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from expman.results.report import write_report
-
     results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     output = Path(args.output) if args.output else results.path / "report.html"
     try:

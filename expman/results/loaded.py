@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from expman.errors import ResultsError
-from expman.results.reading import ExperimentView, RunView, TrialView, read_experiment
+from expman.results.reading import ExperimentRecord, RunRecord, TrialRecord, read_experiment
 from expman.results.summary import (
     History,
     Mode,
@@ -33,7 +33,7 @@ class Results:
         curves = results.history("val_loss")            # per run, and mean ± std per trial
     """
 
-    def __init__(self, view: ExperimentView) -> None:
+    def __init__(self, view: ExperimentRecord) -> None:
         self.view = view
 
     @property
@@ -50,11 +50,11 @@ class Results:
         return self.view.state
 
     @property
-    def runs(self) -> tuple[RunView, ...]:
+    def runs(self) -> tuple[RunRecord, ...]:
         return self.view.runs
 
     @property
-    def trials(self) -> tuple[TrialView, ...]:
+    def trials(self) -> tuple[TrialRecord, ...]:
         return self.view.trials
 
     @property
@@ -96,7 +96,7 @@ class Results:
     def to_dataframe(self) -> Any:
         """One row per run: status, seed, differing settings and final metrics (pandas)."""
         try:
-            import pandas as pd
+            import pandas as pd  # lazily: optional, and slow to import
         except ImportError:
             raise ImportError(
                 "Results.to_dataframe() needs pandas: pip install 'expman[pandas]'"

@@ -1,10 +1,17 @@
 """Reading an experiment back from its workspace folder: the journal, configs and metrics.
 
 Only files are read, never a live process, so this works while another process is
-writing (a torn last line is skipped) and on an experiment that crashed.
+writing (a torn last line is skipped) and on an experiment that crashed.  The journal
+is read through :func:`expman.workspace.journal.read_journal`, the same fold resume
+decides from, so ``expman status`` and a resume never disagree about a run.
 
-A run's status is its last ``RunFinished`` status (``completed``, ``stopped``,
-``failed``, ``cancelled``).  A run that started but has no ``RunFinished`` after its
+An :class:`ExperimentRecord` holds a :class:`TrialRecord` per trial (from
+``configs/resolved.yaml``) and a :class:`RunRecord` per run (the journal, with the
+epoch curves of ``logs/metrics.log``).
+
+A run's status is its last ``RunFinished`` status (a
+:class:`~expman.status.RunStatus`: ``completed``, ``stopped``, ``failed``,
+``cancelled``).  A run that started but has no ``RunFinished`` after its
 last ``RunStarted`` is ``running`` while the experiment is live and ``interrupted``
 otherwise; a planned run that never started is ``waiting`` while the experiment is
 live and ``not started`` otherwise.  Whether the experiment is live is decided by
@@ -25,6 +32,7 @@ import yaml
 from expman.errors import WorkspaceError
 from expman.jsonlines import read_lines
 from expman.results.liveness import Owner, lock_owner, owner_alive
+from expman.workspace.journal import JournaledRun, JournalState, read_journal
 from expman.workspace.layout import ExperimentLayout, RunPaths
 
 #: An experiment's states, as ``expman status`` shows them.
@@ -32,8 +40,8 @@ ExperimentState = Literal["running", "finished", "interrupted", "not started"]
 
 
 @dataclass(frozen=True, slots=True)
-class TrialView:
-    """One trial as the workspace records it."""
+class TrialRecord:
+    """One trial as the workspace records it (``configs/resolved.yaml``)."""
 
     name: str
     id: str
@@ -43,8 +51,12 @@ class TrialView:
 
 
 @dataclass(frozen=True, slots=True)
-class RunView:
-    """One run as the workspace records it."""
+class RunRecord:
+    """One run as the workspace records it: its latest attempt, and its status now.
+
+    ``status`` is a RunStatus value once the run finished, else ``running``,
+    ``interrupted``, ``waiting`` or ``not started`` (see the module's docstring).
+    """
 
     trial: str
     repeat: int
@@ -60,6 +72,7 @@ class RunView:
     config_hash: str = ""
     started: float | None = None
     finished: float | None = None
+    checkpoint: str | None = None  # the newest checkpoint the journal recorded
 
     @property
     def label(self) -> str:
@@ -86,15 +99,15 @@ Curve = dict[int, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentView:
+class ExperimentRecord:
     """Everything the workspace says about one experiment."""
 
     name: str
     path: Path
     state: ExperimentState
     status: str | None  # ExperimentFinished's status, when the last session finished
-    trials: tuple[TrialView, ...]
-    runs: tuple[RunView, ...]
+    trials: tuple[TrialRecord, ...]
+    runs: tuple[RunRecord, ...]
     curves: Mapping[tuple[str, int], Curve]
     owner: Owner | None = None
     started: float | None = None
@@ -110,7 +123,7 @@ def is_experiment_dir(path: Path) -> bool:
     return layout.journal_file.is_file() or (layout.configs / "resolved.yaml").is_file()
 
 
-def read_experiment(path: str | Path) -> ExperimentView:
+def read_experiment(path: str | Path) -> ExperimentRecord:
     """Read the experiment folder at ``path`` (WorkspaceError when it is not one)."""
     root = Path(path).absolute()
     if not root.exists():
@@ -124,21 +137,21 @@ def read_experiment(path: str | Path) -> ExperimentView:
         )
     layout = ExperimentLayout(root)
     trials = _read_trials(layout)
-    journal = _fold_journal(layout)
+    journal = read_journal(layout.journal_file)
     has_lock, holder = lock_owner(layout.lock_file)
-    owner = holder or journal.owner
+    owner = holder or _journal_owner(journal)
     alive = holder is not None if has_lock else owner_alive(owner, layout.logs)
-    live = journal.open_session and alive
+    live = journal.session_open and alive
     state: ExperimentState
-    if journal.sessions == 0:
+    if journal.experiments == 0:
         state = "not started"
-    elif not journal.open_session:
+    elif not journal.session_open:
         state = "finished"
     else:
         state = "running" if live else "interrupted"
     curves = _read_curves(layout)
 
-    runs: list[RunView] = []
+    runs: list[RunRecord] = []
     seen: set[tuple[str, int]] = set()
     planned = [(t.name, k) for t in trials for k in range(t.repeat)]
     for key in [*planned, *journal.runs]:  # planned order, then runs no longer planned
@@ -146,13 +159,13 @@ def read_experiment(path: str | Path) -> ExperimentView:
             continue
         seen.add(key)
         entry = journal.runs.get(key)
-        stale = entry is not None and entry.status is None and entry.session < journal.sessions
+        stale = entry is not None and entry.status is None and entry.session < journal.experiments
         if live and stale:
             entry = None  # started in an earlier, crashed session; not (yet) again in this one
-        runs.append(_run_view(layout, key, entry, curves.get(key), live))
+        runs.append(_run_record(layout, key, entry, curves.get(key), live))
     if not trials:
         trials = _trials_from_runs(runs)
-    return ExperimentView(
+    return ExperimentRecord(
         name=journal.name or root.name,
         path=root,
         state=state,
@@ -161,12 +174,12 @@ def read_experiment(path: str | Path) -> ExperimentView:
         runs=tuple(runs),
         curves=curves,
         owner=owner,
-        started=journal.started,
-        finished=journal.finished,
+        started=journal.started_at,
+        finished=journal.finished_at,
     )
 
 
-def list_experiments(workspace: str | Path) -> list[ExperimentView]:
+def list_experiments(workspace: str | Path) -> list[ExperimentRecord]:
     """Every experiment folder directly inside ``workspace``, by name."""
     root = Path(workspace).absolute()
     if not root.is_dir():
@@ -178,7 +191,7 @@ def list_experiments(workspace: str | Path) -> list[ExperimentView]:
 # -- pieces -------------------------------------------------------------------------
 
 
-def _read_trials(layout: ExperimentLayout) -> list[TrialView]:
+def _read_trials(layout: ExperimentLayout) -> list[TrialRecord]:
     resolved = layout.configs / "resolved.yaml"
     try:
         doc = yaml.safe_load(resolved.read_text()) or {}
@@ -191,7 +204,7 @@ def _read_trials(layout: ExperimentLayout) -> list[TrialView]:
         if not isinstance(entry, Mapping) or "name" not in entry:
             continue
         out.append(
-            TrialView(
+            TrialRecord(
                 name=str(entry["name"]),
                 id=str(entry.get("id", "")),
                 repeat=int(entry.get("repeat", 1)),
@@ -202,87 +215,17 @@ def _read_trials(layout: ExperimentLayout) -> list[TrialView]:
     return out
 
 
-def _trials_from_runs(runs: list[RunView]) -> list[TrialView]:
+def _trials_from_runs(runs: list[RunRecord]) -> list[TrialRecord]:
     repeats: dict[str, int] = {}
     for run in runs:
         repeats[run.trial] = max(repeats.get(run.trial, 0), run.repeat + 1)
-    return [TrialView(name=n, id="", repeat=k) for n, k in repeats.items()]
+    return [TrialRecord(name=n, id="", repeat=k) for n, k in repeats.items()]
 
 
-@dataclass(slots=True)
-class _RunEntry:
-    status: str | None = None
-    attempt: int = 0
-    seed: int | None = None
-    config_hash: str = ""
-    started: float | None = None
-    finished: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    reason: str | None = None
-    duration: float | None = None
-    epochs: int = 0
-    session: int = 0
-
-
-@dataclass(slots=True)
-class _Journal:
-    name: str | None = None
-    sessions: int = 0
-    open_session: bool = False
-    status: str | None = None
-    owner: Owner = field(default_factory=lambda: Owner(None, None, "unknown"))
-    started: float | None = None
-    finished: float | None = None
-    runs: dict[tuple[str, int], _RunEntry] = field(default_factory=dict)
-
-
-def _fold_journal(layout: ExperimentLayout) -> _Journal:
-    journal = _Journal()
-    for entry in read_lines(layout.journal_file):
-        kind = entry.get("type")
-        if kind == "ExperimentStarted":
-            journal.name = entry.get("experiment") or journal.name
-            journal.sessions += 1
-            journal.open_session = True
-            journal.status = None
-            journal.started = entry.get("time")
-            journal.finished = None
-            pid = entry.get("pid")
-            journal.owner = Owner(
-                pid=pid if isinstance(pid, int) else None,
-                host=entry.get("host") or None,
-                source="journal" if isinstance(pid, int) else "unknown",
-            )
-            continue
-        if kind == "ExperimentFinished":
-            journal.open_session = False
-            journal.status = entry.get("status")
-            journal.finished = entry.get("time")
-            continue
-        trial, repeat = entry.get("trial"), entry.get("repeat")
-        if not isinstance(trial, str) or not isinstance(repeat, int):
-            continue
-        run = journal.runs.setdefault((trial, repeat), _RunEntry())
-        if kind == "RunStarted":
-            run.status = None
-            run.attempt = entry.get("attempt", run.attempt + 1)
-            run.seed = entry.get("seed")
-            run.config_hash = entry.get("config_hash", "")
-            run.started = entry.get("time")
-            run.session = journal.sessions
-            run.finished = run.duration = None
-            run.error = run.reason = None
-        elif kind == "RunFinished":
-            run.status = entry.get("status")
-            run.attempt = entry.get("attempt", run.attempt)
-            run.metrics = entry.get("metrics") or {}
-            run.error = entry.get("error")
-            run.reason = entry.get("reason")
-            run.duration = entry.get("duration")
-            run.epochs = entry.get("epochs", 0)
-            run.finished = entry.get("time")
-    return journal
+def _journal_owner(journal: JournalState) -> Owner:
+    """The owner the last ``ExperimentStarted`` names (rule 2 of :mod:`.liveness`)."""
+    source = "journal" if journal.pid is not None else "unknown"
+    return Owner(pid=journal.pid, host=journal.host, source=source)
 
 
 def _read_curves(layout: ExperimentLayout) -> dict[tuple[str, int], Curve]:
@@ -305,24 +248,24 @@ def _read_curves(layout: ExperimentLayout) -> dict[tuple[str, int], Curve]:
     return curves
 
 
-def _run_view(
+def _run_record(
     layout: ExperimentLayout,
     key: tuple[str, int],
-    entry: _RunEntry | None,
+    entry: JournaledRun | None,
     curve: Curve | None,
     live: bool,
-) -> RunView:
+) -> RunRecord:
     trial, repeat = key
     path = layout.run(trial, repeat).root
     last_epoch_metrics = curve[max(curve)] if curve else {}
     epochs_seen = max(curve) + 1 if curve else 0
     if entry is None:
-        return RunView(
+        return RunRecord(
             trial=trial, repeat=repeat, status="waiting" if live else "not started", path=path
         )
     if entry.status is None:
-        started = entry.started
-        return RunView(
+        started = entry.started_at
+        return RunRecord(
             trial=trial,
             repeat=repeat,
             status="running" if live else "interrupted",
@@ -334,10 +277,11 @@ def _run_view(
             seed=entry.seed,
             config_hash=entry.config_hash,
             started=started,
+            checkpoint=entry.checkpoint,
         )
     metrics = dict(last_epoch_metrics)
     metrics.update(entry.metrics)
-    return RunView(
+    return RunRecord(
         trial=trial,
         repeat=repeat,
         status=entry.status,
@@ -350,6 +294,7 @@ def _run_view(
         reason=entry.reason,
         seed=entry.seed,
         config_hash=entry.config_hash,
-        started=entry.started,
-        finished=entry.finished,
+        started=entry.started_at,
+        finished=entry.finished_at,
+        checkpoint=entry.checkpoint,
     )

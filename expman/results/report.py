@@ -17,6 +17,7 @@ from typing import Any
 from expman.results.loaded import Results
 from expman.results.summary import History, Mode, Reduce, TrialSummary, resolve_metric
 from expman.results.tables import counts_text, error_line, fmt, fmt_duration, fmt_stats
+from expman.status import RunStatus, run_status
 
 #: At most this many metrics get a learning-curve plot.
 MAX_CURVES = 6
@@ -39,6 +40,11 @@ pre { background: #fafafa; padding: 0.5em; overflow-x: auto; }
 
 
 def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use.
+
+    Imported here, not at the top: matplotlib is optional (``expman[report]``) and
+    slow to import, and ``import expman`` must not load it.
+    """
     try:
         import matplotlib
     except ImportError:
@@ -222,7 +228,7 @@ def render(
 
     # Failures and stops.
     parts.append("<h2>Failed, stopped and unfinished runs</h2>")
-    troubled = [r for r in view.runs if r.status not in ("completed",)]
+    troubled = [r for r in view.runs if run_status(r.status) is not RunStatus.COMPLETED]
     if troubled:
         parts.append(
             _table(

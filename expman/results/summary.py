@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeGuard
 
 from expman.direction import infer_mode
 from expman.errors import ResultsError
-from expman.results.reading import Curve, ExperimentView, RunView, TrialView
+from expman.results.reading import Curve, ExperimentRecord, RunRecord, TrialRecord
 from expman.status import run_status
 
 Mode = Literal["min", "max"]
@@ -84,7 +84,7 @@ class TrialSummary:
         return self.stats.n
 
 
-def metric_names(view: ExperimentView) -> list[str]:
+def metric_names(view: ExperimentRecord) -> list[str]:
     """Every numeric metric any run reported, in order of first appearance."""
     names: dict[str, None] = {}
     for run in view.runs:
@@ -94,7 +94,7 @@ def metric_names(view: ExperimentView) -> list[str]:
     return list(names)
 
 
-def default_metric(view: ExperimentView) -> str:
+def default_metric(view: ExperimentRecord) -> str:
     """The metric to rank by when none is named: the first whose direction is known."""
     names = metric_names(view)
     if not names:
@@ -113,7 +113,9 @@ def default_metric(view: ExperimentView) -> str:
     )
 
 
-def resolve_metric(view: ExperimentView, metric: str | None, mode: str | None) -> tuple[str, Mode]:
+def resolve_metric(
+    view: ExperimentRecord, metric: str | None, mode: str | None
+) -> tuple[str, Mode]:
     """The metric and mode a query uses; ResultsError naming what exists if unknown."""
     names = metric_names(view)
     if metric is None:
@@ -134,7 +136,7 @@ def resolve_metric(view: ExperimentView, metric: str | None, mode: str | None) -
 
 
 def run_value(
-    run: RunView, curve: Curve | None, metric: str, reduce: Reduce, mode: Mode
+    run: RunRecord, curve: Curve | None, metric: str, reduce: Reduce, mode: Mode
 ) -> float | None:
     """One run's value of ``metric``: final (``last``) or best epoch (``best``)."""
     final = run.metrics.get(metric)
@@ -154,7 +156,7 @@ def run_value(
     return min(values) if mode == "min" else max(values)
 
 
-def differing_settings(trials: Sequence[TrialView]) -> dict[str, dict[str, Any]]:
+def differing_settings(trials: Sequence[TrialRecord]) -> dict[str, dict[str, Any]]:
     """For each trial, its settings (dotted keys) whose values differ between trials."""
     flat = {t.name: dict(flatten(t.settings)) for t in trials}
     keys: dict[str, None] = {}
@@ -177,7 +179,7 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str,
 
 
 def summarize(
-    view: ExperimentView, metric: str, mode: Mode, reduce: Reduce = "last"
+    view: ExperimentRecord, metric: str, mode: Mode, reduce: Reduce = "last"
 ) -> list[TrialSummary]:
     """One row per trial over its repeats, ranked best first (trials without values last)."""
     settings = differing_settings(view.trials)
@@ -237,7 +239,7 @@ class History:
     trials: Mapping[str, TrialCurve]
 
 
-def history(view: ExperimentView, metric: str) -> History:
+def history(view: ExperimentRecord, metric: str) -> History:
     """The epoch curves of ``metric`` (every run that reported it, whatever its status)."""
     runs: dict[tuple[str, int], tuple[tuple[int, float], ...]] = {}
     for run in view.runs:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expman.jsonlines import dumps
-from expman.results.reading import ExperimentView, RunView
+from expman.results.reading import ExperimentRecord, RunRecord
 from expman.results.summary import (
     Mode,
     Reduce,
@@ -23,13 +23,14 @@ from expman.results.summary import (
     is_number,
     run_value,
 )
+from expman.status import RunStatus
 
-#: How each run status is coloured on a terminal.
-STATUS_STYLE = {
-    "completed": "green",
-    "stopped": "yellow",
-    "failed": "bold red",
-    "cancelled": "magenta",
+#: How each run status (and each experiment state) is coloured on a terminal.
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.COMPLETED: "green",
+    RunStatus.STOPPED: "yellow",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "magenta",
     "interrupted": "magenta",
     "running": "cyan",
     "waiting": "dim",
@@ -95,7 +96,7 @@ def error_line(text: str | None) -> str:
 # -- status ---------------------------------------------------------------------------
 
 
-def experiment_heading(view: ExperimentView) -> Text:
+def experiment_heading(view: ExperimentRecord) -> Text:
     heading = Text(f"experiment {view.name}: ")
     heading.append(view.state, style=STATUS_STYLE.get(view.state, ""))
     heading.append(f" ({counts_text(view.counts)})")
@@ -104,7 +105,7 @@ def experiment_heading(view: ExperimentView) -> Text:
     return heading
 
 
-def runs_table(view: ExperimentView) -> Table:
+def runs_table(view: ExperimentRecord) -> Table:
     """Every run: status, attempt, epochs done, duration, last metrics, error or reason."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     notes = [error_line(run.error) or run.reason or "" for run in view.runs]
@@ -124,7 +125,7 @@ def runs_table(view: ExperimentView) -> Table:
     return table
 
 
-def experiments_table(views: Sequence[ExperimentView]) -> Table:
+def experiments_table(views: Sequence[ExperimentRecord]) -> Table:
     """Experiments of a workspace with their state."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("experiment", "state", "runs", "started", "path"):
@@ -210,7 +211,7 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
 
 
 def results_json(
-    view: ExperimentView, rows: Sequence[TrialSummary], metric: str, mode: Mode, reduce: Reduce
+    view: ExperimentRecord, rows: Sequence[TrialSummary], metric: str, mode: Mode, reduce: Reduce
 ) -> str:
     doc = {
         "experiment": view.name,
@@ -251,8 +252,8 @@ def _cell(value: Any) -> Any:
 
 
 def ranked_runs(
-    view: ExperimentView, metric: str, mode: Mode, reduce: Reduce
-) -> list[tuple[RunView, float | None]]:
+    view: ExperimentRecord, metric: str, mode: Mode, reduce: Reduce
+) -> list[tuple[RunRecord, float | None]]:
     """Every run with its value of ``metric``, best first (runs without a value last)."""
     valued = [
         (run, run_value(run, view.curves.get((run.trial, run.repeat)), metric, reduce, mode))
@@ -264,7 +265,7 @@ def ranked_runs(
 
 
 def runs_records(
-    view: ExperimentView, ranked: Sequence[tuple[RunView, float | None]], metric: str
+    view: ExperimentRecord, ranked: Sequence[tuple[RunRecord, float | None]], metric: str
 ) -> list[dict[str, Any]]:
     settings = differing_settings(view.trials)
     return [
@@ -281,7 +282,7 @@ def runs_records(
 
 
 def runs_ranked_table(
-    view: ExperimentView, ranked: Sequence[tuple[RunView, float | None]], metric: str
+    view: ExperimentRecord, ranked: Sequence[tuple[RunRecord, float | None]], metric: str
 ) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     notes = [error_line(run.error) or run.reason or "" for run, _ in ranked]
