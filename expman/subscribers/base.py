@@ -35,7 +35,7 @@ A plain ``async def`` is a mailbox subscriber to every event; :func:`subscriber`
 declares something else for it.  A plain ``def`` is refused with a TypeError when
 it is passed to ``run_experiment``.  Subscribers named in YAML (``subscribers:`` in
 experiment.yaml or env.yaml) are built through the same registry as callbacks.
-:class:`expman.testing.SubscriberContract` is the conformance suite every built-in
+:class:`expman.testing.subscribers.SubscriberContract` is the conformance suite every built-in
 subscriber passes; run it on your own.
 """
 
