@@ -2,25 +2,26 @@
 
 1. load (:mod:`~expman.config.sources`): parse the directory's YAML files;
 2. validate (:mod:`~expman.config.validation`): shape, keys and types, file by file;
-   the caller's override strings (:mod:`~expman.config.overrides`);
+   the caller's override strings and values (:mod:`~expman.config.overrides`);
 3. expand (:mod:`~expman.config.expansion`): each trial entry through the expanders,
    then unique names and ids and the run limit;
 4. resolve (:mod:`~expman.config.resolution`): per trial, merge the layers
-   (base < experiment < trial < overrides), interpolate, check the seed,
+   (base < experiment < trial < overrides < values), interpolate, check the seed,
    hash; each trial's ``repeat`` runs with their seeds.
 
-Execution settings take the same order: experiment.yaml < env.yaml < overrides.
-Nothing is written anywhere.
+Execution settings take the same order: experiment.yaml < env.yaml < overrides <
+values. Nothing is written anywhere.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from expman.config.expansion import DEFAULT_EXPANDERS, Expander, expand_entries
-from expman.config.overrides import parse_overrides
+from expman.config.overrides import check_values, parse_overrides
 from expman.config.resolution import plan_runs, resolve_trial
 from expman.config.schema import ExecutionSettings
 from expman.config.sources import read_config_dir
@@ -32,17 +33,21 @@ def load_plan(
     config_dir: str | os.PathLike[str],
     *,
     overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
     workspace: str | os.PathLike[str] | None = None,
     expanders: Sequence[Expander] = DEFAULT_EXPANDERS,
 ) -> ExperimentPlan:
     """Read, validate, expand and resolve a config directory; nothing is written anywhere.
 
-    ``overrides`` are ``key=value`` strings (values parsed as YAML); a ``workspace``
-    given here wins over env.yaml's. ``expanders`` replace
+    ``overrides`` are ``key=value`` strings (values parsed as YAML), ``values`` a
+    mapping of already-typed values (dotted or nested keys) applied after them; a
+    ``workspace`` given here wins over env.yaml's. ``expanders`` replace
     :data:`~expman.config.expansion.DEFAULT_EXPANDERS`.
     """
     config = validate_config(read_config_dir(config_dir))
     changes = [parse_overrides(overrides)]
+    if values is not None:
+        changes.append(check_values(values))
     execution = dict(config.execution)
     for change in changes:
         execution.update(change.checked_execution())

@@ -2,7 +2,7 @@
 
 Precedence of run settings, key by key (mappings merge, anything else replaces)::
 
-    base.yaml < experiment.yaml < the trial entry < override strings
+    base.yaml < experiment.yaml < the trial entry < override strings < values
 
 Interpolations (``${settings.lr}``, ``${trial.name}``, ``${experiment.id}``) are
 resolved per trial against ``{experiment, trial, settings}``; settings without any
@@ -52,7 +52,7 @@ def resolve_trial(
     """The trial spec of ``entry``, ``index``-th in the plan.
 
     ``files`` are the settings layers below the entry (base.yaml, experiment.yaml),
-    ``caller`` those above it (override strings); ``experiment`` is the
+    ``caller`` those above it (override strings, values); ``experiment`` is the
     ``{name, id, desc}`` interpolations see.
     """
     own = Layer(
