@@ -1,20 +1,30 @@
-"""Config files: loading, validation, merging and expansion into a plan.
+"""Config files: loading, validation, expansion and resolution into a plan.
 
-OmegaConf stays inside this package; the runtime receives frozen plain objects.
+The stages (see :mod:`expman.config.plan`): ``sources`` (load) -> ``validation`` ->
+``expansion`` -> ``resolution``. OmegaConf stays inside this package; the runtime
+receives frozen plain objects.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
+from expman.config.entries import EntrySource, TrialEntry
+from expman.config.expansion import DEFAULT_EXPANDERS, Expander
 from expman.config.loading import YamlDocument, load_yaml
 from expman.config.merging import deep_merge, insert_value, multiply
-from expman.config.plan import ExperimentPlan, RunSpec, TrialSpec, config_hash, load_plan, run_seed
+from expman.config.plan import load_plan
+from expman.config.resolution import config_hash, run_seed
 from expman.config.schema import ExecutionSettings, name_problem
+from expman.config.specs import ExperimentPlan, RunSpec, TrialSpec
 
 __all__ = [
+    "DEFAULT_EXPANDERS",
+    "EntrySource",
     "ExecutionSettings",
+    "Expander",
     "ExperimentPlan",
     "RunSpec",
+    "TrialEntry",
     "TrialSpec",
     "YamlDocument",
     "config_hash",

@@ -1,7 +1,7 @@
 """What each config file may hold, checked before anything runs.
 
 Every check raises a :class:`~expman.errors.ConfigError` naming the file, the key
-path, its line and what was expected.
+path, its line and what was expected (through the :class:`ErrorSite` it is given).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from expman.config.loading import YamlDocument, join_key
+from expman.config.loading import join_key
+from expman.errors import ConfigError
 
 EXECUTORS = ("local", "async", "thread", "process", "ray")
 
@@ -34,6 +35,16 @@ EXECUTION_KEYS = {
 RESOURCE_KEYS = {"cpus", "gpus"}
 #: Names that would collide with expman's own folders inside ``trials/``.
 RESERVED_TRIAL_NAMES = {"logs", "configs", "artifacts"}
+
+
+class ErrorSite(Protocol):
+    """Where a checked value was written: turns its key path and a message into an error.
+
+    A :class:`~expman.config.loading.YamlDocument` is one; so is a trial entry's source,
+    which also names the trial when an expander generated it.
+    """
+
+    def error(self, key: str, message: str) -> ConfigError: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,7 @@ def type_name(value: object) -> str:
 
 
 def expect_mapping(
-    doc: YamlDocument, key: str, value: object, *, allow_null: bool = True
+    doc: ErrorSite, key: str, value: object, *, allow_null: bool = True
 ) -> dict[str, Any]:
     if value is None and allow_null:
         return {}
@@ -76,7 +87,7 @@ def expect_mapping(
 
 
 def check_keys(
-    doc: YamlDocument,
+    doc: ErrorSite,
     key: str,
     mapping: Mapping[str, Any],
     allowed: set[str],
@@ -94,7 +105,7 @@ def check_keys(
             raise doc.error(key, f"missing required key '{k}'")
 
 
-def check_name(doc: YamlDocument, key: str, value: object) -> str:
+def check_name(doc: ErrorSite, key: str, value: object) -> str:
     """A name that is safe as one directory name."""
     if not isinstance(value, str):
         raise doc.error(key, f"expected a string, got {type_name(value)}")
@@ -121,7 +132,7 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-def check_id(doc: YamlDocument, key: str, value: object) -> str:
+def check_id(doc: ErrorSite, key: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise doc.error(key, f"expected a string or an integer, got {type_name(value)}")
     text = str(value)
@@ -130,7 +141,7 @@ def check_id(doc: YamlDocument, key: str, value: object) -> str:
     return text
 
 
-def check_int(doc: YamlDocument, key: str, value: object, *, minimum: int | None = None) -> int:
+def check_int(doc: ErrorSite, key: str, value: object, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise doc.error(key, f"expected an integer, got {type_name(value)} {value!r}")
     if minimum is not None and value < minimum:
@@ -138,7 +149,7 @@ def check_int(doc: YamlDocument, key: str, value: object, *, minimum: int | None
     return value
 
 
-def check_number(doc: YamlDocument, key: str, value: object, *, positive: bool = False) -> float:
+def check_number(doc: ErrorSite, key: str, value: object, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise doc.error(key, f"expected a number, got {type_name(value)} {value!r}")
     if positive and value <= 0:
@@ -146,13 +157,13 @@ def check_number(doc: YamlDocument, key: str, value: object, *, positive: bool =
     return float(value)
 
 
-def check_bool(doc: YamlDocument, key: str, value: object) -> bool:
+def check_bool(doc: ErrorSite, key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise doc.error(key, f"expected true or false, got {type_name(value)} {value!r}")
     return value
 
 
-def check_execution(doc: YamlDocument, key: str, value: object) -> dict[str, Any]:
+def check_execution(doc: ErrorSite, key: str, value: object) -> dict[str, Any]:
     """The ``execution`` block as validated plain values (only the keys given)."""
     block = expect_mapping(doc, key, value)
     check_keys(doc, key, block, EXECUTION_KEYS)
@@ -180,7 +191,7 @@ def check_execution(doc: YamlDocument, key: str, value: object) -> dict[str, Any
     return out
 
 
-def check_devices(doc: YamlDocument, key: str, value: object) -> tuple[str, ...]:
+def check_devices(doc: ErrorSite, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise doc.error(key, f"expected a list of device ids, got {type_name(value)}")
     devices = []
@@ -193,7 +204,7 @@ def check_devices(doc: YamlDocument, key: str, value: object) -> tuple[str, ...]
     return tuple(devices)
 
 
-def check_resources(doc: YamlDocument, key: str, value: object) -> dict[str, float]:
+def check_resources(doc: ErrorSite, key: str, value: object) -> dict[str, float]:
     block = expect_mapping(doc, key, value)
     check_keys(doc, key, block, RESOURCE_KEYS)
     out: dict[str, float] = {}

@@ -1,0 +1,122 @@
+"""The resolve stage: each trial entry's settings merged, interpolated, seeded and hashed.
+
+Precedence of run settings, key by key (mappings merge, anything else replaces)::
+
+    base.yaml < experiment.yaml < the trial entry < override strings < values
+
+Interpolations (``${settings.lr}``, ``${trial.name}``, ``${experiment.id}``) are
+resolved per trial against ``{experiment, trial, settings}``; settings without any
+``${`` skip OmegaConf. ``settings.seed`` (default 0) must be an integer: each of a
+trial's ``repeat`` runs gets the seed :func:`run_seed` derives from it, the trial's id
+and the repeat index. A trial's :func:`config_hash` digests its resolved settings, so
+a resumed experiment can tell whether a run's configuration changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from expman.config.entries import TrialEntry
+from expman.config.merging import deep_merge, has_interpolation
+from expman.config.schema import type_name
+from expman.config.specs import Layer, RunSpec, TrialSpec
+from expman.errors import ConfigError
+
+
+def config_hash(settings: Mapping[str, Any]) -> str:
+    """A short, stable digest of resolved settings (key order does not matter)."""
+    blob = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def run_seed(experiment_seed: object, trial_id: str, repeat: int) -> int:
+    """The deterministic seed of one run (a 31-bit integer)."""
+    digest = hashlib.blake2b(f"{experiment_seed}/{trial_id}/{repeat}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
+
+
+def resolve_trial(
+    entry: TrialEntry,
+    index: int,
+    *,
+    files: Sequence[Layer],
+    caller: Sequence[Layer] = (),
+    experiment: Mapping[str, str],
+) -> TrialSpec:
+    """The trial spec of ``entry``, ``index``-th in the plan.
+
+    ``files`` are the settings layers below the entry (base.yaml, experiment.yaml),
+    ``caller`` those above it (override strings, values); ``experiment`` is the
+    ``{name, id, desc}`` interpolations see.
+    """
+    own = Layer(
+        entry.source.doc,
+        entry.source.at("settings"),
+        entry.settings,
+        note=entry.source.note,
+    )
+    layers = (*files, own, *caller)
+    settings = _merge(layers, experiment, entry)
+    trial = TrialSpec(
+        name=entry.name,
+        id=entry.id,
+        index=index,
+        repeat=entry.repeat,
+        settings=settings,
+        config_hash=config_hash(settings),
+        desc=entry.desc,
+        resources=entry.resources,
+        layers=layers,
+        source=entry.source,
+    )
+    seed = settings.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise trial.error(
+            "seed",
+            f"expected an integer (the experiment's seed), got {type_name(seed)} {seed!r}",
+        )
+    return trial
+
+
+def plan_runs(trials: Iterable[TrialSpec]) -> tuple[RunSpec, ...]:
+    """Every trial's ``repeat`` runs, in plan order, each with its own seed."""
+    return tuple(
+        RunSpec(trial=t, repeat=k, seed=run_seed(t.settings.get("seed", 0), t.id, k))
+        for t in trials
+        for k in range(t.repeat)
+    )
+
+
+def _merge(
+    layers: Iterable[Layer], experiment: Mapping[str, str], entry: TrialEntry
+) -> dict[str, Any]:
+    layer_list = [layer.settings for layer in layers]
+    if not any(has_interpolation(s) for s in layer_list):
+        return deep_merge(layer_list)
+    try:
+        merged = OmegaConf.merge(*(OmegaConf.create(dict(s)) for s in layer_list))
+        root = OmegaConf.create(
+            {"experiment": dict(experiment), "trial": {"name": entry.name, "id": entry.id}}
+        )
+        root.settings = merged
+        resolved = OmegaConf.to_container(root, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        msg = str(exc).splitlines()[0]
+        at = f"{entry.source.key} ({entry.name})"
+        raise ConfigError(
+            f"cannot resolve interpolation: {msg}",
+            file=entry.source.doc.path,
+            key=f"{at}: {key}" if key else at,
+            line=entry.source.doc.line(entry.source.key),
+        ) from None
+    assert isinstance(resolved, dict)
+    settings = resolved["settings"]
+    assert isinstance(settings, dict)
+    return settings
