@@ -214,6 +214,27 @@ async def test_object_api(make_experiment: Callable[..., Path], workspace: Path)
     assert (workspace / "renamed" / "trials" / "a" / "run_1" / "logs" / "run.log").is_file()
 
 
+async def test_the_environment_passes_values_not_strings(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """``{"timeout": None}`` is no timeout (it was the string 'None'); a bad value names its key."""
+    root = make_experiment(
+        experiment={"name": "exp", "id": 1, "settings": {}, "execution": {"timeout": 30}}
+    )
+    config = {"execution": {"timeout": None, "grace_period": 0.5, "max_retries": 1}}
+    env = expman.Environment(workspace=workspace, config=config)
+    plan = expman.Experiment(env=env, config_dir_path=root).plan()
+    assert plan.execution.timeout is None
+    assert plan.execution.grace_period == 0.5
+    assert plan.execution.max_retries == 1
+    result = await expman.Experiment(env=env, config_dir_path=root).run()
+    assert result.status == "completed"
+
+    bad = expman.Environment(workspace=workspace, config={"execution": {"timeout": "soon"}})
+    with pytest.raises(expman.ConfigError, match=r"execution\.timeout"):
+        expman.Experiment(env=bad, config_dir_path=root).plan()
+
+
 def test_run_experiment_inside_an_already_running_loop(
     make_experiment: Callable[..., Path], workspace: Path
 ) -> None:

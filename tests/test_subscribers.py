@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,81 @@ async def test_a_raising_subscriber_is_isolated(make_experiment: Make, workspace
     log = (result.path / "logs" / "experiment.log").read_text()
     assert "subscriber_failed" in log
     assert "tracker down" in log
+
+
+# -- subscribers named in YAML -----------------------------------------------------------
+
+YAML_SUBSCRIBERS = '''
+import json
+
+import expman
+from expman.events import RunFinished
+
+
+@expman.register("RunCounter")
+class RunCounter(expman.Subscriber):
+    """Counts RunFinished events and writes the count beside the config when it ends."""
+
+    events = (RunFinished, expman.ExperimentFinished)
+
+    def __init__(self, out, label="runs"):
+        self.out, self.label, self.count = out, label, 0
+
+    async def __call__(self, event):
+        if isinstance(event, RunFinished):
+            self.count += 1
+        else:
+            with open(self.out, "a") as f:
+                f.write(json.dumps({self.label: self.count}) + "\\n")
+
+
+class NotASubscriber:
+    def __call__(self, event):
+        pass
+'''
+
+
+async def test_subscribers_named_in_experiment_and_env_yaml_are_built_and_receive_events(
+    make_experiment: Make, workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "counts.jsonl"
+    root = make_experiment(
+        base={"pipeline": {"type": "pipelines:Sleeper", "epochs": 2}},
+        trials=[{"name": "a", "id": 1, "repeat": 3}],
+        experiment={
+            "name": "exp",
+            "id": 1,
+            "settings": {},
+            "subscribers": [{"type": "yaml_subs:RunCounter", "out": str(out)}],
+        },
+        env={"subscribers": [{"type": "RunCounter", "out": str(out), "label": "from_env"}]},
+    )
+    (root / "yaml_subs.py").write_text(YAML_SUBSCRIBERS)
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "completed"
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [{"runs": 3}, {"from_env": 3}]
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        ({"type": "yaml_subs:Missing"}, "subscribers[0].type", "unknown type"),
+        ({"type": "yaml_subs:RunCounter", "outt": "x"}, "subscribers[0].outt", "unknown parameter"),
+        ({"type": "yaml_subs:NotASubscriber"}, "subscribers[0].type", "async __call__"),
+        ("RunCounter", "subscribers[0]", "a mapping with a 'type' key"),
+    ],
+)
+def test_a_wrong_yaml_subscriber_is_a_config_error_naming_file_and_key(
+    make_experiment: Make, entry: object, key: str, message: str
+) -> None:
+    root = make_experiment(
+        experiment={"name": "exp", "id": 1, "settings": {}, "subscribers": [entry]}
+    )
+    (root / "yaml_subs.py").write_text(YAML_SUBSCRIBERS)
+    with pytest.raises(expman.ConfigError) as caught:
+        expman.experiment.prepare(root)
+    text = str(caught.value)
+    assert "experiment.yaml" in text
+    assert f"{key}:" in text
+    assert message in text

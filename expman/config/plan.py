@@ -71,4 +71,5 @@ def load_plan(
         runs=plan_runs(trials),
         documents=config.sources.documents,
         overrides=tuple(overrides),
+        subscribers=config.subscribers,
     )

@@ -17,10 +17,10 @@ from expman.errors import ConfigError
 
 EXECUTORS = ("local", "async", "thread", "process", "ray")
 
-EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution"}
+EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers"}
 BASE_KEYS = {"settings"}
 TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources"}
-ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices"}
+ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}
 EXECUTION_KEYS = {
     "executor",
     "max_concurrency",

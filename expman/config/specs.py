@@ -115,6 +115,20 @@ class RunSpec:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class SubscriberEntry:
+    """One entry of ``subscribers:`` (experiment.yaml or env.yaml): ``{type: Name, ...}``."""
+
+    config: Mapping[str, Any]
+    doc: YamlDocument
+    #: Where the entry is in its document (``subscribers[0]``).
+    key: str
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError at ``key`` (a full key path in the entry's document)."""
+        return self.doc.error(key, message)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class ExperimentPlan:
     """Everything needed to run an experiment, validated and resolved."""
 
@@ -128,6 +142,8 @@ class ExperimentPlan:
     runs: tuple[RunSpec, ...]
     documents: Mapping[str, YamlDocument]
     overrides: tuple[str, ...] = ()
+    #: The experiment's subscribers named in YAML, experiment.yaml's then env.yaml's.
+    subscribers: tuple[SubscriberEntry, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -159,4 +175,5 @@ class ExperimentPlan:
                 for t in self.trials
             ],
             "runs": len(self.runs),
+            "subscribers": [dict(entry.config) for entry in self.subscribers],
         }

@@ -3,10 +3,10 @@
 Shape, keys and types, file by file (see :mod:`expman.config.schema`):
 
 - ``experiment.yaml``: ``name`` and ``id`` (required), ``desc``, ``settings`` (a
-  mapping), ``execution``;
+  mapping), ``execution``, ``subscribers`` (a list of ``{type: Name, ...}``);
 - ``base.yaml``: ``settings``;
 - ``env.yaml``: ``workspace`` (a path, relative to the config directory),
-  ``execution``, and ``max_concurrency`` / ``devices`` as shorthands that win over
+  ``execution``, ``subscribers``, and ``max_concurrency`` / ``devices`` as shorthands that win over
   its ``execution`` block;
 - ``trials.yaml``: a non-empty list of entries, each checked by
   :func:`~expman.config.entries.check_entry`.
@@ -40,7 +40,7 @@ from expman.config.schema import (
     type_name,
 )
 from expman.config.sources import ConfigSources
-from expman.config.specs import Layer
+from expman.config.specs import Layer, SubscriberEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,8 @@ class ValidatedConfig:
     #: env.yaml's workspace, resolved against the config directory (None if not set).
     workspace: Path | None
     entries: tuple[TrialEntry, ...]
+    #: ``subscribers:`` of experiment.yaml, then of env.yaml.
+    subscribers: tuple[SubscriberEntry, ...] = ()
 
 
 def validate_config(sources: ConfigSources) -> ValidatedConfig:
@@ -78,9 +80,11 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         check_keys(sources.base, "", base, BASE_KEYS)
         layers.insert(0, _settings_layer(sources.base, base))
 
+    subscribers = _subscribers(experiment, exp)
     workspace = None
     if sources.env is not None:
         workspace = _check_env(sources.env, sources.root, execution)
+        subscribers += _subscribers(sources.env, sources.env.data)
 
     return ValidatedConfig(
         sources=sources,
@@ -91,6 +95,7 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         execution=execution,
         workspace=workspace,
         entries=validate_trials(sources.trials),
+        subscribers=subscribers,
     )
 
 
@@ -103,6 +108,27 @@ def validate_trials(doc: YamlDocument) -> tuple[TrialEntry, ...]:
     return tuple(
         check_entry(EntrySource(doc, join_key("", i)), raw) for i, raw in enumerate(doc.data)
     )
+
+
+def _subscribers(doc: YamlDocument, data: Mapping[str, Any]) -> tuple[SubscriberEntry, ...]:
+    """A document's ``subscribers:`` list, each entry a mapping with a ``type``."""
+    listed = data.get("subscribers")
+    if listed is None:
+        return ()
+    if not isinstance(listed, list):
+        raise doc.error(
+            "subscribers",
+            f"expected a list of {{type: ..., ...}} mappings, got {type_name(listed)}",
+        )
+    entries = []
+    for i, raw in enumerate(listed):
+        key = join_key("subscribers", i)
+        if not isinstance(raw, Mapping) or "type" not in raw:
+            raise doc.error(
+                key, "expected a mapping with a 'type' key (a registered name or 'module:attr')"
+            )
+        entries.append(SubscriberEntry(config=dict(raw), doc=doc, key=key))
+    return tuple(entries)
 
 
 def _settings_layer(doc: YamlDocument, data: Mapping[str, Any]) -> Layer:

@@ -41,15 +41,19 @@ class Experiment:
         self.config_dir_path = Path(config_dir_path)
 
     def plan(self, overrides: Sequence[str] = ()) -> ExperimentPlan:
-        """The validated plan this experiment would run."""
+        """The validated plan this experiment would run.
 
+        The environment's ``execution`` settings (and ``max_concurrency``) are passed as
+        values, after the override strings: ``{"timeout": None}`` means no timeout.
+        """
         execution = dict(self.env.config.get("execution") or {})
         if "max_concurrency" in self.env.config:
             execution["max_concurrency"] = self.env.config["max_concurrency"]
         plan = prepare(
             self.config_dir_path,
             workspace=self.env.workspace,
-            overrides=[*overrides, *(f"execution.{k}={v}" for k, v in execution.items())],
+            overrides=overrides,
+            values={"execution": execution} if execution else None,
         )
         changes: dict[str, Any] = {}
         if self.name is not None:

@@ -42,9 +42,14 @@ def prepare(
     overrides: Sequence[str] = (),
     max_concurrency: int | None = None,
     executor: str | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> ExperimentPlan:
-    """Load, validate and resolve an experiment; raises ConfigError, writes nothing."""
-    plan = load_plan(config_dir, overrides=overrides, workspace=workspace)
+    """Load, validate and resolve an experiment; raises ConfigError, writes nothing.
+
+    ``overrides`` are ``key=value`` strings (the command line's); ``values`` already
+    typed values (dotted or nested keys), applied after them.
+    """
+    plan = load_plan(config_dir, overrides=overrides, values=values, workspace=workspace)
     if executor is not None:
         if executor not in EXECUTORS:
             raise ConfigError(
@@ -104,12 +109,11 @@ def check_resources(plan: ExperimentPlan) -> None:
     if not any(t.resources for t in plan.trials):
         return
     devices = detect_devices(plan.execution.devices)
-    doc = plan.documents["trials.yaml"]
     for trial in plan.trials:
         problem = resource_problem(trial.resources, devices)
         if problem is not None:
             key, message = problem
-            raise doc.error(f"[{trial.index}].resources.{key}", f"trial {trial.name!r} {message}")
+            raise trial.entry_error(f"resources.{key}", f"trial {trial.name!r} {message}")
 
 
 def check_buildables(plan: ExperimentPlan) -> None:
@@ -132,13 +136,13 @@ def check_buildables(plan: ExperimentPlan) -> None:
             for i, cb in enumerate(callbacks):
                 target = _check_buildable(trial.error, f"callbacks.{i}", cb, "callback")
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
-        for entry in getattr(plan, "subscribers", ()):
+        for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
 
 
 def build_subscribers(plan: ExperimentPlan) -> list[Any]:
     """The subscribers named in YAML (``subscribers:``), built through the registry."""
-    if not getattr(plan, "subscribers", ()):
+    if not plan.subscribers:
         return []
     with import_path(plan.config_dir):
         return [YAMLSerializable.from_config(entry.config) for entry in plan.subscribers]
