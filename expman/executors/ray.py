@@ -209,6 +209,7 @@ class _LineWriter:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
+        # Imported where the actor runs (its process imports this module fresh).
         from expman.executors.worker import output_record
 
         with self._lock:

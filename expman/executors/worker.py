@@ -57,14 +57,13 @@ import structlog
 from expman.executors.channel import MARK, Channel, Message, SocketChannel
 from expman.executors.worker_context import WorkerContext, describe
 from expman.executors.worker_logging import configure_logging, output_record
+from expman.pipeline import build_pipeline
 
 __all__ = ["MARK", "configure_logging", "main", "output_record", "run_worker"]
 
 
 def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
     """Build, (re)load and run the pipeline ``start`` names; report its end on ``channel``."""
-    from expman.pipeline import build_pipeline
-
     ctx = WorkerContext(start, channel)
     # Context variables belong to a thread: bind the run's identity where it runs.
     structlog.contextvars.bind_contextvars(**(start.get("log_context") or {}))

@@ -16,6 +16,7 @@ import anyio
 
 from expman.bus import mailbox
 from expman.events import Event
+from expman.results.tables import error_line, fmt
 from expman.subscribers.display.state import ProgressState, epochs_of
 
 #: Events a display may hold before publishers wait for it.
@@ -103,8 +104,6 @@ class Display:
 
 def plain_summary(result: Any) -> str:
     """The end-of-run summary as plain text: counts, one line per run, the workspace."""
-    from expman.results.tables import error_line, fmt
-
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     lines = [f"experiment {result.name}: {result.status} ({counts}) in {result.duration:.2f}s"]
     for run in result.runs:
