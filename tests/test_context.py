@@ -261,3 +261,46 @@ async def test_timeout_and_stall_errors_state_their_limit(
             "stalled: no epoch_end for 0.25s (execution.stall_timeout)",
         ),
     }
+
+
+SCALARS = textwrap.dedent(
+    '''
+    import numpy as np
+
+    from expman import Pipeline
+
+
+    class NumpyScalars(Pipeline):
+        """Reports its loss as a 0-d array, its accuracy as a numpy float32."""
+
+        async def run(self, ctx):
+            for epoch in range(6):
+                loss = np.array(1.0 if epoch < 2 else 0.5)
+                await_stop = await ctx.epoch_end(epoch, {"loss": loss, "acc": np.float32(0.25)})
+                if await_stop:
+                    break
+            return {}
+    '''
+)
+
+
+async def test_framework_scalars_become_numbers_for_callbacks_and_logs(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """A 0-d array (a tensor's .item() shape) is a number to EarlyStopping and the tracker."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "scalars:NumpyScalars"},
+            "callbacks": [
+                {"type": "EarlyStopping", "metric": "loss", "patience": 2},
+                {"type": "MetricsTracker"},
+            ],
+        }
+    )
+    (root / "scalars.py").write_text(SCALARS)
+    result = await expman.run_experiment(root, workspace=workspace)
+    run = result.runs[0]
+    assert run.status == "stopped"  # EarlyStopping read the arrays as numbers
+    assert run.epochs == 5  # best at epoch 2, then 2 epochs without improvement
+    assert run.metrics["best_loss"] == 0.5
+    assert type(run.metrics["acc"]) is float

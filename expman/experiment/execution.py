@@ -36,6 +36,7 @@ from expman.executors.base import Executor
 from expman.executors.choice import make_executor
 from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
 from expman.experiment.result import ExperimentResult, experiment_status, in_plan_order
+from expman.experiment.subscriber_errors import SubscriberErrors
 from expman.run.records import ResumePlan, RunOutcome
 from expman.runtime.admission import AdmissionPolicy
 from expman.runtime.scheduler import Scheduler
@@ -72,14 +73,15 @@ class ExperimentRun:
         self.caller_subscribers = tuple(subscribers)
         self.plan_subscribers = tuple(plan_subscribers)
         self.admission = admission
-        self.bus = EventBus(on_error=_report_subscriber_error)
+        self.files = LogFiles(on_error=self._workspace_failed)
+        self.subscriber_errors = SubscriberErrors(self.files, str(layout.log_file), plan.name)
+        self.bus = EventBus(on_error=self.subscriber_errors)
         self.handle = ExperimentHandle(plan, self.bus)
         # The caller's events(): read straight from a bounded stream (no consumer task),
         # so a caller that never reads cannot hold up the end of the experiment.
         self.handle._stream_sub, self.handle._stream = self.bus.open_stream(
             Event, size=STREAM_BUFFER, name="caller.events"
         )
-        self.files = LogFiles(on_error=self._workspace_failed)
         self.journal = JournalWriter(layout.journal_file, on_error=self._workspace_failed)
         self.outcomes: list[RunOutcome] = list(resume.done)
         self.max_concurrency = plan.execution.max_concurrency or os.cpu_count() or 1
@@ -158,6 +160,8 @@ class ExperimentRun:
                         finally:
                             with anyio.move_on_after(10, shield=True):
                                 await self._finish()
+                    # Every mailbox has drained: the totals of failing subscribers.
+                    self.subscriber_errors.summarise()
             finally:
                 await self.files.aclose()
 
@@ -225,15 +229,6 @@ class ExperimentRun:
                 experiment=self.plan.name, status=status, duration=duration, counts=result.counts
             )
         )
-
-
-def _report_subscriber_error(name: str, event: Event | None, exc: BaseException) -> None:
-    log.error(
-        "subscriber_failed",
-        subscriber=name,
-        event_type=type(event).__name__ if event else None,
-        exc_info=exc,
-    )
 
 
 def build_callbacks(spec: RunSpec) -> list[Any]:

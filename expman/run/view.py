@@ -36,7 +36,7 @@ def epoch_number(epoch: Any) -> int:
 
 
 def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
-    """The epoch's metrics as a dict; a TypeError naming any that JSON cannot hold."""
+    """The epoch's metrics as a dict (scalars as Python numbers); a TypeError for the rest."""
     if metrics is None:
         values: dict[str, Any] = {}
     elif isinstance(metrics, Mapping):
@@ -52,13 +52,43 @@ def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
         if type(name) is not str:
             raise TypeError(f"ctx.epoch_end: metric names must be strings; got {name!r}")
         kind = type(value)
-        if kind is float or kind is int or _json_like(value, 0):
+        if kind is float or kind is int:
+            continue
+        plain = _plain_scalar(value)
+        if plain is not _NOT_SCALAR:
+            values[name] = plain  # a numpy or torch scalar: a Python number from here on
+            continue
+        if _json_like(value, 0):
             continue
         raise TypeError(
             f"ctx.epoch_end: metric {name!r} ({kind.__name__}) cannot be written to the logs; "
             "expected a number, bool, string, None, or a list/dict of those"
         )
     return values
+
+
+_NOT_SCALAR = object()
+
+
+def _plain_scalar(value: Any) -> Any:
+    """``value`` as a Python bool/int/float/str/None if it is a scalar, else _NOT_SCALAR.
+
+    A numpy scalar, a 0-d array or a 0-d tensor becomes the Python number ``.item()``
+    gives, where metrics enter: every callback, log and result then sees a number.
+    """
+    if value is None or type(value) in (bool, str):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and (
+        isinstance(value, numbers.Number) or getattr(value, "shape", None) == ()
+    ):
+        try:
+            plain = item()
+        except (TypeError, ValueError, RuntimeError):
+            return _NOT_SCALAR
+        if isinstance(plain, (bool, int, float)):
+            return plain
+    return _NOT_SCALAR
 
 
 def _json_like(value: Any, depth: int) -> bool:

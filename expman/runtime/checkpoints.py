@@ -9,6 +9,8 @@
 * ``CheckpointSaved`` carries the callbacks' ``state_dict``s; a retry in the same
   session restarts from the newest checkpoint saved.
 * A pipeline with no ``save_checkpoint`` hook gets a warning, not a failure.
+* A save that fails during an epoch fails the run (``epoch_end`` raises); one that
+  fails outside an epoch (the final checkpoint) is logged in the run's run.log.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ class Checkpoints:
         if ctx.dispatching_epoch:
             ctx.deferred_checkpoints.append(event)
             return
-        await self.save(ctx, event)
+        try:
+            await self.save(ctx, event)
+        except Exception as exc:
+            # Outside an epoch (a final checkpoint) nobody waits for the save: the run's
+            # log says why it failed (during an epoch, the pipeline's epoch_end raises).
+            log.error("checkpoint_failed", path=event.path, reason=event.reason, exc_info=exc)
 
     async def save(self, ctx: RunContext, event: CheckpointDue) -> None:
         """Save the checkpoint ``event`` asks for now, and publish ``CheckpointSaved``."""
