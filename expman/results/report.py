@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from expman.formatting import counts_text, error_line, fmt, fmt_duration
 from expman.results.loaded import Results
 from expman.results.summary import History, Mode, Reduce, TrialSummary, resolve_metric
-from expman.results.tables import counts_text, error_line, fmt, fmt_duration, fmt_stats
+from expman.results.tables import fmt_stats
 from expman.status import RunStatus, run_status
 
 #: At most this many metrics get a learning-curve plot.

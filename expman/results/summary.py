@@ -9,27 +9,19 @@ interrupted and running runs do not.  ``std`` is the sample standard deviation
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from expman.direction import infer_mode
 from expman.errors import ResultsError
+from expman.formatting import is_number
 from expman.results.reading import Curve, ExperimentRecord, RunRecord, TrialRecord
 from expman.status import run_status
 
 Mode = Literal["min", "max"]
 Reduce = Literal["last", "best"]
-
-
-def is_number(value: Any) -> TypeGuard[float]:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and not (isinstance(value, float) and math.isnan(value))
-    )
 
 
 @dataclass(frozen=True, slots=True)

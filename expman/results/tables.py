@@ -12,6 +12,15 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from expman.formatting import (
+    STATUS_STYLE,
+    counts_text,
+    error_line,
+    fmt,
+    fmt_duration,
+    fmt_metrics,
+    status_text,
+)
 from expman.jsonlines import dumps
 from expman.results.reading import ExperimentRecord, RunRecord
 from expman.results.summary import (
@@ -20,51 +29,8 @@ from expman.results.summary import (
     Stats,
     TrialSummary,
     differing_settings,
-    is_number,
     run_value,
 )
-from expman.status import RunStatus
-
-#: How each run status (and each experiment state) is coloured on a terminal.
-STATUS_STYLE: dict[str, str] = {
-    RunStatus.COMPLETED: "green",
-    RunStatus.STOPPED: "yellow",
-    RunStatus.FAILED: "bold red",
-    RunStatus.CANCELLED: "magenta",
-    "interrupted": "magenta",
-    "running": "cyan",
-    "waiting": "dim",
-    "not started": "dim",
-    "finished": "green",
-}
-
-
-def fmt(value: Any) -> str:
-    """A number short enough for a table cell; other values as text."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def fmt_metrics(metrics: Mapping[str, Any], limit: int = 4) -> str:
-    shown = [(k, v) for k, v in metrics.items() if is_number(v) or isinstance(v, str)]
-    text = "  ".join(f"{k}={fmt(v)}" for k, v in shown[:limit])
-    return text + ("  ..." if len(shown) > limit else "")
 
 
 def fmt_stats(stats: Stats) -> str:
@@ -73,24 +39,6 @@ def fmt_stats(stats: Stats) -> str:
     if stats.std is None:
         return fmt(stats.mean)
     return f"{fmt(stats.mean)} ± {fmt(stats.std)}"
-
-
-def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, ""))
-
-
-def counts_text(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
-
-
-def error_line(text: str | None) -> str:
-    """The line of an error that names it: a traceback's last line, else the first line."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    if lines[0].startswith("Traceback") or len(lines) == 1:
-        return lines[-1]
-    return lines[0] + " ..."
 
 
 # -- status ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import anyio
 
 from expman.bus import mailbox
 from expman.events import Event
-from expman.results.tables import error_line, fmt
+from expman.formatting import error_line, fmt
 from expman.subscribers.display.state import ProgressState, epochs_of
 
 #: Events a display may hold before publishers wait for it.

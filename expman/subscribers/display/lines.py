@@ -15,8 +15,8 @@ from expman.events import (
     RunStarted,
     to_dict,
 )
+from expman.formatting import error_line, fmt, fmt_metrics
 from expman.jsonlines import dumps
-from expman.results.tables import error_line, fmt, fmt_metrics
 from expman.subscribers.display.base import Display, plain_summary
 from expman.workspace.layout import ExperimentLayout
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expman.events import Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying
-from expman.results.tables import (
+from expman.formatting import (
     STATUS_STYLE,
     counts_text,
     error_line,
