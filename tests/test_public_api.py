@@ -94,3 +94,25 @@ def test_a_process_worker_imports_only_what_a_run_needs() -> None:
         "expman.results",
     ):
         assert not {m for m in loaded if m == package or m.startswith(package + ".")}, package
+
+
+def test_no_layer_below_the_api_imports_the_package_root() -> None:
+    """``import expman`` inside the package would tie a layer to everything above it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(expman.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root).as_posix()
+        if relative in ("__init__.py", "cli.py") or relative.startswith("testing/"):
+            continue  # the API itself and the layers above it
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if "expman" in names:
+                offenders.append(f"{relative}:{node.lineno}")
+    assert offenders == []

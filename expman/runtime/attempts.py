@@ -85,24 +85,19 @@ class Attempts:
     # -- runs that never start -----------------------------------------------------------
 
     async def settle_stopped(self, spec: RunSpec) -> bool:
-        """Settle a run a stop request reached before it started; True if one did."""
+        """Settle a run a stop request reached before it started; True if one did.
+
+        An experiment stop is an interruption (``cancelled``, nothing journaled: it runs
+        on resume); a stop of its trial or of the run is a decision (``stopped``).
+        """
         stop = self._stopping.reason_for(spec)
         if stop is None:
             return False
         reason, scope = stop
         if scope == "experiment":
-            self._record(
-                RunOutcome(
-                    spec.trial.name,
-                    spec.repeat,
-                    RunStatus.CANCELLED,
-                    reason=f"not started: {reason}",
-                    seed=spec.seed,
-                )
-            )
-            await self._trials.run_done(spec, RunStatus.CANCELLED)
-            return True
-        await self.settle_dropped(spec, reason)
+            await self._never_started(spec, RunStatus.CANCELLED, reason)
+        else:
+            await self.settle_dropped(spec, reason)
         return True
 
     async def settle_dropped(self, spec: RunSpec, reason: str) -> None:
@@ -118,16 +113,14 @@ class Attempts:
                 config_hash=spec.config_hash,
             )
         )
-        self._record(
-            RunOutcome(
-                spec.trial.name,
-                spec.repeat,
-                RunStatus.STOPPED,
-                reason=f"not started: {reason}",
-                seed=spec.seed,
-            )
+        await self._never_started(spec, RunStatus.STOPPED, reason)
+
+    async def _never_started(self, spec: RunSpec, status: RunStatus, reason: str) -> None:
+        outcome = RunOutcome(
+            spec.trial.name, spec.repeat, status, reason=f"not started: {reason}", seed=spec.seed
         )
-        await self._trials.run_done(spec, RunStatus.STOPPED)
+        self._record(outcome)
+        await self._trials.run_done(spec, status)
 
     # -- one run ---------------------------------------------------------------------------
 
