@@ -27,11 +27,24 @@ if TYPE_CHECKING:
 
 
 class Pipeline(YAMLSerializable, ABC):
-    """Base class for a training pipeline; subclasses implement :meth:`run`."""
+    """Base class for a training pipeline; subclasses implement :meth:`run`.
 
-    def __init__(self, **params: Any) -> None:
+    The original API's ``Pipeline(env)`` (the base class itself, given an
+    ``Environment``) is a holder of callbacks: those registered on it join every run
+    of the experiments run with that environment, as fresh copies.  A subclass made
+    with ``env`` registers with it the same way.
+    """
+
+    def __new__(cls, *args: Any, **params: Any) -> Any:
+        # The base class is abstract (run): Pipeline(env) makes a callbacks holder.
+        return super().__new__(_CallbackHolder if cls is Pipeline else cls)
+
+    def __init__(self, env: Any = None, **params: Any) -> None:
+        self.env = env
         self.params: dict[str, Any] = dict(params)
         self.callbacks: list[Any] = []
+        if env is not None and isinstance(getattr(env, "pipelines", None), list):
+            env.pipelines.append(self)
 
     def register_callback(self, callback: Any) -> None:
         """Attach a callback to every run of this pipeline (besides those in YAML)."""
@@ -40,6 +53,16 @@ class Pipeline(YAMLSerializable, ABC):
     @abstractmethod
     def run(self, ctx: RunContext) -> Mapping[str, Any] | None:
         """Train; return the run's final metrics (or None).  May be ``async def``."""
+
+
+class _CallbackHolder(Pipeline):
+    """What ``Pipeline(env)`` makes: callbacks for the runs of ``env``'s experiments."""
+
+    def run(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        raise TypeError(
+            "Pipeline(env) holds callbacks for the experiment's runs; the pipeline that "
+            "trains is the one settings.pipeline.type names (a subclass defining run(ctx))"
+        )
 
 
 def pipeline_class(config: Mapping[str, Any]) -> Any:

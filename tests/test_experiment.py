@@ -230,9 +230,8 @@ async def test_the_environment_passes_values_not_strings(
     result = await expman.Experiment(env=env, config_dir_path=root).run()
     assert result.status == "completed"
 
-    bad = expman.Environment(workspace=workspace, config={"execution": {"timeout": "soon"}})
     with pytest.raises(expman.ConfigError, match=r"execution\.timeout"):
-        expman.Experiment(env=bad, config_dir_path=root).plan()
+        expman.Environment(workspace=workspace, config={"execution": {"timeout": "soon"}})
 
 
 def test_run_experiment_inside_an_already_running_loop(

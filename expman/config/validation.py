@@ -152,3 +152,28 @@ def _check_env(env: YamlDocument, root: Path, execution: dict[str, Any]) -> Path
     if not isinstance(workspace, str) or not workspace.strip():
         raise env.error("workspace", f"expected a path, got {type_name(workspace)}")
     return (root / os.path.expanduser(workspace)).resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentConfig:
+    """An ``Environment(config=...)`` mapping, checked as env.yaml is."""
+
+    execution: Mapping[str, Any]
+    workspace: Path | None
+    subscribers: tuple[SubscriberEntry, ...]
+
+
+#: How errors name an Environment's config (it has no file).
+ENVIRONMENT_SOURCE = Path("<Environment(config=...)>")
+
+
+def check_environment(config: Mapping[str, Any], root: Path) -> EnvironmentConfig:
+    """Check a mapping with env.yaml's rules (keys, types; ``None`` is null).
+
+    ``root`` is what a relative ``workspace`` is relative to.  The first mistake is a
+    ConfigError naming ``<Environment(config=...)>`` and the key.
+    """
+    doc = YamlDocument(ENVIRONMENT_SOURCE, dict(config))
+    execution: dict[str, Any] = {}
+    workspace = _check_env(doc, root, execution)
+    return EnvironmentConfig(execution, workspace, _subscribers(doc, doc.data))

@@ -1,8 +1,26 @@
-"""Experiment: the original object API (``Experiment(...).run()``)."""
+"""Experiment: the original object API (``Experiment(...).run()``).
+
+``run()`` works from plain code and from async code:
+
+* called outside any event loop (a script), it runs the experiment to its end and
+  returns the :class:`~expman.experiment.result.ExperimentResult`;
+* awaited in async code (``await experiment.run()``), the same, without blocking the
+  loop;
+* called inside a running loop by code that is not a coroutine (a sync callback, a
+  notebook cell without ``await``), it raises at once, naming the fix: it never
+  returns something that silently does nothing.
+
+The environment's ``config`` is checked like env.yaml (at ``Environment(...)``); its
+execution settings are passed as values and its ``subscribers`` join the experiment's;
+callbacks registered on ``Pipeline(env)`` join every run as fresh copies.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,14 +32,14 @@ from expman.config import ExperimentPlan
 from expman.config.schema import name_problem
 from expman.errors import ConfigError
 from expman.experiment.environment import Environment
-from expman.experiment.preflight import prepare
+from expman.experiment.preflight import check_buildables, prepare
 from expman.experiment.result import ExperimentResult
 from expman.experiment.start import start_experiment
 from expman.subscribers.base import AnySubscriber
 
 
 class Experiment:
-    """The original object API: ``await Experiment(...).run()``.
+    """The original object API: ``experiment.run()`` (or ``await experiment.run()``).
 
     ``name``, ``id`` and ``desc`` given here override experiment.yaml's.
     """
@@ -43,12 +61,11 @@ class Experiment:
     def plan(self, overrides: Sequence[str] = ()) -> ExperimentPlan:
         """The validated plan this experiment would run.
 
-        The environment's ``execution`` settings (and ``max_concurrency``) are passed as
-        values, after the override strings: ``{"timeout": None}`` means no timeout.
+        The environment's execution settings are passed as values, after the override
+        strings: ``{"timeout": None}`` means no timeout.
         """
-        execution = dict(self.env.config.get("execution") or {})
-        if "max_concurrency" in self.env.config:
-            execution["max_concurrency"] = self.env.config["max_concurrency"]
+        checked = self.env.checked
+        execution = dict(checked.execution)
         plan = prepare(
             self.config_dir_path,
             workspace=self.env.workspace,
@@ -68,11 +85,37 @@ class Experiment:
             changes["id"] = str(self.id)
         if self.desc is not None:
             changes["desc"] = self.desc
-        return replace(plan, **changes) if changes else plan
+        if checked.subscribers:
+            changes["subscribers"] = (*plan.subscribers, *checked.subscribers)
+        if not changes:
+            return plan
+        plan = replace(plan, **changes)
+        if checked.subscribers:
+            check_buildables(plan)
+        return plan
 
-    async def run(
+    def run(
         self, *, overrides: Sequence[str] = (), subscribers: Sequence[AnySubscriber] = ()
+    ) -> Any:
+        """Run the experiment: its result from plain code, an awaitable in async code."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return anyio.run(self._run, tuple(overrides), tuple(subscribers))
+        caller = sys._getframe(1)
+        if not caller.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+            raise RuntimeError(
+                "Experiment.run() was called inside a running event loop from code that "
+                "cannot await it, so it would do nothing: write `await experiment.run()` "
+                "(in a notebook cell too), or call it from plain code outside the loop"
+            )
+        return self._run(tuple(overrides), tuple(subscribers))
+
+    async def _run(
+        self, overrides: Sequence[str], subscribers: Sequence[AnySubscriber]
     ) -> ExperimentResult:
         plan = await anyio.to_thread.run_sync(lambda: self.plan(overrides))
-        async with start_experiment(plan, subscribers=subscribers) as handle:
+        async with start_experiment(
+            plan, subscribers=subscribers, callbacks=self.env.callbacks
+        ) as handle:
             return await handle.wait()

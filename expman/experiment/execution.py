@@ -19,6 +19,7 @@ whatever its place.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
@@ -65,6 +66,7 @@ class ExperimentRun:
         *,
         plan_subscribers: Sequence[Any] = (),
         admission: AdmissionPolicy | None = None,
+        run_callbacks: Sequence[Any] = (),
     ) -> None:
         self.plan = plan
         self.layout = layout
@@ -73,6 +75,8 @@ class ExperimentRun:
         self.caller_subscribers = tuple(subscribers)
         self.plan_subscribers = tuple(plan_subscribers)
         self.admission = admission
+        #: Callbacks every run gets a fresh copy of (after its YAML ones).
+        self.run_callbacks = tuple(run_callbacks)
         self.files = LogFiles(on_error=self._workspace_failed)
         self.subscriber_errors = SubscriberErrors(self.files, str(layout.log_file), plan.name)
         self.bus = EventBus(on_error=self.subscriber_errors)
@@ -183,6 +187,9 @@ class ExperimentRun:
             *self.caller_subscribers,
         ]
 
+    def _callbacks_of(self, spec: RunSpec) -> list[Any]:
+        return build_callbacks(spec, self.run_callbacks)
+
     def _wire(self, executor: Executor) -> tuple[Scheduler, WorkspaceWriter]:
         plan, bus = self.plan, self.bus
         for sub in self.subscribers():
@@ -198,7 +205,7 @@ class ExperimentRun:
             max_concurrency=self.max_concurrency,
             todo=self.resume.todo,
             resume=self.resume.points,
-            callbacks=build_callbacks,
+            callbacks=self._callbacks_of,
             admission=self.admission,
         )
         return scheduler, self.workspace
@@ -231,6 +238,7 @@ class ExperimentRun:
         )
 
 
-def build_callbacks(spec: RunSpec) -> list[Any]:
-    """Fresh callback objects for one run, from ``settings.callbacks``."""
-    return [YAMLSerializable.from_config(cb) for cb in spec.settings.get("callbacks") or ()]
+def build_callbacks(spec: RunSpec, shared: Sequence[Any] = ()) -> list[Any]:
+    """Fresh callback objects for one run: ``settings.callbacks``, then copies of ``shared``."""
+    built = [YAMLSerializable.from_config(cb) for cb in spec.settings.get("callbacks") or ()]
+    return built + [copy.deepcopy(template) for template in shared]

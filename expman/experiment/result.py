@@ -26,7 +26,7 @@ class ExperimentResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(collections.Counter(run.status for run in self.runs))
+        return dict(collections.Counter(str(run.status) for run in self.runs))
 
     @property
     def failed(self) -> list[RunResult]:

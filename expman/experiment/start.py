@@ -15,6 +15,7 @@ import datetime
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -47,6 +48,7 @@ async def start_experiment(
     accept_changes: bool = False,
     on_plan: Callable[[ExperimentPlan, ResumePlan], None] | None = None,
     admission: AdmissionPolicy | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> AsyncIterator[ExperimentHandle]:
     """Start an experiment in the background; yields a handle with its live events.
 
@@ -61,6 +63,7 @@ async def start_experiment(
     (:mod:`expman.subscribers.base`: a plain ``async def`` gets every event through
     its own mailbox, so it never slows the runs).  ``admission`` chooses which
     waiting run starts next (:mod:`expman.runtime.admission`; default plan order).
+    ``callbacks`` join every run, as a fresh copy each, after the YAML ones.
     Leaving the block early (an exception, a cancellation) cancels the experiment.
     """
     for sub in subscribers:
@@ -95,6 +98,7 @@ async def start_experiment(
             subscribers,
             plan_subscribers=plan_subscribers,
             admission=admission,
+            run_callbacks=callbacks,
         )
         if lock.previous.get("pid"):
             runner.notes.append(
@@ -131,6 +135,7 @@ async def run_experiment(
     fresh: bool = False,
     accept_changes: bool = False,
     admission: AdmissionPolicy | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> ExperimentResult:
     """Run the experiment in ``config_dir`` to its end and return its result.
 
@@ -147,6 +152,7 @@ async def run_experiment(
         fresh=fresh,
         accept_changes=accept_changes,
         admission=admission,
+        callbacks=callbacks,
     ) as handle:
         return await handle.wait()
 

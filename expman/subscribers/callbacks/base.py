@@ -88,7 +88,9 @@ class Callback(YAMLSerializable, HookedCallback):
         super().__init_subclass__(**kwargs)
         cls._hooks = {}
 
-    def __init__(self) -> None:
+    def __init__(self, env: Any = None) -> None:
+        #: The original API's ``Environment`` this callback was made with (or None).
+        self.env = env
         self._bus: EventBus | None = None
         self._experiment: str | None = None
         self._trial: str | None = None
@@ -261,3 +263,14 @@ class Callback(YAMLSerializable, HookedCallback):
 
     async def on_run_finished(self, event: RunFinished) -> None:
         """The run ended: its status, metrics and error."""
+
+
+def environment_first(first: Any, default: Any) -> tuple[Any, Any]:
+    """``(env, value)`` from a first argument that may be an ``Environment``.
+
+    The original API passes the environment first (``EarlyStopping(env, patience=5)``,
+    ``MetricsTracker(env)``); expman's own first parameter then takes its default.
+    """
+    if hasattr(first, "workspace") and hasattr(first, "pipelines"):
+        return first, default
+    return None, first

@@ -58,8 +58,9 @@ class CheckpointCallback(Callback):
         save_top_k: int = 1,
         save_last: bool = False,
         save_final: bool = True,
+        env: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(env)
         self.interval = check_int("interval", interval, 0)
         self.monitor = None if monitor is None else check_name("monitor", monitor)
         self.mode: Mode = "min" if self.monitor is None else resolve_mode(self.monitor, mode)

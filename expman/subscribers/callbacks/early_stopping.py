@@ -40,18 +40,22 @@ from expman.direction import (
 from expman.errors import CallbackError
 from expman.events import EpochEnd
 from expman.serializable import YAMLSerializable
-from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.callbacks.base import Callback, environment_first
 
 log = structlog.get_logger("expman.subscribers.callbacks")
 
 
 @YAMLSerializable.register("EarlyStopping")
 class EarlyStopping(Callback):
-    """Stop the run when ``metric`` has not improved for ``patience`` reported epochs."""
+    """Stop the run when ``metric`` has not improved for ``patience`` reported epochs.
+
+    ``EarlyStopping(env, patience=5)`` (the original API: the environment first) watches
+    ``loss``.
+    """
 
     def __init__(
         self,
-        metric: str,
+        metric: Any = "loss",
         patience: int = 3,
         min_delta: float = 0.0,
         min_delta_percent: float = 0.0,
@@ -61,8 +65,10 @@ class EarlyStopping(Callback):
         divergence_threshold: float | None = None,
         start_from_epoch: int = 0,
         strict: bool = True,
+        env: Any = None,
     ) -> None:
-        super().__init__()
+        given_env, metric = environment_first(metric, "loss")
+        super().__init__(env or given_env)
         self.metric = check_name("metric", metric)
         self.patience = check_int("patience", patience, 0)
         self.min_delta = check_number("min_delta", min_delta, 0.0)

@@ -20,7 +20,7 @@ from typing import Any
 from expman.direction import Mode, as_number, improves, infer_mode, resolve_mode
 from expman.events import EpochEnd
 from expman.serializable import InvalidParam, YAMLSerializable
-from expman.subscribers.callbacks.base import Callback
+from expman.subscribers.callbacks.base import Callback, environment_first
 
 
 @YAMLSerializable.register("MetricsTracker")
@@ -28,9 +28,13 @@ class MetricsTracker(Callback):
     """Keeps every reported value of the run's metrics (all, or those in ``metrics``)."""
 
     def __init__(
-        self, metrics: Sequence[str] | None = None, mode: str | Mapping[str, str] = "auto"
+        self,
+        metrics: Sequence[str] | None = None,
+        mode: str | Mapping[str, str] = "auto",
+        env: Any = None,
     ) -> None:
-        super().__init__()
+        given_env, metrics = environment_first(metrics, None)
+        super().__init__(env or given_env)
         if metrics is not None and (
             isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics)
         ):
