@@ -10,8 +10,10 @@ Optional hooks, called by expman:
 * ``save_checkpoint(path)``: write the model state to ``path`` (a file or a folder).
   expman passes a temporary path and renames it once the hook returns, so a
   checkpoint is never half-written.  Sync or async.
-* ``load_checkpoint(path)``: restore state before ``run`` when a run resumes;
-  ``ctx.start_epoch`` then says which epoch to continue from.  Sync or async.
+* ``load_checkpoint(path)`` or ``load_checkpoint(path, ctx)``: restore state before
+  ``run`` when a run resumes; ``ctx.start_epoch`` then says which epoch to continue
+  from, and ``ctx`` lets it restore a generator of the run's (``ctx.rng``) with the
+  model.  Sync or async.
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ class _CallbackHolder(Pipeline):
             "Pipeline(env) holds callbacks for the experiment's runs; the pipeline that "
             "trains is the one settings.pipeline.type names (a subclass defining run(ctx))"
         )
+
+
+def checkpoint_args(load: Any, path: Any, ctx: Any) -> tuple[Any, ...]:
+    """The arguments for ``load_checkpoint``: ``(path, ctx)`` if it takes two, else ``(path,)``."""
+    import inspect
+
+    try:
+        params = inspect.signature(load).parameters.values()
+    except (TypeError, ValueError):
+        return (path,)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_more = any(p.kind is p.VAR_POSITIONAL for p in params)
+    return (path, ctx) if len(positional) >= 2 or takes_more else (path,)
 
 
 def pipeline_class(config: Mapping[str, Any]) -> Any:

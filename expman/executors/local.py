@@ -19,8 +19,9 @@ import anyio
 
 from expman.executors.base import Executor
 from expman.executors.devices import ResourcePool
-from expman.pipeline import build_pipeline, call_hook
+from expman.pipeline import build_pipeline, call_hook, checkpoint_args
 from expman.run.context import RunContext
+from expman.seeding import run_entered, run_left
 
 
 class LocalExecutor(Executor):
@@ -48,15 +49,19 @@ class LocalExecutor(Executor):
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                await call_hook(load, ctx.checkpoint)
+                await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
         run = pipeline.run
-        if inspect.iscoroutinefunction(run):
-            result: Any = await run(ctx)
-        else:
-            result = await anyio.to_thread.run_sync(
-                run, ctx, abandon_on_cancel=True, limiter=self._threads
-            )
-            if inspect.isawaitable(result):
-                result = await result
+        run_entered()
+        try:
+            if inspect.iscoroutinefunction(run):
+                result: Any = await run(ctx)
+            else:
+                result = await anyio.to_thread.run_sync(
+                    run, ctx, abandon_on_cancel=True, limiter=self._threads
+                )
+                if inspect.isawaitable(result):
+                    result = await result
+        finally:
+            run_left()
         await ctx.publish_run_ending()
         return result  # type: ignore[no-any-return]

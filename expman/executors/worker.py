@@ -57,7 +57,7 @@ import structlog
 from expman.executors.channel import MARK, Channel, Message, SocketChannel
 from expman.executors.worker_context import WorkerContext, describe
 from expman.executors.worker_logging import configure_logging, output_record
-from expman.pipeline import build_pipeline
+from expman.pipeline import build_pipeline, checkpoint_args
 
 __all__ = ["MARK", "configure_logging", "main", "output_record", "run_worker"]
 
@@ -77,7 +77,7 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                _call(load, ctx.checkpoint)
+                _call(load, *checkpoint_args(load, ctx.checkpoint, ctx))
         ready: Message = {"op": "ready"}
         ready["has_saver"] = callable(getattr(pipeline, "save_checkpoint", None))
         ready.update(_pickled_callbacks(pipeline))

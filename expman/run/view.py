@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import random
 from collections.abc import Coroutine, Generator, Mapping
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ class RunView:
     experiment: str
     trial: str
     repeat: int
+    seed: int
     settings: Mapping[str, Any]
     paths: RunPaths
     _config: Any
@@ -173,6 +175,38 @@ class RunView:
 
             self._config = settings_view(self.settings)
         return self._config
+
+    @property
+    def random(self) -> random.Random:
+        """The run's own ``random.Random``, seeded with ``ctx.seed`` (shared with nothing)."""
+        own = self.__dict__.get("_random")
+        if own is None:
+            own = self.__dict__["_random"] = random.Random(self.seed)
+        return own
+
+    @property
+    def rng(self) -> Any:
+        """The run's own ``numpy.random.Generator``, seeded with ``ctx.seed``."""
+        own = self.__dict__.get("_rng")
+        if own is None:
+            import numpy  # only for runs that ask: numpy is optional
+
+            own = self.__dict__["_rng"] = numpy.random.default_rng(self.seed)
+        return own
+
+    @property
+    def torch_generator(self) -> Any:
+        """The run's own ``torch.Generator`` (CPU), seeded with ``ctx.seed``.
+
+        Pass it where torch takes ``generator=`` (``DataLoader``, ``randperm``,
+        ``nn.init`` functions ...); it is created on first use, so torch is optional.
+        """
+        own = self.__dict__.get("_torch_generator")
+        if own is None:
+            import torch  # only for runs that ask: torch is optional
+
+            own = self.__dict__["_torch_generator"] = torch.Generator().manual_seed(self.seed)
+        return own
 
     @property
     def artifacts(self) -> Path:
