@@ -62,3 +62,54 @@ def test_digits_example_early_stops_and_leaves_loadable_checkpoints(tmp_path: Pa
         assert epochs == list(range(e["epochs"]))
         total_epochs += e["epochs"]
     assert len(json_lines(exp / "logs" / "metrics.log")) == total_epochs
+
+
+def _outcomes(exp: Path) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """Each run's last RunFinished: status, epochs and metrics (what results report)."""
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in json_lines(exp / "logs" / "events.jsonl"):
+        if e["type"] == "RunFinished":
+            last[(e["trial"], e["repeat"])] = e
+    return {
+        key: (e["status"], e["epochs"], json.dumps(e["metrics"], sort_keys=True))
+        for key, e in last.items()
+    }
+
+
+@pytest.mark.slow
+def test_interrupting_digits_and_resuming_gives_the_uninterrupted_results(tmp_path: Path) -> None:
+    """Ctrl-C mid-training, then run again: every run ends exactly as without the stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "digits"
+    shutil.copytree(EXAMPLE, config, ignore=shutil.ignore_patterns("__pycache__"))
+    straight = run_cli("run", str(config), "-w", str(tmp_path / "straight"), "-j", "2", "-q")
+    assert straight.returncode == 0, straight.stderr
+    expected = _outcomes(tmp_path / "straight" / "digits")
+
+    workspace = tmp_path / "interrupted"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+    )
+    cmd = [sys.executable, "-m", "expman", "run", str(config), "-w", str(workspace), "-j", "2"]
+    first = subprocess.Popen([*cmd, "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = workspace / "digits" / "logs" / "metrics.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a third of the way through the epochs
+        if metrics.exists() and len(metrics.read_bytes().splitlines()) >= 40:
+            break
+        time.sleep(0.02)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    assert first.returncode != 0  # interrupted
+    partial = _outcomes(workspace / "digits")
+    assert partial != expected  # the stop really came mid-experiment
+
+    again = run_cli("run", str(config), "-w", str(workspace), "-j", "2", "-q")
+    assert again.returncode == 0, again.stderr
+    assert _outcomes(workspace / "digits") == expected

@@ -1,8 +1,10 @@
 """Handwritten digits (scikit-learn's bundled 8x8 images) with a small NumPy MLP.
 
 Trained epoch by epoch with minibatch SGD; each epoch reports val_acc, val_loss and
-train_loss.  Checkpoints are the model's weights in one ``.npz`` file, which
-:meth:`MLP.load` turns back into a working model::
+train_loss.  A checkpoint holds everything the next epoch depends on: the model's
+weights and the state of the run's random generator (``ctx.rng``, which shuffles the
+minibatches), so a run resumed from it trains exactly as if it had never stopped.
+It is one ``.npz`` file, which :meth:`MLP.load` turns back into a working model::
 
     from digits_pipeline import MLP, load_digits_split
     model = MLP.load("workspace/digits/trials/fast/run_0/artifacts/checkpoint-final")
@@ -12,6 +14,7 @@ train_loss.  Checkpoints are the model's weights in one ``.npz`` file, which
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +81,15 @@ class MLP:
         self.w["w1"] -= lr * (x.T @ dh)
         self.w["b1"] -= lr * dh.sum(axis=0)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, **extra: np.ndarray) -> None:
         # A file object: np.savez would otherwise append ".npz" to the name expman chose.
         with open(path, "wb") as f:
-            np.savez(f, **self.w)
+            np.savez(f, **self.w, **{f"__{k}__": v for k, v in extra.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> MLP:
         with np.load(path) as data:
-            return cls({k: data[k].copy() for k in data.files})
+            return cls({k: data[k].copy() for k in data.files if not k.startswith("__")})
 
 
 class DigitsMLP(Pipeline):
@@ -97,10 +100,12 @@ class DigitsMLP(Pipeline):
         self.hidden = hidden
         self.batch_size = batch_size
         self.model: MLP | None = None
+        self.rng: np.random.Generator | None = None
 
     def run(self, ctx: expman.RunContext) -> dict[str, Any]:
-        expman.seed_everything(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
+        # The run's own generator (seeded with ctx.seed): runs that overlap in threads
+        # do not share it, so each run reproduces whatever else runs beside it.
+        rng = self.rng = ctx.rng
         cfg = ctx.config
         x_train, y_train, x_val, y_val = load_digits_split(cfg.val_fraction, cfg.split_seed)
         if self.model is None:  # not restored from a checkpoint
@@ -120,8 +125,12 @@ class DigitsMLP(Pipeline):
         return {"train_acc": self.model.accuracy(x_train, y_train)}
 
     def save_checkpoint(self, path: Path) -> None:
-        assert self.model is not None
-        self.model.save(path)
+        assert self.model is not None and self.rng is not None
+        rng_state = json.dumps(self.rng.bit_generator.state)
+        self.model.save(path, rng=np.array(rng_state))
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path, ctx: expman.RunContext) -> None:
         self.model = MLP.load(path)
+        with np.load(path) as data:
+            if "__rng__" in data.files:  # the generator where the checkpoint left it
+                ctx.rng.bit_generator.state = json.loads(str(data["__rng__"]))

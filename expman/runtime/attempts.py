@@ -271,7 +271,7 @@ class Attempts:
                             error=outcome.error,
                             reason=outcome.reason,
                             attempt=attempt,
-                            epochs=ctx.epochs_reported,
+                            epochs=outcome.epochs,
                             config_hash=spec.config_hash,
                         )
                     )
@@ -329,7 +329,7 @@ def outcome_of(
         error=error,
         reason=reason,
         duration=duration,
-        epochs=ctx.epochs_reported,
+        epochs=ctx.start_epoch + ctx.epochs_reported,  # a resumed run: all of them
         attempt=attempt,
         seed=spec.seed,
     )
