@@ -70,6 +70,8 @@ class TrialEntry:
     source: EntrySource
     desc: str = ""
     resources: Mapping[str, float] = field(default_factory=dict)
+    #: The id as written (an int stays an int in the snapshots); ``id`` is its text.
+    written_id: str | int | None = None
 
     def error(self, key: str, message: str) -> ConfigError:
         """A ConfigError at this entry's ``key`` (``repeat``, ``settings.lr``)."""
@@ -79,7 +81,7 @@ class TrialEntry:
         """The entry as ``trials.yaml`` would hold it (what :func:`check_entry` reads)."""
         return {
             "name": self.name,
-            "id": self.id,
+            "id": self.written_id if str(self.written_id) == self.id else self.id,
             "desc": self.desc,
             "repeat": self.repeat,
             "resources": _plain_mapping(self.resources),
@@ -107,6 +109,7 @@ def check_entry(source: EntrySource, raw: object) -> TrialEntry:
         source=source,
         desc=str(desc),
         resources=resources,
+        written_id=entry["id"],
     )
 
 

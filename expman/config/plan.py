@@ -72,4 +72,5 @@ def load_plan(
         documents=config.sources.documents,
         overrides=tuple(overrides),
         subscribers=config.subscribers,
+        written_id=config.written_id,
     )

@@ -74,6 +74,7 @@ def resolve_trial(
         resources=entry.resources,
         layers=layers,
         source=entry.source,
+        written_id=entry.written_id,
     )
     seed = settings.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -65,6 +65,15 @@ class TrialSpec:
     resources: Mapping[str, float] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
     source: EntrySource | None = None
+    #: The id as written in trials.yaml (``1`` or ``"a1"``), for the snapshots.
+    written_id: str | int | None = None
+
+    @property
+    def yaml_id(self) -> str | int:
+        """The id as the snapshots write it: with the type it was written with."""
+        # An expander (or Experiment(id=...)) that changed the id: its text, as given.
+        written = self.written_id
+        return written if written is not None and str(written) == self.id else self.id
 
     def error(self, key: str, message: str) -> ConfigError:
         """A ConfigError for ``settings.<key>``, in the file that last set it.
@@ -144,6 +153,15 @@ class ExperimentPlan:
     overrides: tuple[str, ...] = ()
     #: The experiment's subscribers named in YAML, experiment.yaml's then env.yaml's.
     subscribers: tuple[SubscriberEntry, ...] = ()
+    #: The id as written in experiment.yaml (an int stays an int in resolved.yaml).
+    written_id: str | int | None = None
+
+    @property
+    def yaml_id(self) -> str | int:
+        """The id as resolved.yaml writes it: with the type it was written with."""
+        # An expander (or Experiment(id=...)) that changed the id: its text, as given.
+        written = self.written_id
+        return written if written is not None and str(written) == self.id else self.id
 
     @property
     def path(self) -> Path:
@@ -158,7 +176,7 @@ class ExperimentPlan:
     def describe(self) -> dict[str, Any]:
         """A plain summary of the plan, for ``expman validate`` and resolved.yaml."""
         return {
-            "experiment": {"name": self.name, "id": self.id, "desc": self.desc},
+            "experiment": {"name": self.name, "id": self.yaml_id, "desc": self.desc},
             "execution": {
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in ((f, getattr(self.execution, f)) for f in ExecutionSettings.__slots__)
@@ -166,7 +184,7 @@ class ExperimentPlan:
             "trials": [
                 {
                     "name": t.name,
-                    "id": t.id,
+                    "id": t.yaml_id,
                     "repeat": t.repeat,
                     "config_hash": t.config_hash,
                     "resources": dict(t.resources),

@@ -58,6 +58,8 @@ class ValidatedConfig:
     #: env.yaml's workspace, resolved against the config directory (None if not set).
     workspace: Path | None
     entries: tuple[TrialEntry, ...]
+    #: experiment.yaml's id as written (``id`` is its text).
+    written_id: str | int | None = None
     #: ``subscribers:`` of experiment.yaml, then of env.yaml.
     subscribers: tuple[SubscriberEntry, ...] = ()
 
@@ -96,6 +98,7 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         workspace=workspace,
         entries=validate_trials(sources.trials),
         subscribers=subscribers,
+        written_id=exp["id"],
     )
 
 

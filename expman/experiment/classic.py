@@ -83,6 +83,7 @@ class Experiment:
             changes["name"] = self.name
         if self.id is not None:
             changes["id"] = str(self.id)
+            changes["written_id"] = self.id
         if self.desc is not None:
             changes["desc"] = self.desc
         if checked.subscribers:

@@ -232,7 +232,7 @@ class WorkspaceWriter:
                 head = {
                     "experiment": self.plan.name,
                     "trial": trial.name,
-                    "trial_id": trial.id,
+                    "trial_id": trial.yaml_id,
                     "repeat": repeat,
                     "seed": seed,
                     "attempt": attempt,
@@ -248,7 +248,7 @@ class WorkspaceWriter:
         created = make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
         head = {
             "name": trial.name,
-            "id": trial.id,
+            "id": trial.yaml_id,
             "desc": trial.desc,
             "repeat": trial.repeat,
             "config_hash": trial.config_hash,
