@@ -125,7 +125,8 @@ class DigitsMLP(Pipeline):
         return {"train_acc": self.model.accuracy(x_train, y_train)}
 
     def save_checkpoint(self, path: Path) -> None:
-        assert self.model is not None and self.rng is not None
+        assert self.model is not None
+        assert self.rng is not None
         rng_state = json.dumps(self.rng.bit_generator.state)
         self.model.save(path, rng=np.array(rng_state))
 
