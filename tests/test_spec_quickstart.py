@@ -104,3 +104,22 @@ def test_an_environment_config_accepts_what_env_yaml_does(tmp_path: Path) -> Non
     assert env.workspace == tmp_path / "ws"
     assert env.checked.execution == {"timeout": None, "max_concurrency": 3}
     assert yaml.safe_dump(env.config)  # kept as given
+
+
+async def test_progress_can_be_shown_from_python(
+    make_experiment: Callable[..., Path], workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a notebook shows by default (here asked for: plain lines, not a terminal)."""
+    root = make_experiment(trials=[{"name": "a", "id": 1, "repeat": 2}])
+    result = await expman.run_experiment(root, workspace=workspace, progress=True)
+    out = capsys.readouterr().out
+    assert result.status == "completed"
+    assert "a/run_1" in out
+    assert "experiment exp: completed" in out
+
+
+def test_no_progress_is_shown_outside_a_notebook_by_default() -> None:
+    from expman.experiment.start import in_notebook, progress_display
+
+    assert not in_notebook()
+    assert progress_display(None) is None

@@ -34,7 +34,7 @@ from expman.errors import ConfigError
 from expman.experiment.environment import Environment
 from expman.experiment.preflight import check_buildables, prepare
 from expman.experiment.result import ExperimentResult
-from expman.experiment.start import start_experiment
+from expman.experiment.start import progress_display, start_experiment
 from expman.subscribers.base import AnySubscriber
 
 
@@ -96,13 +96,21 @@ class Experiment:
         return plan
 
     def run(
-        self, *, overrides: Sequence[str] = (), subscribers: Sequence[AnySubscriber] = ()
+        self,
+        *,
+        overrides: Sequence[str] = (),
+        subscribers: Sequence[AnySubscriber] = (),
+        progress: bool | None = None,
     ) -> Any:
-        """Run the experiment: its result from plain code, an awaitable in async code."""
+        """Run the experiment: its result from plain code, an awaitable in async code.
+
+        ``progress`` as for :func:`~expman.experiment.start.run_experiment` (default: shown
+        in a notebook only).
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return anyio.run(self._run, tuple(overrides), tuple(subscribers))
+            return anyio.run(self._run, tuple(overrides), tuple(subscribers), progress)
         caller = sys._getframe(1)
         if not caller.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
             raise RuntimeError(
@@ -110,13 +118,23 @@ class Experiment:
                 "cannot await it, so it would do nothing: write `await experiment.run()` "
                 "(in a notebook cell too), or call it from plain code outside the loop"
             )
-        return self._run(tuple(overrides), tuple(subscribers))
+        return self._run(tuple(overrides), tuple(subscribers), progress)
 
     async def _run(
-        self, overrides: Sequence[str], subscribers: Sequence[AnySubscriber]
+        self,
+        overrides: Sequence[str],
+        subscribers: Sequence[AnySubscriber],
+        progress: bool | None,
     ) -> ExperimentResult:
         plan = await anyio.to_thread.run_sync(lambda: self.plan(overrides))
+        display = progress_display(progress)
         async with start_experiment(
-            plan, subscribers=subscribers, callbacks=self.env.callbacks
+            plan,
+            subscribers=[*subscribers, *([display] if display is not None else [])],
+            callbacks=self.env.callbacks,
+            on_plan=display.on_plan if display is not None else None,
         ) as handle:
-            return await handle.wait()
+            result = await handle.wait()
+        if display is not None:
+            display.summary(result)
+        return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from expman.run.records import ResumePlan
 from expman.runtime.admission import AdmissionPolicy
 from expman.runtime.resume import plan_resume
 from expman.subscribers.base import AnySubscriber
+from expman.subscribers.display import Display, LiveDisplay, choose_display
 from expman.workspace.journal import read_journal
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.lock import ExperimentLock, lock_holder
@@ -136,12 +138,18 @@ async def run_experiment(
     accept_changes: bool = False,
     admission: AdmissionPolicy | None = None,
     callbacks: Sequence[Any] = (),
+    progress: bool | None = None,
 ) -> ExperimentResult:
     """Run the experiment in ``config_dir`` to its end and return its result.
 
     Works in any running asyncio loop (a notebook cell included).  An experiment
     directory that already exists is resumed: finished runs are not run again.
+    ``progress`` shows the runs' progress as ``expman run`` does and the summary at the
+    end; by default only in a Jupyter notebook (live there, plain lines elsewhere).
     """
+    display = progress_display(progress)
+    if display is not None:
+        subscribers = [*subscribers, display]
     async with start_experiment(
         config_dir,
         workspace=workspace,
@@ -153,8 +161,33 @@ async def run_experiment(
         accept_changes=accept_changes,
         admission=admission,
         callbacks=callbacks,
+        on_plan=display.on_plan if display is not None else None,
     ) as handle:
-        return await handle.wait()
+        result = await handle.wait()
+    if display is not None:
+        display.summary(result)
+    return result
+
+
+def progress_display(progress: bool | None) -> Display | None:
+    """The display ``progress`` asks for: None (auto) shows one only in a notebook."""
+    if progress is None:
+        progress = in_notebook()
+    if not progress:
+        return None
+    from rich.console import Console
+
+    console = Console()
+    if console.is_jupyter:  # rich draws its live view in the notebook's output
+        return LiveDisplay(console)
+    return choose_display()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (an IPython shell with a kernel)."""
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return get_ipython is not None and getattr(get_ipython(), "kernel", None) is not None
 
 
 def _set_aside(path: Path) -> None:
