@@ -227,3 +227,35 @@ def test_a_wrong_yaml_subscriber_is_a_config_error_naming_file_and_key(
     assert "experiment.yaml" in text
     assert f"{key}:" in text
     assert message in text
+
+
+async def test_a_failing_subscriber_costs_one_traceback_and_a_count(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """Not one traceback per event, and never in a run's log: the first, then a total."""
+    root = _experiment(make_experiment, epochs=5)
+
+    async def down(event: Event) -> None:
+        raise ConnectionError("tracker down")
+
+    @expman.subscriber(EpochEnd, delivery=expman.CONTROL)
+    async def strict(event: Event) -> None:
+        raise ValueError("bad epoch")
+
+    result = await expman.run_experiment(root, workspace=workspace, subscribers=[down, strict])
+    assert result.status == "completed"
+    entries = [
+        json.loads(line)
+        for line in (result.path / "logs" / "experiment.log").read_text().splitlines()
+    ]
+    first = [e for e in entries if e["event"] == "subscriber_failed"]
+    assert sorted(e["subscriber"] for e in first) == sorted(
+        [down.__qualname__, strict.__qualname__]
+    )
+    assert all("exception" in e for e in first)
+    totals = {e["subscriber"]: e["errors"] for e in entries if e["event"] == "subscriber_errors"}
+    assert totals[strict.__qualname__] == 2 * 5  # every EpochEnd of both runs
+    assert totals[down.__qualname__] > 2 * 5  # every event
+    for k in range(2):
+        run_log = (result.path / "trials" / "a" / f"run_{k}" / "logs" / "run.log").read_text()
+        assert "subscriber_failed" not in run_log
