@@ -1,5 +1,9 @@
 """The ``expman`` command: ``run``, ``validate``, ``status``, ``results`` and ``report``.
 
+Each command imports what it uses when it runs (a function-local import on purpose:
+``expman --version`` and ``expman status`` start without the runtime, OmegaConf or
+the report's matplotlib; ``benchmarks/startup.py`` measures it).
+
 Exit codes: 0 every run completed (or was stopped on purpose), 1 some run failed,
 2 usage or config error, 130 interrupted.
 """
@@ -19,8 +23,6 @@ import anyio
 
 from expman import __version__
 from expman.errors import ConfigChanged, ConfigError, ExpmanError, WorkspaceError, WorkspaceLocked
-from expman.results.commands import RESULTS_COMMANDS, add_results_commands
-from expman.subscribers.display.lines import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -84,11 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     validate.add_argument("-w", "--workspace")
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    from expman.results.commands import add_results_commands
+
     add_results_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given == ["--version"]:  # answered before the commands' modules load
+        print(f"expman {__version__}")
+        return EXIT_OK
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):
         parser.print_help(sys.stderr)  # bare `expman`: show what it can do
@@ -103,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return cmd_validate(args)
-        if args.command in RESULTS_COMMANDS:
+        if args.command in ("status", "results", "report"):
+            from expman.results.commands import RESULTS_COMMANDS
+
             return RESULTS_COMMANDS[args.command](args)
         if args.command == "run":
             if args.max_concurrency is not None and args.max_concurrency < 1:
@@ -156,6 +166,7 @@ def _exit_now(code: int) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from expman.experiment import prepare
+    from expman.subscribers.display.lines import plural
 
     plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
     print(
