@@ -24,6 +24,7 @@ from expman.serializable import (
     InvalidParam,
     UnknownType,
     YAMLSerializable,
+    builds_itself,
     import_path,
     resolve_type,
     signature_of,
@@ -193,6 +194,24 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
             " (an expman.Subscriber or expman.Callback)",
         )
     params = {k: v for k, v in config.items() if k != "type"}
+    if not builds_itself(target):  # its own from_config: no signature to hold it to
+        _check_signature(error, key, config, target, params)
+    validate = getattr(target, "validate_params", None)
+    if callable(validate):
+        try:
+            validate(params)
+        except InvalidParam as exc:
+            if exc.param.split(".")[0] in params:
+                raise error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
+            # A default that does not fit (mode: auto for an unknown name): the entry.
+            raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
+    return target
+
+
+def _check_signature(
+    error: ErrorAt, key: str, config: Any, target: Any, params: dict[str, Any]
+) -> None:
+    """Bind ``params`` to ``target``'s signature: an unknown or missing one is refused."""
     try:
         signature = signature_of(target)
         signature.bind(**params)
@@ -213,16 +232,6 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
         raise error(key, f"{config['type']}: {exc}") from None
     except ValueError:
         pass
-    validate = getattr(target, "validate_params", None)
-    if callable(validate):
-        try:
-            validate(params)
-        except InvalidParam as exc:
-            if exc.param.split(".")[0] in params:
-                raise error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
-            # A default that does not fit (mode: auto for an unknown name): the entry.
-            raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
-    return target
 
 
 def is_async_callable_type(cls: type) -> bool:
