@@ -2,9 +2,10 @@
 
 :func:`prepare` loads, validates and resolves the config (a ConfigError naming the
 file, line and key otherwise), applies the command line's choices, then checks what
-only the code can: the workspace path is usable, every pipeline, callback and
-subscriber type resolves and accepts its parameters, and no trial asks for more GPUs
-or CPUs than there are.  Nothing is written until all of it passes.
+only the code can: the workspace path is usable, the config folder's own modules
+import, every pipeline, callback and subscriber type resolves and accepts its
+parameters, and no trial asks for more GPUs or CPUs than there are.  Nothing is
+written until all of it passes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, 
 from expman.executors.devices import detect_devices, resource_problem
 from expman.pipeline import Pipeline
 from expman.serializable import (
+    ConfigModuleError,
     InvalidParam,
     UnknownType,
     YAMLSerializable,
     builds_itself,
+    import_config_modules,
     import_path,
     resolve_type,
     signature_of,
@@ -118,8 +121,9 @@ def check_resources(plan: ExperimentPlan) -> None:
 
 
 def check_buildables(plan: ExperimentPlan) -> None:
-    """Resolve every pipeline, callback and subscriber type before anything runs."""
+    """Import the config folder's modules, then resolve and check every buildable type."""
     with import_path(plan.config_dir):
+        check_config_modules(plan)
         for trial in plan.trials:
             pipeline = trial.settings.get("pipeline")
             if pipeline is None:
@@ -139,6 +143,23 @@ def check_buildables(plan: ExperimentPlan) -> None:
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
         for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
+
+
+def check_config_modules(plan: ExperimentPlan) -> None:
+    """Import the config folder's own modules (their ``register`` calls name types).
+
+    One that raises is a ConfigError naming its file, the line where the traceback
+    says, and the error.
+    """
+    try:
+        import_config_modules(plan.config_dir)
+    except ConfigModuleError as exc:
+        error = exc.error
+        raise ConfigError(
+            f"this module of the config folder cannot be imported: {type(error).__name__}: {error}",
+            file=plan.config_dir / exc.file.name,
+            line=exc.line,
+        ) from error
 
 
 def build_subscribers(plan: ExperimentPlan) -> list[Any]:
