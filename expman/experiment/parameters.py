@@ -4,7 +4,9 @@ A class's parameters are those of the first ``__init__`` along its MRO (its own,
 the one it inherits from a class of yours), read from that function rather than from
 ``inspect.signature(cls)``, because of the framework bases: the catch-all
 ``**params`` of ``YAMLSerializable.__init__`` and ``Pipeline.__init__`` (and
-``object.__init__``) accepts nothing on a subclass's behalf.  So
+``object.__init__``, and any ``__new__`` of those bases) accepts nothing on a
+subclass's behalf.  (A class of yours that defines ``__new__`` is read by
+``inspect.signature``.)  So
 
 * a pipeline without a constructor of its own takes no parameters;
 * ``__init__(self, hidden=32, lr=0.1)`` calling ``super().__init__()`` takes exactly
@@ -27,12 +29,9 @@ from typing import Any
 from expman.pipeline import Pipeline
 from expman.serializable import YAMLSerializable, builds_itself, signature_of
 
-#: The bases' ``__init__`` methods: what they accept never counts for a subclass.
-_FRAMEWORK_INITS: tuple[Any, ...] = (
-    object.__init__,
-    YAMLSerializable.__dict__["__init__"],
-    Pipeline.__dict__["__init__"],
-)
+#: The bases whose ``__init__`` and ``__new__`` never count for a subclass: their
+#: ``**params`` (and ``*args``) accept anything on its behalf.
+_FRAMEWORK_BASES: tuple[type, ...] = (object, YAMLSerializable, Pipeline)
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
@@ -58,9 +57,9 @@ def accepted_parameters(target: Any) -> Accepted | None:
     if builds_itself(target):
         return Accepted((), builds_itself=True)
     if isinstance(target, type):
-        if inspect.getattr_static(target, "__new__") is object.__dict__["__new__"]:
+        if _defined_by(target, "__new__") in _FRAMEWORK_BASES:
             return _from_constructor(target)
-        # A class with its own __new__: its signature is whatever inspect makes of it.
+        # A class with a __new__ of its own: its signature is whatever inspect makes of it.
     try:
         signature = signature_of(target)
     except (TypeError, ValueError):
@@ -87,23 +86,25 @@ def unchecked_reason(target: Any) -> str | None:
 
 def _from_constructor(cls: type) -> Accepted | None:
     """The parameters of the first ``__init__`` along ``cls``'s MRO."""
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        if init in _FRAMEWORK_INITS:
-            return Accepted(())
-        if inspect.isfunction(init):
-            parameters = list(signature_of(init).parameters.values())[1:]  # self
-        else:  # a C type's __init__ or a descriptor: ask inspect about the class
-            try:
-                parameters = list(signature_of(cls).parameters.values())
-            except (TypeError, ValueError):
-                return None
-        names = tuple(p.name for p in parameters if p.kind in _NAMED)
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
-        return Accepted(names, klass.__qualname__ if takes_any else None)
-    return Accepted(())
+    owner = _defined_by(cls, "__init__")
+    if owner in _FRAMEWORK_BASES:
+        return Accepted(())
+    init = owner.__dict__["__init__"]
+    if inspect.isfunction(init):
+        parameters = list(signature_of(init).parameters.values())[1:]  # self
+    else:  # a C type's __init__ or a descriptor: ask inspect about the class
+        try:
+            parameters = list(signature_of(cls).parameters.values())
+        except (TypeError, ValueError):
+            return None
+    names = tuple(p.name for p in parameters if p.kind in _NAMED)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    return Accepted(names, owner.__qualname__ if takes_any else None)
+
+
+def _defined_by(cls: type, name: str) -> type:
+    """The first class along ``cls``'s MRO that defines ``name`` itself."""
+    return next(klass for klass in cls.__mro__ if name in klass.__dict__)
 
 
 def _validates_params(target: Any) -> bool:
