@@ -95,8 +95,8 @@ class MLP:
 class DigitsMLP(Pipeline):
     """Trains an MLP on the digits; the constructor takes ``settings.pipeline``'s keys."""
 
-    def __init__(self, hidden: int = 32, batch_size: int = 32, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(self, hidden: int = 32, batch_size: int = 32) -> None:
+        super().__init__()
         self.hidden = hidden
         self.batch_size = batch_size
         self.model: MLP | None = None

@@ -2,9 +2,14 @@
 
 :func:`prepare` loads, validates and resolves the config (a ConfigError naming the
 file, line and key otherwise), applies the command line's choices, then checks what
-only the code can: the workspace path is usable, every pipeline, callback and
-subscriber type resolves and accepts its parameters, and no trial asks for more GPUs
-or CPUs than there are.  Nothing is written until all of it passes.
+only the code can: the workspace path is usable, the config folder's own modules
+import, every pipeline, callback and subscriber type resolves and accepts its
+parameters (the names its constructor declares, see :mod:`expman.experiment.parameters`,
+then its ``validate_params``), and no trial asks for more GPUs or CPUs than there are.
+Nothing is written until all of it passes.
+
+:func:`parameter_notes` lists the types whose parameter names could not be checked
+(a ``**kwargs`` constructor, an own ``from_config``), for ``expman validate``.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from expman.config import ExperimentPlan, load_plan
+from expman.config import ExperimentPlan, TrialSpec, load_plan
 from expman.config.schema import EXECUTORS
 from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
 from expman.executors.devices import detect_devices, resource_problem
+from expman.experiment.parameters import accepted_parameters, unchecked_reason
 from expman.pipeline import Pipeline
 from expman.serializable import (
+    ConfigModuleError,
     InvalidParam,
     UnknownType,
     YAMLSerializable,
+    builds_itself,
+    import_config_modules,
     import_path,
     resolve_type,
     signature_of,
@@ -117,27 +126,99 @@ def check_resources(plan: ExperimentPlan) -> None:
 
 
 def check_buildables(plan: ExperimentPlan) -> None:
-    """Resolve every pipeline, callback and subscriber type before anything runs."""
+    """Import the config folder's modules, then resolve and check every buildable type."""
     with import_path(plan.config_dir):
+        check_config_modules(plan)
         for trial in plan.trials:
-            pipeline = trial.settings.get("pipeline")
-            if pipeline is None:
-                raise trial.error(
-                    "pipeline",
-                    "missing: settings.pipeline.type must name the pipeline"
-                    " (a registered name or 'module:attr')",
-                )
-            if isinstance(pipeline, str):
-                pipeline = {"type": pipeline}
+            pipeline = _pipeline_entry(trial)
             _check_buildable(trial.error, "pipeline", pipeline, "pipeline")
-            callbacks = trial.settings.get("callbacks") or []
-            if not isinstance(callbacks, list):
-                raise trial.error("callbacks", "expected a list of {type: ..., ...} mappings")
-            for i, cb in enumerate(callbacks):
+            for i, cb in enumerate(_callback_entries(trial)):
                 target = _check_buildable(trial.error, f"callbacks.{i}", cb, "callback")
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
         for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
+
+
+def check_config_modules(plan: ExperimentPlan) -> None:
+    """Import the config folder's own modules (their ``register`` calls name types).
+
+    One that raises is a ConfigError naming its file, the line where the traceback
+    says, and the error.
+    """
+    try:
+        import_config_modules(plan.config_dir)
+    except ConfigModuleError as exc:
+        error = exc.error
+        raise ConfigError(
+            f"this module of the config folder cannot be imported: {type(error).__name__}: {error}",
+            file=plan.config_dir / exc.file.name,
+            line=exc.line,
+        ) from error
+
+
+def parameter_notes(plan: ExperimentPlan) -> list[str]:
+    """One line per pipeline, callback or subscriber type whose parameters go unchecked.
+
+    ``trial a: pipeline digits_pipeline:Mlp takes **kwargs: its parameters are not
+    checked``: a misspelled key of such a type is not refused before it runs.  Call
+    it on a plan from :func:`prepare`.
+    """
+    reasons: dict[str, str | None] = {}
+
+    def reason(config: Any) -> str | None:
+        name = str(config["type"])
+        if name not in reasons:
+            reasons[name] = unchecked_reason(resolve_type(name))
+        return reasons[name]
+
+    found: dict[tuple[str, str, str], list[str]] = {}
+    notes: list[str] = []
+    with import_path(plan.config_dir):
+        for trial in plan.trials:
+            entries = [("pipeline", _pipeline_entry(trial))]
+            entries += [("callback", cb) for cb in _callback_entries(trial)]
+            for kind, config in entries:
+                why = reason(config)
+                if why is not None:
+                    found.setdefault((kind, str(config["type"]), why), []).append(trial.name)
+        for (kind, name, why), trials in found.items():
+            notes.append(f"{_trials_label(trials, len(plan.trials))}: {kind} {name} {why}")
+        for entry in plan.subscribers:
+            why = reason(entry.config)
+            if why is not None:
+                where = f"{entry.doc.path.name} {entry.key}"
+                notes.append(f"{where}: subscriber {entry.config['type']} {why}")
+    return notes
+
+
+def _trials_label(names: list[str], of: int) -> str:
+    if len(names) == 1:
+        return f"trial {names[0]}"
+    if len(names) == of:
+        return "every trial"
+    shown = ", ".join(names[:3])
+    return f"trials {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _pipeline_entry(trial: TrialSpec) -> Mapping[str, Any]:
+    """``settings.pipeline`` as a mapping (a bare string is its type)."""
+    pipeline = trial.settings.get("pipeline")
+    if pipeline is None:
+        raise trial.error(
+            "pipeline",
+            "missing: settings.pipeline.type must name the pipeline"
+            " (a registered name or 'module:attr')",
+        )
+    if isinstance(pipeline, str):
+        return {"type": pipeline}
+    return pipeline  # type: ignore[no-any-return]
+
+
+def _callback_entries(trial: TrialSpec) -> list[Any]:
+    callbacks = trial.settings.get("callbacks") or []
+    if not isinstance(callbacks, list):
+        raise trial.error("callbacks", "expected a list of {type: ..., ...} mappings")
+    return callbacks
 
 
 def build_subscribers(plan: ExperimentPlan) -> list[Any]:
@@ -193,26 +274,22 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
             " (an expman.Subscriber or expman.Callback)",
         )
     params = {k: v for k, v in config.items() if k != "type"}
-    try:
-        signature = signature_of(target)
-        signature.bind(**params)
-    except TypeError as exc:
-        accepted = [
-            name
-            for name, p in signature.parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-        unknown = [] if takes_any else [k for k in params if k not in accepted]
+    accepted = accepted_parameters(target)
+    if accepted is not None and accepted.checked:
+        unknown = [k for k in params if k not in accepted.names]
         if unknown:
             raise error(
                 f"{key}.{unknown[0]}",
                 f"{config['type']}: unknown parameter {unknown[0]!r};"
-                f" expected one of: {', '.join(accepted) or '(no parameters)'}",
-            ) from None
-        raise error(key, f"{config['type']}: {exc}") from None
-    except ValueError:
-        pass
+                f" expected one of: {', '.join(accepted.names) or '(no parameters)'}",
+            )
+    if not builds_itself(target):  # its own from_config: no signature to hold it to
+        try:
+            signature_of(target).bind(**params)
+        except TypeError as exc:
+            raise error(key, f"{config['type']}: {exc}") from None
+        except ValueError:  # no signature (a builtin)
+            pass
     validate = getattr(target, "validate_params", None)
     if callable(validate):
         try:
