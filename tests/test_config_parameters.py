@@ -239,9 +239,21 @@ def test_a_pipeline_with_its_own_from_config_is_checked_only_by_its_validate_par
 def test_a_missing_required_callback_parameter_is_still_refused(
     models_experiment: Callable[..., Path],
 ) -> None:
-    """EarlyStopping without metric: the constructor's signature is still bound."""
+    """A callback whose constructor needs a value: the signature is still bound.
+
+    (EarlyStopping's ``metric`` defaults to ``loss``, as the original API's
+    ``EarlyStopping(env, patience=5)`` needs.)
+    """
     root = models_experiment(
+        {"type": "models:Mlp"}, settings={"callbacks": [{"type": "needs:Needs"}]}
+    )
+    (root / "needs.py").write_text(
+        "from expman import Callback\n\n\nclass Needs(Callback):\n"
+        "    def __init__(self, threshold):\n        super().__init__()\n"
+    )
+    with pytest.raises(ConfigError, match="needs:Needs: missing a required argument: 'threshold'"):
+        prepare(root)
+    plain = models_experiment(
         {"type": "models:Mlp"}, settings={"callbacks": [{"type": "EarlyStopping"}]}
     )
-    with pytest.raises(ConfigError, match="EarlyStopping: missing a required argument: 'metric'"):
-        prepare(root)
+    prepare(plain)  # metric defaults to loss
