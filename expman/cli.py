@@ -166,6 +166,7 @@ def _exit_now(code: int) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from expman.experiment import prepare
+    from expman.experiment.preflight import parameter_notes
     from expman.subscribers.display.lines import plural
 
     plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
@@ -182,6 +183,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         for spec in (r for r in plan.runs if r.trial is trial):
             print(f"    run_{spec.repeat}: seed {spec.seed}")
+    for note in parameter_notes(plan):
+        print(f"note: {note}")
     print("configs are valid; nothing was run")
     return EXIT_OK
 

@@ -168,3 +168,20 @@ def test_two_folders_registering_the_same_name_each_resolve_their_own(tmp_path: 
         with import_path(folder):
             labels.append(resolve_type("SameName").label)
     assert labels == ["first", "second", "first"]
+
+
+@pytest.mark.slow
+async def test_a_folder_registered_pipeline_name_works_in_a_worker_process(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """The process worker imports the config folder's modules before resolving names too."""
+    root = make_experiment(
+        base={"pipeline": {"type": "ShortNamed"}},
+        experiment={"name": "exp", "id": 1, "settings": {}, "execution": {"executor": "process"}},
+    )
+    (root / "short.py").write_text(
+        "import expman\n\n\n@expman.register('ShortNamed')\nclass ShortNamed(expman.Pipeline):\n"
+        "    def run(self, ctx):\n        ctx.epoch_end(0, {'loss': 0.5})\n        return {}\n"
+    )
+    result = await expman.run_experiment(root, workspace=workspace)
+    assert result.status == "completed", result.runs[0].error

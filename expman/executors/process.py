@@ -218,7 +218,7 @@ class ProcessExecutor(Executor):
         result: Any = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(output.pump, remote)
-            start = start_message(ctx, self.sys_path())
+            start = start_message(ctx, self.sys_path(), self.config_dir)
             start["env"] = self.run_environment(ctx)
             await remote.send(start)
             try:

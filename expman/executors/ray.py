@@ -141,7 +141,7 @@ class RayExecutor(Executor):
         ).remote()
         self.actors_started += 1
         generator = actor.run.options(num_returns="streaming").remote(
-            start_message(ctx, self.sys_path())
+            start_message(ctx, self.sys_path(), self.config_dir)
         )
 
         async def send(message: Message) -> None:

@@ -74,11 +74,16 @@ def remote_exception(message: Mapping[str, Any]) -> RemoteError:
     return exc
 
 
-def start_message(ctx: RunContext, sys_path: list[str]) -> Message:
-    """The ``start`` message that tells a worker which run to execute."""
+def start_message(ctx: RunContext, sys_path: list[str], config_dir: Path | None = None) -> Message:
+    """The ``start`` message that tells a worker which run to execute.
+
+    ``config_dir``: the experiment's config folder, whose modules the worker imports
+    before it resolves the pipeline's name (names they register work there too).
+    """
     return {
         "op": "start",
         "sys_path": sys_path,
+        "config_dir": str(config_dir) if config_dir is not None else None,
         "experiment": ctx.experiment,
         "trial": ctx.trial,
         "trial_id": ctx.trial_id,

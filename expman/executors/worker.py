@@ -50,6 +50,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -58,6 +59,7 @@ from expman.executors.channel import MARK, Channel, Message, SocketChannel
 from expman.executors.worker_context import WorkerContext, describe
 from expman.executors.worker_logging import configure_logging, output_record
 from expman.pipeline import build_pipeline, checkpoint_args
+from expman.serializable import import_path
 
 __all__ = ["MARK", "configure_logging", "main", "output_record", "run_worker"]
 
@@ -73,7 +75,14 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         for entry in reversed(start.get("sys_path") or ()):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        pipeline = ctx.pipeline = build_pipeline(start["settings"]["pipeline"])
+        config_dir = start.get("config_dir")
+        if config_dir:
+            # The config folder's own modules first, as in the driver: their names resolve.
+            with import_path(Path(config_dir)):
+                pipeline = build_pipeline(start["settings"]["pipeline"])
+        else:
+            pipeline = build_pipeline(start["settings"]["pipeline"])
+        ctx.pipeline = pipeline
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
