@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from expman.serializable import InvalidParam
@@ -64,6 +65,26 @@ def infer_mode(metric: str) -> Mode | None:
     if any(hint in name for hint in HIGHER_IS_BETTER):
         return "max"
     return None
+
+
+def preferred_metric(names: Sequence[str]) -> str | None:
+    """The metric to rank by when none is named (None for no names).
+
+    Held-out metrics (``val``, ``test``) before training ones, accuracy-like (higher is
+    better) before loss-like, then the first seen; a name whose direction is unknown
+    only when no name says its direction.
+    """
+    known = [(i, n) for i, n in enumerate(names) if infer_mode(n) is not None]
+    if not known:
+        return names[0] if names else None
+    return min(
+        known,
+        key=lambda item: (
+            not any(w in item[1].lower() for w in ("val", "test")),
+            infer_mode(item[1]) != "max",
+            item[0],
+        ),
+    )[1]
 
 
 def resolve_mode(metric: str, mode: str, *, param: str = "mode") -> Mode:

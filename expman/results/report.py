@@ -1,35 +1,46 @@
 """The HTML report: one self-contained file with plots, tables, settings and failures.
 
-Plots are drawn with matplotlib's Agg backend and embedded as base64 PNG data URIs;
-the page has inline CSS and no scripts, so it opens offline and can be mailed.
+Plots (:mod:`expman.results.plots`) are embedded as base64 PNG data URIs; the page
+has inline CSS and no scripts, so it opens offline and can be mailed.  Each table
+sits in a box of the page's width that scrolls sideways when the table is wider;
+long texts (errors, paths) wrap inside their cells.
+
+The plots show the ``top`` best trials (20 by default), so their size does not grow
+with the sweep; the tables list every trial and every run.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from expman.formatting import counts_text, error_line, fmt, fmt_duration
 from expman.results.loaded import Results
-from expman.results.summary import History, Mode, Reduce, TrialSummary, resolve_metric
+from expman.results.plots import comparison_png, curves_png, pyplot
+from expman.results.reading import ExperimentRecord
+from expman.results.summary import Mode, Reduce, Stats, TrialSummary
 from expman.results.tables import fmt_stats
 from expman.status import RunStatus, run_status
 
 #: At most this many metrics get a learning-curve plot.
 MAX_CURVES = 6
 
+#: How many of the best trials the plots show unless told (``--top``).
+PLOTTED_TRIALS = 20
+
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1100px; color: #222; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .meta { color: #666; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; }
+.scroll { max-width: 100%; overflow-x: auto; margin: 0.5em 0; }
+table { border-collapse: collapse; font-size: 0.92em; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left;
+         white-space: nowrap; }
+td.text { white-space: normal; overflow-wrap: anywhere; min-width: 18em; max-width: 40em; }
 th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best td { background: #eaf7ea; font-weight: 600; }
 .completed { color: #1a7f37; } .failed { color: #c62828; font-weight: 600; }
@@ -40,96 +51,14 @@ pre { background: #fafafa; padding: 0.5em; overflow-x: auto; }
 """
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend, imported on first use.
-
-    Imported here, not at the top: matplotlib is optional (``expman[report]``) and
-    slow to import, and ``import expman`` must not load it.
-    """
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError(
-            "the HTML report needs matplotlib: pip install 'expman[report]'"
-        ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    fig.clf()
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _img(data: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def curves_png(plt: Any, hist: History, trials: Sequence[str]) -> str:
-    """Mean ± std of a metric per epoch, one line and band per trial."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for i, name in enumerate(trials):
-        curve = hist.trials.get(name)
-        if curve is None:
-            continue
-        color = f"C{i % 10}"
-        low = [m - s for m, s in zip(curve.mean, curve.std, strict=True)]
-        high = [m + s for m, s in zip(curve.mean, curve.std, strict=True)]
-        ax.fill_between(curve.epochs, low, high, color=color, alpha=0.2, linewidth=0)
-        n = max(curve.n)
-        ax.plot(curve.epochs, curve.mean, color=color, label=f"{name} (n={n})", linewidth=1.8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    values = [v for c in hist.trials.values() for v in c.mean]
-    if values and min(values) > 0 and max(values) / min(values) > 100:
-        ax.set_yscale("log")  # losses falling over decades
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(hist.metric)
-    ax.set_title(f"{hist.metric}: mean ± std over repeats")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    data = _png(fig)
-    plt.close(fig)
-    return data
-
-
-def comparison_png(plt: Any, rows: Sequence[TrialSummary], reduce: Reduce) -> str:
-    """The metric per trial: bars at the mean, error bars of one std, dots for each run."""
-    rows = [r for r in rows if r.stats.mean is not None]
-    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * max(len(rows), 2)))
-    names = [r.trial for r in rows][::-1]
-    means = [r.stats.mean or 0.0 for r in rows][::-1]
-    errors = [r.stats.std or 0.0 for r in rows][::-1]
-    colors = ["#2e7d32" if r.best else "#90a4ae" for r in rows][::-1]
-    positions = list(range(len(rows)))
-    ax.barh(positions, means, xerr=errors, color=colors, capsize=4, alpha=0.85)
-    for pos, row in zip(positions, rows[::-1], strict=True):
-        ax.scatter(row.stats.values, [pos] * len(row.stats.values), color="#222", s=12, zorder=3)
-    ax.set_yticks(positions)
-    ax.set_yticklabels(names)
-    metric = rows[0].metric if rows else ""
-    mode = rows[0].mode if rows else ""
-    ax.set_xlabel(f"{metric} ({reduce} value per run; {mode} is better)")
-    ax.set_title(f"{metric} per trial: mean ± std, dots are runs")
-    if means:
-        low = min(min(r.stats.values) for r in rows)
-        high = max(max(r.stats.values) for r in rows)
-        span = (high - low) or abs(high) or 1.0
-        if low > 0 and low - span > 0:  # zoom in on the differences
-            ax.set_xlim(low - 0.5 * span, high + 0.5 * span)
-    ax.grid(axis="x", alpha=0.3)
-    data = _png(fig)
-    plt.close(fig)
-    return data
 
 
 def _table(
     header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = ()
 ) -> str:
-    out = ["<table><thead><tr>"]
+    out = ['<div class="scroll"><table><thead><tr>']
     out += [f"<th>{html.escape(h)}</th>" for h in header]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(rows):
@@ -137,7 +66,7 @@ def _table(
         out.append(f'<tr class="{cls}">' if cls else "<tr>")
         out += [cell if cell.startswith("<td") else f"<td>{cell}</td>" for cell in row]
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -154,14 +83,17 @@ def render(
     metric: str | None = None,
     mode: Mode | None = None,
     reduce: Reduce = "last",
+    *,
+    top: int = PLOTTED_TRIALS,
 ) -> str:
-    """The report of ``results`` as one HTML document."""
-    plt = _pyplot()
+    """The report of ``results`` as one HTML document (plots of the ``top`` best trials)."""
+    plt = pyplot()
     view = results.view
-    metric, mode = resolve_metric(view, metric, mode)
+    metric, mode = results.resolve_metric(metric, mode)
     rows = results.summary(metric, mode, reduce)
-    trial_names = [t.name for t in view.trials]
+    metrics = results.metrics
     esc = html.escape
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -172,14 +104,29 @@ def render(
         f" &middot; runs: {esc(counts_text(view.counts))}"
         f" &middot; ranked by <b>{esc(metric)}</b> ({esc(mode)} is better,"
         f" {esc(reduce)} value of each run)"
-        f" &middot; generated {esc(datetime.datetime.now().strftime('%Y-%m-%d %H:%M'))}</p>",
+        f" &middot; generated {esc(generated)}</p>",
+        "<h2>Results</h2>",
+        _results_table(rows, metric, metrics),
+        *_plots(plt, results, rows, metric, metrics, reduce, top),
+        "<h2>Settings that differ between trials</h2>",
+        _settings_table(results),
+        "<h2>Failed, stopped and unfinished runs</h2>",
+        _troubled_table(view),
+        "<h2>All runs</h2>",
+        _runs_table(view, metrics),
+        "</body></html>",
     ]
+    return "\n".join(parts)
 
-    # Results table.
+
+def _results_table(rows: Sequence[TrialSummary], metric: str, metrics: Sequence[str]) -> str:
+    """Every trial, ranked: n, mean ± std, min, max, settings, the other metrics."""
+    esc = html.escape
     settings_keys = list(rows[0].settings) if rows else []
-    others = [m for m in results.metrics if m != metric]
+    others = [m for m in metrics if m != metric]
     header = ["", "#", "trial", *settings_keys, "n", f"{metric} mean ± std", "min", "max"]
     header += [f"{m} mean ± std" for m in others]
+    empty = Stats.of([])
     table_rows = []
     for row in rows:
         cells = ["&#9733;" if row.best else "", esc(str(row.rank)), esc(row.trial)]
@@ -190,86 +137,102 @@ def render(
             _num(fmt(row.stats.min)),
             _num(fmt(row.stats.max)),
         ]
-        cells += [_num(fmt_stats(row.metrics[m])) for m in others if m in row.metrics]
+        cells += [_num(fmt_stats(row.metrics.get(m, empty))) for m in others]
         table_rows.append(cells)
-    parts.append("<h2>Results</h2>")
-    parts.append(_table(header, table_rows, ["best" if r.best else "" for r in rows]))
+    return _table(header, table_rows, ["best" if r.best else "" for r in rows])
 
-    # Plots.
-    parts.append('<h2>Comparison</h2><div class="plots">')
-    if any(r.stats.mean is not None for r in rows):
-        parts.append(_img(comparison_png(plt, rows, reduce), f"{metric} per trial"))
+
+def _plots(
+    plt: Any,
+    results: Results,
+    rows: Sequence[TrialSummary],
+    metric: str,
+    metrics: Sequence[str],
+    reduce: Reduce,
+    top: int,
+) -> list[str]:
+    """The comparison chart and the learning curves, of the ``top`` best trials."""
+    valued = [r for r in rows if r.stats.mean is not None]
+    shown = valued[:top]
+    note = f" (the {len(shown)} best of {len(valued)} trials)" if len(valued) > len(shown) else ""
+    parts = ['<h2>Comparison</h2><div class="plots">']
+    if shown:
+        parts.append(_img(comparison_png(plt, shown, reduce, note), f"{metric} per trial"))
     else:
         parts.append("<p>No completed run has reported this metric yet.</p>")
+    if note:
+        parts.append(
+            f"<p>The plots show the {len(shown)} best trials by {html.escape(metric)}"
+            f" (<code>expman report --top K</code> for more); the tables list all.</p>"
+        )
     parts.append('</div><h2>Learning curves</h2><div class="plots">')
-    curve_metrics = [metric, *others][:MAX_CURVES]
+    # Without a ranked value yet (nothing finished), the first trials in plan order.
+    trials = [r.trial for r in shown] or [t.name for t in results.trials][:top]
     drawn = 0
-    for name in curve_metrics:
+    for name in [metric, *(m for m in metrics if m != metric)][:MAX_CURVES]:
         hist = results.history(name)
-        if hist.trials:
-            parts.append(_img(curves_png(plt, hist, trial_names), f"{name} learning curves"))
+        if any(t in hist.trials for t in trials):
+            parts.append(_img(curves_png(plt, hist, trials, note), f"{name} learning curves"))
             drawn += 1
     if not drawn:
         parts.append("<p>No run has reported epoch metrics yet.</p>")
     parts.append("</div>")
+    return parts
 
-    # Settings that differ.
-    parts.append("<h2>Settings that differ between trials</h2>")
+
+def _settings_table(results: Results) -> str:
+    esc = html.escape
     differing = results.differing_settings()
     keys = list(next(iter(differing.values()), {}))
-    if keys:
-        parts.append(
-            _table(
-                ["trial", *keys],
-                [[esc(t), *(esc(fmt(differing[t].get(k))) for k in keys)] for t in trial_names],
-            )
-        )
-    else:
-        parts.append("<p>All trials share the same settings.</p>")
-
-    # Failures and stops.
-    parts.append("<h2>Failed, stopped and unfinished runs</h2>")
-    troubled = [r for r in view.runs if run_status(r.status) is not RunStatus.COMPLETED]
-    if troubled:
-        parts.append(
-            _table(
-                ["run", "status", "attempt", "epochs", "reason / error", "log"],
-                [
-                    [
-                        esc(r.label),
-                        _status(r.status),
-                        _num(str(r.attempt or "-")),
-                        _num(str(r.epochs)),
-                        f"<code>{esc(error_line(r.error) or r.reason or '')}</code>",
-                        f"<code>{esc(str(r.log_file.relative_to(view.path)))}</code>",
-                    ]
-                    for r in troubled
-                ],
-            )
-        )
-    else:
-        parts.append("<p>None: every run completed.</p>")
-
-    # Every run.
-    parts.append("<h2>All runs</h2>")
-    parts.append(
-        _table(
-            ["run", "status", "seed", "epochs", "duration", *results.metrics],
-            [
-                [
-                    esc(r.label),
-                    _status(r.status),
-                    _num(fmt(r.seed)),
-                    _num(str(r.epochs)),
-                    _num(fmt_duration(r.duration)),
-                    *(_num(fmt(r.metrics.get(m))) for m in results.metrics),
-                ]
-                for r in view.runs
-            ],
-        )
+    if not keys:
+        return "<p>All trials share the same settings.</p>"
+    return _table(
+        ["trial", *keys],
+        [
+            [esc(t.name), *(esc(fmt(differing[t.name].get(k))) for k in keys)]
+            for t in results.trials
+        ],
     )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+
+
+def _troubled_table(view: ExperimentRecord) -> str:
+    """Failed, stopped and unfinished runs with their reasons and logs."""
+    esc = html.escape
+    troubled = [r for r in view.runs if run_status(r.status) is not RunStatus.COMPLETED]
+    if not troubled:
+        return "<p>None: every run completed.</p>"
+    return _table(
+        ["run", "status", "attempt", "epochs", "reason / error", "log"],
+        [
+            [
+                esc(r.label),
+                _status(r.status),
+                _num(str(r.attempt or "-")),
+                _num(str(r.epochs)),
+                f'<td class="text"><code>{esc(error_line(r.error) or r.reason or "")}</code></td>',
+                f"<code>{esc(str(r.log_file.relative_to(view.path)))}</code>",
+            ]
+            for r in troubled
+        ],
+    )
+
+
+def _runs_table(view: ExperimentRecord, metrics: Sequence[str]) -> str:
+    esc = html.escape
+    return _table(
+        ["run", "status", "seed", "epochs", "duration", *metrics],
+        [
+            [
+                esc(r.label),
+                _status(r.status),
+                _num(fmt(r.seed)),
+                _num(str(r.epochs)),
+                _num(fmt_duration(r.duration)),
+                *(_num(fmt(r.metrics.get(m))) for m in metrics),
+            ]
+            for r in view.runs
+        ],
+    )
 
 
 def write_report(
@@ -278,10 +241,12 @@ def write_report(
     metric: str | None = None,
     mode: Mode | None = None,
     reduce: Reduce = "last",
+    *,
+    top: int = PLOTTED_TRIALS,
 ) -> Path:
     """Render the report and write it to ``output``; returns the path written."""
     path = Path(output)
-    text = render(results, metric, mode, reduce)
+    text = render(results, metric, mode, reduce, top=top)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path

@@ -9,12 +9,12 @@ interrupted and running runs do not.  ``std`` is the sample standard deviation
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from expman.direction import infer_mode
+from expman.direction import infer_mode, preferred_metric
 from expman.errors import ResultsError
 from expman.formatting import is_number
 from expman.results.reading import Curve, ExperimentRecord, RunRecord, TrialRecord
@@ -39,10 +39,21 @@ class Stats:
     def of(cls, values: Sequence[float]) -> Stats:
         if not values:
             return cls(0, None, None, None, None, ())
-        std = statistics.stdev(values) if len(values) > 1 else None
-        return cls(
-            len(values), statistics.fmean(values), std, min(values), max(values), tuple(values)
-        )
+        mean, std = mean_std(values)
+        return cls(len(values), mean, std, min(values), max(values), tuple(values))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """The mean and the sample standard deviation (n - 1; None for one value).
+
+    In floats, two passes: statistics.stdev computes in exact fractions, which costs
+    a second for the curves of a 500-trial sweep.
+    """
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,32 +97,27 @@ def metric_names(view: ExperimentRecord) -> list[str]:
     return list(names)
 
 
-def default_metric(view: ExperimentRecord) -> str:
-    """The metric to rank by when none is named: the first whose direction is known."""
-    names = metric_names(view)
+def default_metric(view: ExperimentRecord, names: Sequence[str] | None = None) -> str:
+    """The metric to rank by when none is named: the first whose direction is known.
+
+    ``names``: the view's :func:`metric_names`, when the caller has them already.
+    """
+    names = metric_names(view) if names is None else names
     if not names:
         raise ResultsError(f"{view.path}: no run reported any numeric metric yet")
-    # Held-out before training metrics, accuracy-like before loss-like, then first seen.
-    known = [n for n in names if infer_mode(n) is not None]
-    if not known:
-        return names[0]
-    return min(
-        known,
-        key=lambda n: (
-            not any(w in n.lower() for w in ("val", "test")),
-            infer_mode(n) != "max",
-            names.index(n),
-        ),
-    )
+    return preferred_metric(names) or names[0]
 
 
 def resolve_metric(
-    view: ExperimentRecord, metric: str | None, mode: str | None
+    view: ExperimentRecord,
+    metric: str | None,
+    mode: str | None,
+    names: Sequence[str] | None = None,
 ) -> tuple[str, Mode]:
     """The metric and mode a query uses; ResultsError naming what exists if unknown."""
-    names = metric_names(view)
+    names = metric_names(view) if names is None else names
     if metric is None:
-        metric = default_metric(view)
+        metric = default_metric(view, names)
     elif metric not in names:
         known = ", ".join(names) or "(none reported yet)"
         raise ResultsError(f"{view.path}: unknown metric {metric!r}; known metrics: {known}")
@@ -171,14 +177,21 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str,
 
 
 def summarize(
-    view: ExperimentRecord, metric: str, mode: Mode, reduce: Reduce = "last"
+    view: ExperimentRecord,
+    metric: str,
+    mode: Mode,
+    reduce: Reduce = "last",
+    names: Sequence[str] | None = None,
 ) -> list[TrialSummary]:
     """One row per trial over its repeats, ranked best first (trials without values last)."""
     settings = differing_settings(view.trials)
-    names = metric_names(view)
+    names = metric_names(view) if names is None else names
+    by_trial: dict[str, list[RunRecord]] = {}
+    for run in view.runs:
+        by_trial.setdefault(run.trial, []).append(run)
     rows = []
     for trial in view.trials:
-        runs = [r for r in view.runs if r.trial == trial.name]
+        runs = by_trial.get(trial.name, [])
         counted = [r for r in runs if _counts(r.status)]
         per_metric = {}
         for name in names:
@@ -243,23 +256,23 @@ def history(view: ExperimentRecord, metric: str) -> History:
         )
         if points:
             runs[(run.trial, run.repeat)] = points
+    by_trial: dict[str, dict[int, list[float]]] = {}
+    for (name, _), points in runs.items():
+        by_epoch = by_trial.setdefault(name, {})
+        for epoch, value in points:
+            by_epoch.setdefault(epoch, []).append(value)
     trials: dict[str, TrialCurve] = {}
     for trial in view.trials:
-        by_epoch: dict[int, list[float]] = {}
-        for (name, _), points in runs.items():
-            if name == trial.name:
-                for epoch, value in points:
-                    by_epoch.setdefault(epoch, []).append(value)
+        by_epoch = by_trial.get(trial.name, {})
         if not by_epoch:
             continue
         epochs = tuple(sorted(by_epoch))
+        stats = [mean_std(by_epoch[e]) for e in epochs]
         trials[trial.name] = TrialCurve(
             trial=trial.name,
             epochs=epochs,
-            mean=tuple(statistics.fmean(by_epoch[e]) for e in epochs),
-            std=tuple(
-                statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs
-            ),
+            mean=tuple(mean for mean, _ in stats),
+            std=tuple(std or 0.0 for _, std in stats),
             n=tuple(len(by_epoch[e]) for e in epochs),
         )
     return History(metric=metric, runs=runs, trials=trials)

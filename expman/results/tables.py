@@ -8,8 +8,6 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from expman.formatting import (
@@ -31,6 +29,7 @@ from expman.results.summary import (
     differing_settings,
     run_value,
 )
+from expman.tablefit import MIN_WRAP, Column, Sheet
 
 
 def fmt_stats(stats: Stats) -> str:
@@ -53,83 +52,106 @@ def experiment_heading(view: ExperimentRecord) -> Text:
     return heading
 
 
-def runs_table(view: ExperimentRecord) -> Table:
-    """Every run: status, attempt, epochs done, duration, last metrics, error or reason."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    notes = [error_line(run.error) or run.reason or "" for run in view.runs]
-    columns = ["run", "status", "attempt", "epochs", "duration", "last metrics"]
-    for name in columns + (["note"] if any(notes) else []):
-        table.add_column(name, no_wrap=name != "note")
-    for run, note in zip(view.runs, notes, strict=True):
-        cells: list[RenderableType] = [
-            run.label,
-            status_text(run.status),
-            str(run.attempt or "-"),
-            str(run.epochs),
-            fmt_duration(run.duration),
-            fmt_metrics(run.metrics),
-        ]
-        table.add_row(*cells, *([note] if any(notes) else []))
-    return table
+def _metrics_column(header: str, texts: Sequence[str], metric: str | None) -> Column:
+    """Metrics as text: always shown, wrapping, never narrower than ``metric=value``."""
+    shown = [t.split("  ", 1)[0] for t in texts] if metric else []
+    least = max([len(t) for t in shown if t.startswith(f"{metric}=")] + [MIN_WRAP])
+    return Column(header, texts, place="first", wrap=True, min_width=least)
 
 
-def experiments_table(views: Sequence[ExperimentRecord]) -> Table:
+def _notes_column(notes: Sequence[str]) -> list[Column]:
+    """Errors and reasons (wrapping, in a later part when the terminal is narrow)."""
+    if not any(notes):
+        return []
+    return [Column("note", notes, priority=9, wrap=True, min_width=NOTE_WIDTH)]
+
+
+#: The narrowest a column of errors or reasons is made beside others.
+NOTE_WIDTH = 40
+
+
+def runs_table(view: ExperimentRecord, metric: str | None = None) -> Sheet:
+    """Every run: status, attempt, epochs done, duration, last metrics, error or reason.
+
+    The metrics start with ``metric`` (the ranked one), so a narrow terminal shows it.
+    """
+    runs = view.runs
+    notes = [error_line(run.error) or run.reason or "" for run in runs]
+    metrics = [fmt_metrics(run.metrics, first=metric) for run in runs]
+    return Sheet(
+        (
+            Column("run", [run.label for run in runs], place="key"),
+            Column("status", [status_text(run.status) for run in runs], place="first"),
+            Column("attempt", [str(run.attempt or "-") for run in runs]),
+            Column("epochs", [str(run.epochs) for run in runs]),
+            Column("duration", [fmt_duration(run.duration) for run in runs], priority=1),
+            _metrics_column("last metrics", metrics, metric),
+            *_notes_column(notes),
+        )
+    )
+
+
+def experiments_table(views: Sequence[ExperimentRecord]) -> Sheet:
     """Experiments of a workspace with their state."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("experiment", "state", "runs", "started", "path"):
-        table.add_column(name, no_wrap=True)
-    for view in views:
-        started = (
-            datetime.datetime.fromtimestamp(view.started).strftime("%Y-%m-%d %H:%M:%S")
-            if view.started
-            else "-"
+    started = [
+        datetime.datetime.fromtimestamp(view.started).strftime("%Y-%m-%d %H:%M:%S")
+        if view.started
+        else "-"
+        for view in views
+    ]
+    return Sheet(
+        (
+            Column("experiment", [view.name for view in views], place="key"),
+            Column("state", [status_text(view.state) for view in views], place="first"),
+            Column("runs", [counts_text(view.counts) for view in views], place="first"),
+            Column("started", started, priority=1),
+            Column("path", [str(view.path) for view in views], wrap=True, min_width=NOTE_WIDTH),
         )
-        table.add_row(
-            view.name,
-            status_text(view.state),
-            counts_text(view.counts),
-            started,
-            str(view.path),
-        )
-    return table
+    )
 
 
 # -- results ----------------------------------------------------------------------------
 
 
-def results_table(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> Table:
-    """Trials ranked by their metric: n, mean ± std, min, max, and the differing settings."""
+def results_table(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> Sheet:
+    """Trials ranked by their metric: n, mean ± std, min, max, and the differing settings.
+
+    On a narrow terminal the rank, the trial and the ranked metric stay in the first
+    part; the settings, n, min and max join them while there is room, then the other
+    metrics; what does not fit follows in further parts.
+    """
     first = rows[0] if rows else None
     setting_keys = list(first.settings) if first else []
     metric = first.metric if first else ""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("", no_wrap=True)
-    table.add_column("#", justify="right")
-    table.add_column("trial", no_wrap=True)
-    for key in setting_keys:
-        table.add_column(key, no_wrap=True)
-    table.add_column("n", justify="right")
-    table.add_column(f"{metric} ({first.mode if first else ''})", justify="right", no_wrap=True)
-    table.add_column("min", justify="right")
-    table.add_column("max", justify="right")
     others = [m for m in metrics if m != metric]
-    for name in others:
-        table.add_column(name, justify="right", no_wrap=True)
-    for row in rows:
-        style = "bold green" if row.best else ""
-        table.add_row(
-            "*" if row.best else "",
-            str(row.rank),
-            row.trial,
-            *(fmt(row.settings.get(k)) for k in setting_keys),
-            f"{row.n}/{row.runs}",
-            fmt_stats(row.stats),
-            fmt(row.stats.min),
-            fmt(row.stats.max),
-            *(fmt_stats(row.metrics.get(name, Stats.of([]))) for name in others),
-            style=style,
-        )
-    return table
+    empty = Stats.of([])
+    return Sheet(
+        (
+            Column("", ["*" if row.best else "" for row in rows], place="first"),
+            Column("#", [str(row.rank) for row in rows], justify="right", place="first"),
+            Column("trial", [row.trial for row in rows], place="key"),
+            *(Column(key, [fmt(row.settings.get(key)) for row in rows]) for key in setting_keys),
+            Column("n", [f"{row.n}/{row.runs}" for row in rows], justify="right", priority=1),
+            Column(
+                f"{metric} ({first.mode if first else ''})",
+                [fmt_stats(row.stats) for row in rows],
+                justify="right",
+                place="first",
+            ),
+            Column("min", [fmt(row.stats.min) for row in rows], justify="right", priority=2),
+            Column("max", [fmt(row.stats.max) for row in rows], justify="right", priority=2),
+            *(
+                Column(
+                    name,
+                    [fmt_stats(row.metrics.get(name, empty)) for row in rows],
+                    justify="right",
+                    priority=3,
+                )
+                for name in others
+            ),
+        ),
+        row_styles=tuple("bold green" if row.best else "" for row in rows),
+    )
 
 
 def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
@@ -231,23 +253,22 @@ def runs_records(
 
 def runs_ranked_table(
     view: ExperimentRecord, ranked: Sequence[tuple[RunRecord, float | None]], metric: str
-) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    notes = [error_line(run.error) or run.reason or "" for run, _ in ranked]
-    columns = ["run", "status", "seed", "epochs", metric, "metrics"]
-    for name in columns + (["note"] if any(notes) else []):
-        table.add_column(name, no_wrap=name != "note")
-    for (run, value), note in zip(ranked, notes, strict=True):
-        cells: list[RenderableType] = [
-            run.label,
-            status_text(run.status),
-            fmt(run.seed),
-            str(run.epochs),
-            fmt(value),
-            fmt_metrics(run.metrics),
-        ]
-        table.add_row(*cells, *([note] if any(notes) else []))
-    return table
+) -> Sheet:
+    """Runs best first: status, seed, epochs, the ranked metric, the other metrics, notes."""
+    runs = [run for run, _ in ranked]
+    notes = [error_line(run.error) or run.reason or "" for run in runs]
+    others = [fmt_metrics({k: v for k, v in run.metrics.items() if k != metric}) for run in runs]
+    return Sheet(
+        (
+            Column("run", [run.label for run in runs], place="key"),
+            Column("status", [status_text(run.status) for run in runs], place="first"),
+            Column("seed", [fmt(run.seed) for run in runs], priority=1),
+            Column("epochs", [str(run.epochs) for run in runs]),
+            Column(metric, [fmt(value) for _, value in ranked], justify="right", place="first"),
+            Column("metrics", others, wrap=True, min_width=MIN_WRAP + 8),
+            *_notes_column(notes),
+        )
+    )
 
 
 def runs_csv(records: Sequence[Mapping[str, Any]], metric: str) -> str:

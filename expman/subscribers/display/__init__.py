@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from expman.subscribers.display.base import Display, plain_summary
+from expman.subscribers.display.base import Display
 from expman.subscribers.display.lines import JsonDisplay, LineDisplay
 from expman.subscribers.display.live import LiveDisplay
 from expman.subscribers.display.state import ActiveRun, ProgressState
+from expman.subscribers.display.summary import plain_summary
 
 __all__ = [
     "ActiveRun",

@@ -16,8 +16,8 @@ import anyio
 
 from expman.bus import mailbox
 from expman.events import Event
-from expman.formatting import error_line, fmt
 from expman.subscribers.display.state import ProgressState, epochs_of
+from expman.subscribers.display.summary import plain_summary
 
 #: Events a display may hold before publishers wait for it.
 MAILBOX = 10_000
@@ -100,19 +100,3 @@ class Display:
 
     def close(self) -> None:
         """Release the terminal (idempotent)."""
-
-
-def plain_summary(result: Any) -> str:
-    """The end-of-run summary as plain text: counts, one line per run, the workspace."""
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
-    lines = [f"experiment {result.name}: {result.status} ({counts}) in {result.duration:.2f}s"]
-    for run in result.runs:
-        metrics = ", ".join(f"{k}={fmt(v)}" for k, v in list(run.metrics.items())[:4])
-        note = error_line(run.error) or run.reason or ""
-        skipped = " (done before)" if run.skipped else ""
-        lines.append(
-            f"  {run.trial}/run_{run.repeat}: {run.status}{skipped} {metrics}"
-            f"{'  ' + note if note else ''}"
-        )
-    lines.append(f"workspace: {result.path}")
-    return "\n".join(lines) + "\n"

@@ -17,7 +17,8 @@ from expman.events import (
 )
 from expman.formatting import error_line, fmt, fmt_metrics
 from expman.jsonlines import dumps
-from expman.subscribers.display.base import Display, plain_summary
+from expman.subscribers.display.base import Display
+from expman.subscribers.display.summary import plain_summary
 from expman.workspace.layout import ExperimentLayout
 
 

@@ -1,7 +1,7 @@
 """The live terminal display: overall progress with an ETA, active runs, counts, failures.
 
 rich redraws it from its own refresh thread (4 times a second) by calling
-:meth:`LiveDisplay.__rich__`; the bus handler only folds events into the state, under
+:meth:`LiveDisplay.__rich_console__`; the bus handler only folds events into the state, under
 a lock that the renderer holds just long enough to copy what it draws.  Failures are
 printed above the live area as they happen, from a worker thread.
 """
@@ -15,28 +15,39 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from expman.direction import preferred_metric
 from expman.events import Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying
-from expman.formatting import (
-    STATUS_STYLE,
-    counts_text,
-    error_line,
-    fmt_duration,
-    fmt_metrics,
-    status_text,
-)
+from expman.formatting import STATUS_STYLE, counts_text, fmt_duration, fmt_metrics, is_number
 from expman.status import RunStatus
 from expman.subscribers.display.base import Display
 from expman.subscribers.display.lines import failure_line
+from expman.subscribers.display.summary import (
+    best_heading,
+    best_sheet,
+    digest,
+    failures_sheet,
+    lists_every_run,
+    more_text,
+    runs_sheet,
+)
+from expman.tablefit import print_table
 from expman.workspace.layout import ExperimentLayout
 
 #: At most this many active runs get a line of their own.
 MAX_ACTIVE_LINES = 12
+
+#: The widest the progress bar gets (it narrows on a narrow terminal, down to 10).
+BAR_WIDTH = 40
+
+#: An active run's metrics are shown only when at least this much room is left.
+MIN_METRICS_WIDTH = 10
 
 
 class LiveDisplay(Display):
@@ -106,7 +117,8 @@ class LiveDisplay(Display):
 
     # -- drawing ------------------------------------------------------------------------
 
-    def __rich__(self) -> RenderableType:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The live area at the terminal's width (called by rich's refresh thread)."""
         with self._lock:
             s = self.state
             name, total, done, waiting = s.name, s.total, s.done, s.waiting
@@ -116,63 +128,76 @@ class LiveDisplay(Display):
                 (r.label, r.epoch, r.max_epochs, dict(r.metrics), r.attempt, r.started)
                 for r in s.active.values()
             ]
-        now = time.monotonic()
-        head = Table.grid(padding=(0, 1))
-        head.add_column(no_wrap=True)
-        head.add_column(no_wrap=True)
-        head.add_column(no_wrap=True)
-        head.add_row(
-            Text(name or "expman", style="bold"),
-            ProgressBar(total=max(total, 1), completed=done, width=40),
-            Text(
-                f"{done}/{total} runs  {fmt_duration(elapsed)} elapsed"
-                f"  {'~' + fmt_duration(eta) + ' left' if eta is not None and done < total else ''}"
-            ),
+        width = options.max_width
+        title = Text(name or "expman", style="bold")
+        pace = Text(
+            f"{done}/{total} runs  {fmt_duration(elapsed)} elapsed"
+            f"  {'~' + fmt_duration(eta) + ' left' if eta is not None and done < total else ''}"
         )
+        pace.rstrip()
+        # The bar takes what the name and the counts leave, between 10 and 40 columns.
+        bar = max(10, min(BAR_WIDTH, width - title.cell_len - pace.cell_len - 2))
+        head = Table.grid(padding=(0, 1))
+        for _ in range(3):
+            head.add_column(no_wrap=True)
+        head.add_row(title, ProgressBar(total=max(total, 1), completed=done, width=bar), pace)
         tally = Text()
         for status in RunStatus:
             tally.append(f"{status} {counts.get(status, 0)}", style=STATUS_STYLE[status])
             tally.append("  ")
         tally.append(f"running {len(active)}", style=STATUS_STYLE["running"])
         tally.append(f"  waiting {waiting}", style=STATUS_STYLE["waiting"])
-        runs = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            runs.add_column(no_wrap=True)
-        for label, epoch, max_epochs, metrics, attempt, started in active[:MAX_ACTIVE_LINES]:
+        yield head
+        yield tally
+        yield self._active_runs(active[:MAX_ACTIVE_LINES], width)
+        if len(active) > MAX_ACTIVE_LINES:
+            yield Text(f"  ... and {len(active) - MAX_ACTIVE_LINES} more running")
+
+    @staticmethod
+    def _active_runs(active: list[tuple[Any, ...]], width: int) -> Table:
+        """One line per active run: its name whole, then where it is, then its metrics
+        (the ranked one first), cut with an ellipsis at the terminal's edge."""
+        now = time.monotonic()
+        rows = []
+        for label, epoch, max_epochs, metrics, attempt, started in active:
             if epoch is None:
                 where = "starting"
             else:
                 where = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs else "")
             if attempt > 1:
                 where += f" (attempt {attempt})"
-            runs.add_row(
-                Text("  " + label, style="cyan"),
-                where,
-                fmt_duration(now - started),
-                fmt_metrics(metrics),
-            )
-        parts: list[RenderableType] = [head, tally, runs]
-        if len(active) > MAX_ACTIVE_LINES:
-            parts.append(Text(f"  ... and {len(active) - MAX_ACTIVE_LINES} more running"))
-        return Group(*parts)
+            metric = preferred_metric([k for k, v in metrics.items() if is_number(v)])
+            shown = fmt_metrics(metrics, first=metric)
+            rows.append(("  " + label, where, fmt_duration(now - started), shown))
+        fixed = [max((cell_len(row[i]) for row in rows), default=0) for i in range(3)]
+        runs = Table.grid(padding=(0, 2))
+        for size in fixed:
+            runs.add_column(no_wrap=True, width=size)
+        room = width - sum(fixed) - 2 * 3
+        if room >= MIN_METRICS_WIDTH:
+            runs.add_column(no_wrap=True, overflow="ellipsis", width=room)
+        for label, where, duration, shown in rows:
+            cells: list[RenderableType] = [Text(label, style="cyan"), where, duration]
+            runs.add_row(*cells, *([shown] if room >= MIN_METRICS_WIDTH else []))
+        return runs
 
     def summary(self, result: Any) -> None:
         self.close()
-        table = Table(title=None, box=None, pad_edge=False, header_style="bold")
-        for column in ("run", "status", "epochs", "duration", "metrics", "note"):
-            table.add_column(column, no_wrap=column != "note")
-        for run in result.runs:
-            table.add_row(
-                f"{run.trial}/run_{run.repeat}",
-                status_text(run.status) + (" (done before)" if run.skipped else ""),
-                str(run.epochs),
-                fmt_duration(run.duration),
-                fmt_metrics(run.metrics),
-                error_line(run.error) or run.reason or "",
-            )
         heading = Text(f"experiment {result.name}: ", style="bold")
         heading.append(result.status, style=STATUS_STYLE.get(result.status, ""))
         heading.append(f" ({counts_text(result.counts)}) in {fmt_duration(result.duration)}")
-        self.console.print(heading)
-        self.console.print(table)
-        self.console.print(f"workspace: {result.path}", highlight=False)
+        console = self.console
+        console.print(heading)
+        if lists_every_run(result):
+            print_table(console, runs_sheet(result.runs))
+        else:
+            found = digest(result)
+            console.print(best_heading(result, found), highlight=False)
+            if found.best:
+                print_table(console, best_sheet(found))
+            if found.failed:
+                console.print(Text(f"failed runs ({found.failed}):", style="bold red"))
+                print_table(console, failures_sheet(found.failures))
+            for line in more_text(result, found):
+                console.print(line, highlight=False, soft_wrap=True)
+        console.print(f"workspace: {result.path}", highlight=False)
