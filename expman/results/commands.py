@@ -16,7 +16,6 @@ from typing import Any
 
 from rich.console import Console
 
-from expman.config import load_plan
 from expman.errors import ExpmanError, ResultsError, WorkspaceError
 from expman.jsonlines import dumps
 from expman.results.loaded import Results
@@ -113,6 +112,9 @@ def experiment_dir(path: Path, workspace: str | None = None) -> Path:
     """The experiment folder ``path`` names: itself, or the one its config folder ran into."""
     if is_experiment_dir(path) or not (path / "experiment.yaml").is_file():
         return path  # reading it says what is wrong, if anything
+    # Imported here: only a config folder needs the config machinery (and OmegaConf).
+    from expman.config import load_plan
+
     plan = load_plan(path, workspace=workspace)
     if not is_experiment_dir(plan.path):
         raise WorkspaceError(

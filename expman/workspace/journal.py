@@ -39,7 +39,7 @@ from typing import Any
 
 import anyio
 
-from expman.bus import mailbox
+from expman.delivery import mailbox
 from expman.events import (
     CheckpointSaved,
     Event,
