@@ -78,10 +78,15 @@ class Sheet:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """A column in one part of a table, with the width it gets there."""
+    """A column in one part of a table, with the width it gets there.
+
+    ``wraps``: its text folds at that width (a wrapping column, or one too wide for
+    any part, which then gets a part of its own beside the key columns).
+    """
 
     column: Column
     width: int
+    wraps: bool = False
 
 
 def fit(columns: Sequence[Column], width: int | None) -> list[list[Placed]]:
@@ -97,9 +102,11 @@ def fit(columns: Sequence[Column], width: int | None) -> list[list[Placed]]:
     parts.append(_widths(sorted(chosen, key=lambda c: order[id(c)]), width))
     while rest:
         chosen, rest = _fill(keys, rest, width)
-        if len(chosen) == len(keys):  # the next column is wider than the room: it wraps
-            chosen, rest = [*keys, rest[0]], rest[1:]
-        parts.append(_widths(sorted(chosen, key=lambda c: order[id(c)]), width))
+        forced = None
+        if len(chosen) == len(keys):  # the next column is wider than the room: it folds
+            forced, rest = rest[0], rest[1:]
+            chosen = [*keys, forced]
+        parts.append(_widths(sorted(chosen, key=lambda c: order[id(c)]), width, forced))
     return parts
 
 
@@ -120,14 +127,19 @@ def _fill(
     return chosen, rest
 
 
-def _widths(columns: Sequence[Column], width: int) -> list[Placed]:
-    """Each column's width in a part: natural, or a share of the room left if it wraps."""
-    sizes = {id(c): c.least for c in columns}
+def _widths(columns: Sequence[Column], width: int, forced: Column | None = None) -> list[Placed]:
+    """Each column's width in a part: natural, or a share of the room left if it wraps
+    (``forced``: a column that folds here although it does not wrap elsewhere)."""
+
+    def wraps(column: Column) -> bool:
+        return column.wrap or column is forced
+
+    sizes = {id(c): (c.least if c is not forced else 1) for c in columns}
     room = width - sum(sizes.values()) - GAP * max(len(columns) - 1, 0)
-    wrapping = sorted((c for c in columns if c.wrap), key=lambda c: c.natural - c.least)
+    wrapping = sorted((c for c in columns if wraps(c)), key=lambda c: c.natural - sizes[id(c)])
     for i, column in enumerate(wrapping):
         share = max(room, 0) // (len(wrapping) - i)
-        grow = min(column.natural - column.least, share)
+        grow = min(column.natural - sizes[id(column)], share)
         sizes[id(column)] += grow
         room -= grow
     if room < 0:  # even the narrowest does not fit: wrapping columns fold into what is left
@@ -135,7 +147,7 @@ def _widths(columns: Sequence[Column], width: int) -> list[Placed]:
             give = min(sizes[id(column)] - 1, -room)
             sizes[id(column)] -= give
             room += give
-    return [Placed(c, sizes[id(c)]) for c in columns]
+    return [Placed(c, sizes[id(c)], wraps(c)) for c in columns]
 
 
 def tables(
@@ -152,7 +164,7 @@ def tables(
                 column.header,
                 justify=column.justify,
                 width=placed.width,
-                no_wrap=not column.wrap,
+                no_wrap=not placed.wraps,
                 overflow="fold",
             )
         for i in range(rows):
