@@ -54,7 +54,12 @@ def is_async_callable(handler: Any) -> bool:
         return True
     if inspect.isroutine(handler) or isinstance(handler, type):
         return False
-    return inspect.iscoroutinefunction(type(handler).__call__)
+    return calls_are_async(type(handler))
+
+
+def calls_are_async(cls: type) -> bool:
+    """Whether calling an instance of ``cls`` runs an ``async def`` ``__call__``."""
+    return inspect.iscoroutinefunction(cls.__call__)
 
 
 def declared(subscriber: Any) -> tuple[tuple[type[Event], ...], Delivery, str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from expman.config import ExperimentPlan, TrialSpec, load_plan
 from expman.config.schema import EXECUTORS
+from expman.delivery import calls_are_async
 from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
 from expman.executors.devices import detect_devices, resource_problem
@@ -267,7 +268,7 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
             f"{key}.type",
             f"{config['type']!r} is abstract: expected it to define {missing}",
         )
-    if kind == "subscriber" and isinstance(target, type) and not is_async_callable_type(target):
+    if kind == "subscriber" and isinstance(target, type) and not calls_are_async(target):
         raise error(
             f"{key}.type",
             f"{config['type']!r} is not a subscriber: expected a class with an async __call__"
@@ -300,11 +301,6 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
     return target
-
-
-def is_async_callable_type(cls: type) -> bool:
-    """Whether instances of ``cls`` are async callables."""
-    return inspect.iscoroutinefunction(cls.__call__)
 
 
 def _known_names(kind: str) -> list[str]:

@@ -69,12 +69,6 @@ class RunCallbacks:
         # whenever callbacks are attached.
         self._hooks: dict[type[Event], tuple[tuple[Any, Hook], ...]] = {}
 
-    def __iter__(self) -> Any:
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
     async def attach(self, callbacks: Iterable[Any]) -> None:
         """Make ``callbacks`` the run's: bound, their saved state restored, fed its events."""
         added = list(callbacks)

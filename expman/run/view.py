@@ -9,6 +9,7 @@ in the event loop.
 
 from __future__ import annotations
 
+import abc
 import numbers
 import operator
 import random
@@ -148,7 +149,7 @@ class EpochReport:
             log.error("epoch_end_not_awaited", hint="use `await ctx.epoch_end(...)`")
 
 
-class RunView:
+class RunView(abc.ABC):
     """What a pipeline reads of its run, in the driver and in a worker process alike.
 
     Subclasses set ``experiment``, ``trial``, ``repeat``, ``settings``, ``paths``,
@@ -225,9 +226,9 @@ class RunView:
     def stop_scope(self) -> str | None:
         return self._stop_scope
 
+    @abc.abstractmethod
     def publish(self, event: Event) -> Any:
         """Publish ``event`` on the experiment's bus (each context says how)."""
-        raise NotImplementedError
 
     def request_stop(self, reason: str = "requested by pipeline") -> Any:
         """Ask for this run to stop (publishes StopRequested); awaitable in async code."""

@@ -7,7 +7,6 @@ callback dispatch all find a run here by its key ``(trial, repeat)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
@@ -52,9 +51,3 @@ class ActiveRuns:
             return [run for k, run in self._runs.items() if k[0] == trial]
         found = self.get(key)
         return [found] if found is not None else []
-
-    def __len__(self) -> int:
-        return len(self._runs)
-
-    def __iter__(self) -> Iterator[ActiveRun]:
-        return iter(list(self._runs.values()))

@@ -41,6 +41,7 @@ subscriber passes; run it on your own.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -56,7 +57,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 AnySubscriber = Callable[[Any], Awaitable[None]]
 
 
-class Subscriber(YAMLSerializable):
+class Subscriber(YAMLSerializable, abc.ABC):
     """Base class of an experiment-level subscriber (see the module's contract).
 
     Subclasses implement ``async def __call__(self, event)`` (or, with a batched
@@ -68,8 +69,9 @@ class Subscriber(YAMLSerializable):
     events: ClassVar[tuple[type[Event], ...]] = (Event,)
     delivery: ClassVar[Delivery] = mailbox()
 
+    @abc.abstractmethod
     async def __call__(self, event: Any) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define async __call__")
+        """Receive one event (or, with a batched mailbox, a list of them)."""
 
 
 def subscriber(
