@@ -272,7 +272,7 @@ def test_early_stopping_state_survives_resume(
     state = next(
         e["state"]
         for e in journal(workspace)
-        if e["type"] == "CheckpointSaved"
+        if e["type"] == "CheckpointStaged"  # it holds the state
         and e["trial"] == "t0"
         and e["repeat"] == 0
         and e["epoch"] == 2

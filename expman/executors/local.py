@@ -19,7 +19,7 @@ import anyio
 
 from expman.executors.base import Executor
 from expman.executors.devices import ResourcePool
-from expman.pipeline import build_pipeline, call_hook, checkpoint_args
+from expman.pipeline import build_pipeline, call_hook, checkpoint_args, checkpoint_load_error
 from expman.run.context import RunContext
 from expman.seeding import run_entered, run_left
 
@@ -49,7 +49,10 @@ class LocalExecutor(Executor):
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                try:
+                    await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                except Exception as exc:
+                    raise checkpoint_load_error(ctx.checkpoint, exc) from exc
         run = pipeline.run
         run_entered()
         try:
