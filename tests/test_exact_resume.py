@@ -129,7 +129,7 @@ def test_a_run_killed_after_its_last_epoch_resumes_with_its_epochs_and_metrics(
     root = make_chain(make_experiment, epochs=4, evaluate_seconds=3.0, callbacks=callbacks)
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
-    kill_when(proc, lambda: bool(records(ws, "CheckpointSaved", reason="last", epoch=3)))
+    kill_when(proc, lambda: bool(records(ws, "CheckpointStaged", reason="last", epoch=3)))
     assert not finished(ws)
 
     for _ in range(2):  # resumed twice: the second resume starts where the first ended
@@ -181,7 +181,7 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_an_older_one(
     root = make_chain(make_experiment, epochs=8, seconds=0.1)
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
-    kill_when(proc, lambda: bool(records(ws, "CheckpointSaved", reason="last", epoch=4)))
+    kill_when(proc, lambda: bool(records(ws, "CheckpointStaged", reason="last", epoch=4)))
     artifacts = ws / "exp" / "trials" / "t" / "run_0" / "artifacts"
     newest = read_journal(ws / "exp" / "logs" / "events.jsonl").runs["t", 0].checkpoints
     names = [Path(p).name for p in newest]
@@ -206,7 +206,7 @@ def test_no_loadable_checkpoint_starts_from_scratch_and_says_so(
     root = make_chain(make_experiment, epochs=6, seconds=0.1)
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
-    kill_when(proc, lambda: bool(records(ws, "CheckpointSaved", reason="last", epoch=2)))
+    kill_when(proc, lambda: bool(records(ws, "CheckpointStaged", reason="last", epoch=2)))
     artifacts = ws / "exp" / "trials" / "t" / "run_0" / "artifacts"
     for path in artifacts.glob("checkpoint-*"):
         path.write_text("garbage")
@@ -237,7 +237,7 @@ def test_an_early_stop_decided_before_a_crash_holds_after_it(
         proc,
         lambda: (
             bool(records(ws, "StopRequested"))
-            and bool(records(ws, "CheckpointSaved", reason="last", epoch=2))
+            and bool(records(ws, "CheckpointStaged", reason="last", epoch=2))
         ),
     )
     done = run_cli("run", str(root), "-w", str(ws))
@@ -255,7 +255,7 @@ def test_a_copied_workspace_resumes_from_its_own_checkpoints(
     root = make_chain(make_experiment, epochs=6, seconds=0.1)
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
-    kill_when(proc, lambda: bool(records(ws, "CheckpointSaved", reason="last", epoch=2)))
+    kill_when(proc, lambda: bool(records(ws, "CheckpointStaged", reason="last", epoch=2)))
     original = {p: p.read_bytes() for p in (ws / "exp").rglob("checkpoint-*")}
     copy = tmp_path / "ws2"
     shutil.copytree(ws, copy, symlinks=True)
@@ -283,7 +283,7 @@ def test_journal_records_that_do_not_fit_are_skipped_with_a_message(
     base = {"experiment": "exp", "trial": "t", "repeat": 1, "time": time.time()}
     planted = [
         # Checkpoints outside the experiment folder, by absolute path and by "..".
-        {"type": "CheckpointSaved", **base, "path": str(victim), "epoch": 9, "state": {}},
+        {"type": "CheckpointStaged", **base, "path": str(victim), "epoch": 9, "state": {}},
         {"type": "CheckpointStaged", **base, "path": "../../victim", "staged": "x", "epoch": 9},
         # Another experiment's record for the same run, with the same config hash.
         {**first, "experiment": "other", "repeat": 1, "metrics": {"x": -1}},
@@ -322,7 +322,7 @@ def test_a_journal_deleted_while_running_is_an_error_not_a_success(
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
     journal = ws / "exp" / "logs" / "events.jsonl"
-    wait_for(lambda: bool(journal.exists() and records(ws, "CheckpointSaved")))
+    wait_for(lambda: bool(journal.exists() and records(ws, "CheckpointStaged")))
     journal.unlink()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode not in (0, None), out + err

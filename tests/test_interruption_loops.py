@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from expman.jsonlines import read_lines
+from expman.workspace.journal import read_journal
 
 from .conftest import run_cli
 from .test_resume import CRASHY, start_cli
@@ -56,6 +57,17 @@ def finals(workspace: Path) -> dict[tuple[str, int], dict[str, Any]]:
                 (e["status"], {k: e["metrics"].get(k) for k in COMPARED}, e["epochs"])
             )
     return out
+
+
+def assert_newest_checkpoints_on_disk(workspace: Path) -> None:
+    """What the journal names as a run's newest checkpoint is on disk (or staged beside it):
+    retention never deleted the checkpoint a resume would start from."""
+    journal = read_journal(workspace / "exp" / "logs" / "events.jsonl")
+    for key, run in journal.runs.items():
+        newest = run.newest_checkpoint
+        if run.status is None and newest is not None:
+            there = newest.path.exists() or (newest.staged is not None and newest.staged.exists())
+            assert there, f"{key}: the journal's newest checkpoint {newest.path} is gone"
 
 
 def assert_lines_valid(workspace: Path) -> None:
@@ -107,6 +119,7 @@ def test_interrupted_at_random_moments_ends_exactly(
         if sig != signal.SIGKILL and proc.returncode not in (0, 130, 143):
             raise AssertionError(f"exit {proc.returncode} after {sig!r}:\n{err}")
         assert_lines_valid(workspace)
+        assert_newest_checkpoints_on_disk(workspace)
     assert interruptions >= 20, "the experiment finished before it was interrupted enough"
     done = run_cli("run", str(root), "-w", str(workspace))
     assert done.returncode == 0, done.stderr

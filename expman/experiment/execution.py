@@ -123,8 +123,12 @@ class ExperimentRun:
         paths: set[str] = set()
         for event in events:
             if isinstance(event, (RunFinished, CheckpointStaged)) and event.trial is not None:
+                # A checkpoint: the metrics it continues from (MetricsTracker, results);
+                # a run's end: its metrics and its log.
                 run = self.layout.run(event.trial, event.repeat or 0)
-                paths.update((str(run.metrics_file), str(run.log_file)))
+                paths.add(str(run.metrics_file))
+                if isinstance(event, RunFinished):
+                    paths.add(str(run.log_file))
         if paths:
             await self.bus.settled(EventLogWriter.name)
             paths.add(str(self.layout.metrics_file))

@@ -30,10 +30,11 @@ file and the line.  The fold, line by line:
   before it started has a ``RunFinished`` and no ``RunStarted`` (``attempts`` 0).
   Over all attempts the run adds up ``total_duration`` and ``epochs_trained``.
 * ``CheckpointStaged`` records what lies, or is about to lie, at a checkpoint path
-  (the newest record of each path is kept, newest path last: ``checkpoints``); the
-  ``CheckpointSaved`` after it confirms the rename (the journal writes it without
-  the state its ``CheckpointStaged`` holds).  In journals written before
-  ``CheckpointStaged`` existed, ``CheckpointSaved`` holds the state itself.
+  (the newest record of each path is kept, newest path last: ``checkpoints``); its
+  ``staged`` file is the name beside it that is renamed into place once the record
+  is durable, so the journal needs no second line per checkpoint (``CheckpointSaved``
+  is not journaled; in journals written before ``CheckpointStaged`` existed, it
+  holds the checkpoint's record, and is still read).
 * Any other line about a run (``RunRetrying``, a run's ``StopRequested``) only makes
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
@@ -56,7 +57,6 @@ import structlog
 
 from expman.delivery import mailbox
 from expman.events import (
-    CheckpointSaved,
     CheckpointStaged,
     Event,
     ExperimentFinished,
@@ -88,7 +88,6 @@ JOURNALED: tuple[type[Event], ...] = (
     RunRetrying,
     RunStalled,
     CheckpointStaged,
-    CheckpointSaved,
     StopRequested,
 )
 _DURABLE = (RunStarted, RunFinished, CheckpointStaged, ExperimentFinished, ExperimentStarted)
@@ -177,14 +176,10 @@ class JournalWriter:
         root = self.root
         for event in events:
             if isinstance(event, CheckpointStaged):
-                event = dataclasses.replace(
-                    event, path=_relative(event.path, root), staged=_relative(event.staged, root)
-                )
-            elif isinstance(event, CheckpointSaved):
-                # Its CheckpointStaged holds the state: this line only confirms the rename.
-                event = dataclasses.replace(
-                    event, path=_relative(event.path, root), state={}, metrics={}
-                )
+                # The staged file lies beside its checkpoint: its name says where.
+                staged = Path(event.staged)
+                name = staged.name if staged.parent == Path(event.path).parent else event.staged
+                event = dataclasses.replace(event, path=_relative(event.path, root), staged=name)
             elif isinstance(event, RunStarted) and event.checkpoint:
                 event = dataclasses.replace(event, checkpoint=_relative(event.checkpoint, root))
             try:
@@ -516,13 +511,18 @@ def _fold(
     checkpoint = None
     if kind in ("CheckpointStaged", "CheckpointSaved"):
         # Resolved before the run is touched: a record naming an outside path changes nothing.
+        target = paths.resolve(entry["path"])
         staged = entry.get("staged")
+        if staged and "/" not in staged and staged not in (".", ".."):
+            staged_path: Path | None = target.parent / staged  # a name beside its checkpoint
+        else:
+            staged_path = paths.resolve(staged) if staged else None
         checkpoint = JournaledCheckpoint(
-            path=paths.resolve(entry["path"]),
+            path=target,
             epoch=entry["epoch"],
             state=entry.get("state") or {},
             metrics=entry.get("metrics") or {},
-            staged=paths.resolve(staged) if staged else None,
+            staged=staged_path,
         )
     elif kind == "RunStarted" and entry.get("checkpoint"):
         paths.resolve(entry["checkpoint"])
@@ -564,10 +564,7 @@ def _fold(
             state.trial_hashes[trial] = run.config_hash
     elif checkpoint is not None:
         name = str(checkpoint.path)
-        staged = run.checkpoints.pop(name, None)  # re-inserted: the newest record goes last
-        if kind == "CheckpointSaved" and staged is not None and not entry.get("state"):
-            # The confirmation of a staged checkpoint: renamed, the staged record stands.
-            checkpoint = dataclasses.replace(staged, staged=None)
+        run.checkpoints.pop(name, None)  # re-inserted: the newest record goes last
         run.checkpoints[name] = checkpoint
 
 
