@@ -49,11 +49,10 @@ import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, overload
 
 import anyio
-import structlog
 
 from expman.delivery import mailbox
 from expman.events import (
@@ -71,8 +70,6 @@ from expman.events import (
 )
 from expman.jsonlines import dumps_fields, loads, repair_tail
 from expman.status import RunStatus
-
-log = structlog.get_logger("expman.journal")
 
 #: The journal writer's subscriber name (what ``EventBus.settled`` waits for).
 JOURNAL = "writer.journal"
@@ -188,7 +185,9 @@ class JournalWriter:
                 if self._on_unencodable is not None:
                     self._on_unencodable(event, exc)
                 else:
-                    log.error(
+                    import structlog  # rare: not worth its import for every reader of journals
+
+                    structlog.get_logger("expman.journal").error(
                         "journal_event_unencodable", type=type(event).__name__, error=str(exc)
                     )
         return b"".join(lines)
@@ -220,11 +219,20 @@ class JournalWriter:
 class JournaledCheckpoint:
     """What the journal says lies at one checkpoint path (or will, once ``staged`` is renamed)."""
 
-    path: Path
+    where: str  # its path, absolute, inside the experiment folder
     epoch: int  # the last epoch its state includes
     state: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
-    staged: Path | None = None  # the temporary name it was written under
+    staged_at: str | None = None  # the temporary name it was written under
+
+    @property
+    def path(self) -> Path:
+        return Path(self.where)
+
+    @property
+    def staged(self) -> Path | None:
+        """The temporary file it was written to, renamed into place once recorded."""
+        return Path(self.staged_at) if self.staged_at else None
 
 
 @dataclass(slots=True)
@@ -375,6 +383,8 @@ _REQUIRED = {
     "CheckpointSaved": ("trial", "repeat", "path", "epoch"),
 }
 _STATUSES = frozenset(s.value for s in RunStatus)
+#: Per record type, the (field, types) pairs to check: the common ones, then its own.
+_CHECKS: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {}
 
 
 class _Skip(Exception):
@@ -405,12 +415,13 @@ def _check(entry: Any, kind: Any) -> None:
     for name in _REQUIRED.get(kind, ()):
         if entry.get(name) is None:
             raise _Skip(f"{kind} record without {name!r}")
-    for fields in (_COMMON, _FIELDS.get(kind, {})):
-        for name, types in fields.items():
-            value = entry.get(name)
-            if name in entry and (
-                not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-            ):
+    checks = _CHECKS.get(kind)
+    if checks is None:
+        checks = _CHECKS[kind] = (*_COMMON.items(), *_FIELDS.get(kind, {}).items())
+    for name, types in checks:
+        if name in entry:
+            value = entry[name]
+            if type(value) is bool or not isinstance(value, types):
                 expected = " or ".join(_type_name(t) for t in types)
                 raise _Skip(f"{kind} record: {name!r} must be {expected}, got {value!r:.60}")
     if kind == "RunFinished" and entry["status"] not in _STATUSES:
@@ -435,25 +446,26 @@ class _Paths:
 
     def __init__(self, root: Path, state: JournalState) -> None:
         self.root = root
+        self._root = str(root).rstrip("/") + "/"
         self.state = state
 
-    def resolve(self, text: str) -> Path:
-        p = PurePath(text)
-        if p.is_absolute():
-            p = self._rebased(p)
-        if not p.parts or ".." in p.parts or p.is_absolute():
+    def resolve(self, text: str) -> str:
+        """``text`` (relative to the experiment folder) as an absolute path inside it."""
+        relative = self._rebased(text) if text.startswith("/") else text
+        parts = relative.split("/")
+        if relative.startswith("/") or ".." in parts or not relative.strip("/."):
             raise _Skip(f"path {text!r:.80} is outside the experiment folder {self.root}")
-        return self.root / p
+        if "" in parts or "." in parts:
+            relative = "/".join([p for p in parts if p not in ("", ".")])
+        return self._root + relative
 
-    def _rebased(self, p: PurePath) -> PurePath:
+    def _rebased(self, text: str) -> str:
         # An absolute path of an earlier journal: inside this folder, or inside where
         # this experiment folder was then (a copied or moved workspace: its own files).
-        for old in (str(self.root), *reversed(self.state.roots)):
-            try:
-                return p.relative_to(old)
-            except ValueError:
-                continue
-        return p
+        for old in (self._root, *(r.rstrip("/") + "/" for r in reversed(self.state.roots))):
+            if text.startswith(old):
+                return text[len(old) :]
+        return text
 
 
 def read_journal(path: Path, *, experiment: str | None = None) -> JournalState:
@@ -514,15 +526,15 @@ def _fold(
         target = paths.resolve(entry["path"])
         staged = entry.get("staged")
         if staged and "/" not in staged and staged not in (".", ".."):
-            staged_path: Path | None = target.parent / staged  # a name beside its checkpoint
+            staged_at: str | None = target.rsplit("/", 1)[0] + "/" + staged  # beside it
         else:
-            staged_path = paths.resolve(staged) if staged else None
+            staged_at = paths.resolve(staged) if staged else None
         checkpoint = JournaledCheckpoint(
-            path=target,
+            where=target,
             epoch=entry["epoch"],
             state=entry.get("state") or {},
             metrics=entry.get("metrics") or {},
-            staged=staged_path,
+            staged_at=staged_at,
         )
     elif kind == "RunStarted" and entry.get("checkpoint"):
         paths.resolve(entry["checkpoint"])
@@ -563,7 +575,7 @@ def _fold(
             run.config_hash = entry["config_hash"]
             state.trial_hashes[trial] = run.config_hash
     elif checkpoint is not None:
-        name = str(checkpoint.path)
+        name = checkpoint.where
         run.checkpoints.pop(name, None)  # re-inserted: the newest record goes last
         run.checkpoints[name] = checkpoint
 
