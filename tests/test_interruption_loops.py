@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from expman.workspace.journal import read_journal
 from .conftest import run_cli
 from .test_resume import CRASHY, start_cli
 
-EPOCHS = 8
+EPOCHS = 12
 CALLBACKS = [
     {"type": "CheckpointCallback", "interval": 1, "save_top_k": 2, "save_last": True},
     {"type": "MetricsTracker"},
@@ -83,6 +84,29 @@ def assert_lines_valid(workspace: Path) -> None:
                 raise AssertionError(f"{log}:{number}: not JSON: {line[:80]!r}") from exc
 
 
+def journal_lines(journal: Path) -> int:
+    try:
+        return journal.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def at_moment(proc: subprocess.Popen[str], journal: Path, rng: random.Random) -> None:
+    """Wait for a random moment: at start-up, or a few journal records into the session
+    and a little more (mid-epoch, mid-checkpoint, right after a run's end...)."""
+    records = rng.randint(0, 6)
+    if records == 0:
+        time.sleep(rng.uniform(0.0, 0.6))  # importing, planning, starting the runs
+        return
+    target = journal_lines(journal) + records
+    deadline = time.monotonic() + 30
+    while journal_lines(journal) < target and proc.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))
+
+
 def reference(make_experiment: Callable[..., Path], tmp_path: Path, executor: str) -> Any:
     root = make_loop_experiment(make_experiment, executor)
     workspace = tmp_path / "reference"
@@ -106,11 +130,12 @@ def test_interrupted_at_random_moments_ends_exactly(
     workspace = tmp_path / "ws"
     rng = random.Random(f"{executor}-{sig}")
     interruptions = 0
-    for _ in range(40):
+    journal = workspace / "exp" / "logs" / "events.jsonl"
+    for _ in range(60):
         if interruptions >= 20:
             break
         proc = start_cli(root, workspace)
-        time.sleep(rng.uniform(0.0, 1.2))
+        at_moment(proc, journal, rng)
         if proc.poll() is None:
             proc.send_signal(sig)
             interruptions += 1
