@@ -249,17 +249,18 @@ class Attempts:
             raise
         finally:
             with anyio.move_on_after(CLEANUP_DEADLINE, shield=True):
-                outcome = outcome_of(
-                    spec,
-                    run,
-                    attempt=attempt,
-                    duration=time.monotonic() - started,
-                    result=result,
-                    failure=failure,
-                    cancelled_from_outside=cancelled_from_outside,
-                    execution=self.execution,
-                )
+                # In the run's log: notes on values its metrics could not hold as they were.
                 with log_to(self.files, run_log, **context):
+                    outcome = outcome_of(
+                        spec,
+                        run,
+                        attempt=attempt,
+                        duration=time.monotonic() - started,
+                        result=result,
+                        failure=failure,
+                        cancelled_from_outside=cancelled_from_outside,
+                        execution=self.execution,
+                    )
                     await self.bus.publish(
                         RunFinished(
                             experiment=self.plan.name,
@@ -325,7 +326,7 @@ def outcome_of(
         trial=spec.trial.name,
         repeat=spec.repeat,
         status=status,
-        metrics=metrics,
+        metrics=ctx.final_metrics(metrics),  # plain JSON data, conversions noted
         error=error,
         reason=reason,
         duration=duration,

@@ -69,7 +69,7 @@ class Checkpoints:
         # A relative path is relative to the run's artifacts folder.
         path = ctx.paths.artifacts / event.path
         await save_checkpoint(ctx.checkpoint_saver, path)
-        state = ctx.callbacks.state()
+        state = ctx.plain_value(ctx.callbacks.state(), "callback state")
         await self._bus.publish(
             CheckpointSaved(
                 experiment=event.experiment,

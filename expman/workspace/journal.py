@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from expman.delivery import mailbox
 from expman.events import (
@@ -76,6 +77,19 @@ def encode(event: Event) -> bytes:
     return dumps_fields({"type": type(event).__name__}, event) + b"\n"
 
 
+def _encode_batch(events: Sequence[Event]) -> bytes:
+    """The batch's lines, each event encoded on its own: one that fails costs only itself."""
+    lines: list[bytes] = []
+    for event in events:
+        try:
+            lines.append(encode(event))
+        except Exception as exc:  # dumps never raises; a field's own property might
+            structlog.get_logger("expman.journal").error(
+                "journal_event_unencodable", type=type(event).__name__, error=repr(exc)
+            )
+    return b"".join(lines)
+
+
 class JournalWriter:
     """Batched mailbox subscriber appending lifecycle events to the journal."""
 
@@ -103,7 +117,7 @@ class JournalWriter:
     async def __call__(self, events: Sequence[Event]) -> None:
         if self.failed is not None:
             return
-        data = b"".join(encode(e) for e in events)
+        data = _encode_batch(events)
         durable = any(isinstance(e, _DURABLE) for e in events)
         try:
             await anyio.to_thread.run_sync(self._append, data, durable)
