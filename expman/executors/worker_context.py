@@ -88,7 +88,8 @@ class WorkerContext(RunView):
         """The ``result`` message of ``run``'s return value, as plain data, changes noted."""
         if isinstance(result, Mapping):
             return {"op": "result", "value": self.final_metrics(result)}
-        return {"op": "result", "value": self.plain_value(result, "result")}
+        # The driver stores any other value as the metric "result": named so here too.
+        return {"op": "result", "value": self.final_metrics({"result": result})["result"]}
 
     # -- the conversation ------------------------------------------------------------
 
