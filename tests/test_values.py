@@ -99,6 +99,36 @@ VALUES = textwrap.dedent(
             }.get(case, {})
 
 
+    class SyncValues(Values):
+        """A plain ``def run`` (a worker thread) reporting an int beyond 64 bits."""
+
+        def run(self, ctx):
+            for epoch in range(2):
+                ctx.epoch_end(epoch, {"loss": 0.5, "big": -(2**65)})
+            return {"sync": True}
+
+
+    class Tensorish:
+        """What the conversion relies on in a tensor: shape, item() and tolist()."""
+
+        def __init__(self, data, shape):
+            self.data, self.shape = data, shape
+
+        def item(self):
+            return self.data
+
+        def tolist(self):
+            return self.data
+
+
+    class TensorValues(Values):
+        """Reports a 0-d and a 1-d tensor-like value."""
+
+        async def run(self, ctx):
+            await ctx.epoch_end(0, {"loss": Tensorish(0.5, ()), "per": Tensorish([1.0, 2.0], (2,))})
+            return {"final": Tensorish(7, ())}
+
+
     class OddState(Callback):
         """A run callback whose summary and checkpoint state hold odd values."""
 
@@ -136,14 +166,19 @@ CASES = [
     "recursive_metric",
     "event",
     "scalar",
+    "sync",
+    "tensor",
 ]
+
+
+PIPES = {"sync": {"type": "values:SyncValues"}, "tensor": {"type": "values:TensorValues"}}
 
 
 def values_experiment(make_experiment: Callable[..., Path], executor: str = "local") -> Path:
     root = make_experiment(
         base={"pipeline": {"type": "values:Values"}},
         trials=[
-            {"name": case, "id": i, "settings": {"pipeline": {"case": case}}}
+            {"name": case, "id": i, "settings": {"pipeline": {"case": case, **PIPES.get(case, {})}}}
             for i, case in enumerate(CASES, 1)
         ],
         env={"execution": {"executor": executor, "max_concurrency": 4}},
@@ -205,6 +240,8 @@ def check_records(result: Any, workspace: Path) -> None:
     assert metrics["keys"]["per_class"] == {"1": 0.5, "2": 0.25}
     assert metrics["recursive_result"]["loop"] == {"name": "loop", "self": "<recursive>"}
     assert metrics["scalar"]["result"] == float(2**70)
+    assert metrics["sync"] == {"loss": 0.5, "big": float(-(2**65)), "sync": True}
+    assert metrics["tensor"] == {"loss": 0.5, "per": [1.0, 2.0], "final": 7}
     error = next(run.error for run in result.runs if run.trial == "recursive_metric")
     assert error is not None
     assert "metric 'loop' (dict) cannot be written to the logs" in error
@@ -249,7 +286,10 @@ def check_notes(result: Any, workspace: Path) -> None:
         "stored as float 1.18e+21",
         "event Odd['payload']['tags'] is a set; stored as a sorted list",
     ]
-    for quiet in ("plain", "nan", "numpy"):
+    assert notes(workspace, "sync") == [
+        "metric 'big' = -36893488147419103232 is beyond 64-bit; stored as float -3.69e+19"
+    ]
+    for quiet in ("plain", "nan", "numpy", "tensor"):
         assert notes(workspace, quiet) == [], quiet
 
 
