@@ -180,6 +180,10 @@ class Conversion:
             self._active.add(ident)
             try:
                 return self._container(value, name, path, depth)
+            except UnloggableValue:
+                raise
+            except Exception as exc:  # a Mapping or sequence whose own code raised
+                return self._refuse(name, path, f"cannot be read ({exc!r})", None, value)
             finally:
                 self._active.discard(ident)
         return self._other(value, name, path, depth)

@@ -34,6 +34,7 @@ from .conftest import run_cli
 VALUES = textwrap.dedent(
     '''
     import math
+    from collections.abc import Mapping
 
     import numpy as np
 
@@ -129,6 +130,27 @@ VALUES = textwrap.dedent(
             return {"final": Tensorish(7, ())}
 
 
+    class Hostile(Mapping):
+        """A result whose every read raises."""
+
+        def __getitem__(self, key):
+            raise RuntimeError("no reading me")
+
+        def __iter__(self):
+            raise RuntimeError("no reading me")
+
+        def __len__(self):
+            raise RuntimeError("no reading me")
+
+
+    class HostileValues(Values):
+        """Returns a Mapping that raises, holding nothing readable."""
+
+        async def run(self, ctx):
+            await ctx.epoch_end(0, {"loss": 0.5})
+            return Hostile()
+
+
     class OddState(Callback):
         """A run callback whose summary and checkpoint state hold odd values."""
 
@@ -168,10 +190,15 @@ CASES = [
     "scalar",
     "sync",
     "tensor",
+    "hostile",
 ]
 
 
-PIPES = {"sync": {"type": "values:SyncValues"}, "tensor": {"type": "values:TensorValues"}}
+PIPES = {
+    "sync": {"type": "values:SyncValues"},
+    "tensor": {"type": "values:TensorValues"},
+    "hostile": {"type": "values:HostileValues"},
+}
 
 
 def values_experiment(make_experiment: Callable[..., Path], executor: str = "local") -> Path:
@@ -242,6 +269,7 @@ def check_records(result: Any, workspace: Path) -> None:
     assert metrics["scalar"]["result"] == float(2**70)
     assert metrics["sync"] == {"loss": 0.5, "big": float(-(2**65)), "sync": True}
     assert metrics["tensor"] == {"loss": 0.5, "per": [1.0, 2.0], "final": 7}
+    assert metrics["hostile"] == {"loss": 0.5}
     error = next(run.error for run in result.runs if run.trial == "recursive_metric")
     assert error is not None
     assert "metric 'loop' (dict) cannot be written to the logs" in error
@@ -288,6 +316,9 @@ def check_notes(result: Any, workspace: Path) -> None:
     ]
     assert notes(workspace, "sync") == [
         "metric 'big' = -36893488147419103232 is beyond 64-bit; stored as float -3.69e+19"
+    ]
+    assert notes(workspace, "hostile") == [
+        "the metrics cannot be read (RuntimeError('no reading me')); none stored"
     ]
     for quiet in ("plain", "nan", "numpy", "tensor"):
         assert notes(workspace, quiet) == [], quiet

@@ -235,11 +235,16 @@ class RunView(abc.ABC):
 
     def final_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """The metrics of the run's end (its result, summaries) as plain data, noted."""
-        if is_plain_data(metrics):
-            return dict(metrics)
         notes: list[tuple[str, str]] = []
+        try:
+            if is_plain_data(metrics):
+                return dict(metrics)
+            items = list(metrics.items())
+        except Exception as exc:  # a Mapping whose own code raised: the run keeps its record
+            self.note_values([("metrics", f"the metrics cannot be read ({exc!r}); none stored")])
+            return {}
         plain: dict[str, Any] = {}
-        for name, value in metrics.items():
+        for name, value in items:
             key = name if type(name) is str else str(name)
             if key is not name:
                 notes.append((f"metric {name!r}", f"metric {name!r} is named {key!r}"))

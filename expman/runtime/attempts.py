@@ -319,7 +319,7 @@ def outcome_of(
         status = RunStatus.COMPLETED
     if not status.is_failure and result is not None:
         if isinstance(result, Mapping):
-            metrics.update(result)
+            metrics.update(ctx.final_metrics(result))  # a Mapping that raises costs nothing
         else:
             metrics["result"] = result
     return RunOutcome(
