@@ -30,7 +30,12 @@ def _default(value: Any) -> Any:
         return item()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, (set, frozenset, tuple)):
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)  # as expman.values stores a set
+        except TypeError:
+            return list(value)
+    if isinstance(value, tuple):
         return list(value)
     if hasattr(value, "keys"):
         return dict(value)
