@@ -108,7 +108,8 @@ def dump_message(obj: Any) -> bytes:
     if data is not None:
         return data
     plain = Conversion().convert(obj, "message")
-    return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII: a lone surrogate travels as its \u escape, which json.loads reads back exactly.
+    return json.dumps(plain, separators=(",", ":")).encode()
 
 
 def load_message(data: bytes | str) -> Any:

@@ -7,7 +7,7 @@ cannot hold must never cost a log line, let alone a journal batch.  The rules:
 ========================================  =============================================
 value                                     stored as
 ========================================  =============================================
-bool, str, None, int within 64 bits       itself
+bool, str, None, int within 64 bits       itself (a lone surrogate in a string escaped)
 float                                     itself; NaN and ±inf stay floats in memory and
                                           are written as "NaN", "Infinity", "-Infinity"
 int beyond 64 bits                        float (noted); beyond any float, a string (noted)
@@ -151,6 +151,8 @@ class Conversion:
 
     def _form(self, value: Any, name: str, path: tuple[Any, ...], depth: int) -> Any:
         kind = type(value)
+        if kind is str:
+            return _utf8(value) if self.text_floats else value
         if kind in _SCALARS:
             return value
         if kind is float:
@@ -168,7 +170,7 @@ class Conversion:
         if isinstance(value, float):
             return self._form(float(value), name, path, depth)
         if isinstance(value, str):
-            return str(value)
+            return self._form(str(value), name, path, depth)
         if depth >= MAX_DEPTH:
             return self._refuse(
                 name, path, f"is nested deeper than {MAX_DEPTH} levels", _TOO_DEEP, value
@@ -192,7 +194,10 @@ class Conversion:
         if isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for key, item in value.items():
-                text = key if type(key) is str else self._key(key, name, path)
+                if type(key) is str:
+                    text = _utf8(key) if self.text_floats else key
+                else:
+                    text = self._key(key, name, path)
                 out[text] = self._form(item, name, (*path, key), depth + 1)
             return out
         items = list(value)
@@ -280,6 +285,15 @@ class Conversion:
     def _note(self, name: str, path: tuple[Any, ...], what: str) -> None:
         label = _label(name, path)
         self.notes.append((label, f"{label} {what}"))
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a lone surrogate (a file name's bad byte) escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _label(name: str, path: tuple[Any, ...]) -> str:

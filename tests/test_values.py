@@ -80,6 +80,10 @@ VALUES = textwrap.dedent(
                     metrics["tags"] = {"b", "a"}
                 elif case == "recursive_metric":
                     metrics["loop"] = recursive()
+                elif case == "surrogate":
+                    metrics["file"] = "data-\\udcff.bin"  # a file name's undecodable byte
+                elif case == "surrogate_error":
+                    raise ValueError("cannot open data-\\udcff.bin")
                 elif case == "event":
                     await ctx.publish(
                         Odd(experiment=ctx.experiment, trial=ctx.trial, repeat=ctx.repeat,
@@ -191,6 +195,8 @@ CASES = [
     "sync",
     "tensor",
     "hostile",
+    "surrogate",
+    "surrogate_error",
 ]
 
 
@@ -237,9 +243,8 @@ EXECUTORS = ["local", pytest.param("process", marks=pytest.mark.slow)]
 def check_records(result: Any, workspace: Path) -> None:
     """Each case's run has one RunFinished in the journal; only a recursive metric fails."""
     statuses = {run.trial: run.status for run in result.runs}
-    assert statuses == {
-        case: "failed" if case == "recursive_metric" else "completed" for case in CASES
-    }
+    failing = ("recursive_metric", "surrogate_error")
+    assert statuses == {case: "failed" if case in failing else "completed" for case in CASES}
     finished = [e for e in journal_lines(workspace) if e["type"] == "RunFinished"]
     assert sorted(e["trial"] for e in finished) == sorted(CASES)
     for log in (workspace / "exp").rglob("*.log"):
@@ -270,6 +275,15 @@ def check_records(result: Any, workspace: Path) -> None:
     assert metrics["sync"] == {"loss": 0.5, "big": float(-(2**65)), "sync": True}
     assert metrics["tensor"] == {"loss": 0.5, "per": [1.0, 2.0], "final": 7}
     assert metrics["hostile"] == {"loss": 0.5}
+    assert metrics["surrogate"]["file"] == "data-\udcff.bin"  # in memory: as reported
+    logged = [
+        json.loads(line)["metrics"]["file"]
+        for line in (workspace / "exp" / "logs" / "metrics.log").read_text().splitlines()
+        if json.loads(line)["trial"] == "surrogate"
+    ]
+    assert logged == ["data-\\udcff.bin"] * 2  # on disk: escaped, valid UTF-8
+    (failed,) = [e for e in finished if e["trial"] == "surrogate_error"]
+    assert failed["error"] == "ValueError: cannot open data-\\udcff.bin"
     error = next(run.error for run in result.runs if run.trial == "recursive_metric")
     assert error is not None
     assert "metric 'loop' (dict) cannot be written to the logs" in error
