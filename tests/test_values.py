@@ -84,6 +84,11 @@ VALUES = textwrap.dedent(
                     metrics["file"] = "data-\\udcff.bin"  # a file name's undecodable byte
                 elif case == "surrogate_error":
                     raise ValueError("cannot open data-\\udcff.bin")
+                elif case == "bad_time":  # no timestamp a log line can hold
+                    await ctx.publish(
+                        Odd(experiment=ctx.experiment, trial=ctx.trial, repeat=ctx.repeat,
+                            time="yesterday")
+                    )
                 elif case == "event":
                     await ctx.publish(
                         Odd(experiment=ctx.experiment, trial=ctx.trial, repeat=ctx.repeat,
@@ -472,6 +477,31 @@ async def test_callback_summaries_and_checkpoint_state_are_converted_and_noted(
 
 
 # -- the encoders: one bad event never takes a batch with it ------------------------------
+
+
+async def test_an_event_the_log_writer_cannot_write_costs_only_its_own_line(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """An event whose own time breaks its line: one event_unwritable line, the rest intact."""
+    root = make_experiment(base={"pipeline": {"type": "values:Values", "case": "bad_time"}})
+    (root / "values.py").write_text(VALUES)
+    result = await expman.run_experiment(root, workspace=workspace)
+    (run,) = result.runs
+    assert run.status == "completed"
+    experiment_log = [
+        json.loads(line)
+        for line in (workspace / "exp" / "logs" / "experiment.log").read_text().splitlines()
+    ]
+    unwritable = [e for e in experiment_log if e["event"] == "event_unwritable"]
+    assert [(e["type"], e["trial"], e["repeat"]) for e in unwritable] == [("Odd", "a", 0)] * 2
+    assert [e["event"] for e in experiment_log].count("RunFinished") == 1
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (workspace / "exp" / "trials" / "a" / "run_0" / "logs" / "metrics.log")
+        .read_text()
+        .splitlines()
+    ]
+    assert epochs == [0, 1]
 
 
 def test_the_journal_encodes_each_event_of_a_batch_on_its_own() -> None:
