@@ -105,24 +105,24 @@ def has_nonfinite(value: Any, depth: int = 0) -> bool:
         return not math.isfinite(value)
     if kind in _SCALARS or kind is int or depth > MAX_DEPTH:
         return False
-    if isinstance(value, Mapping):
-        return any(has_nonfinite(item, depth + 1) for item in value.values())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(has_nonfinite(item, depth + 1) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(
-            has_nonfinite(getattr(value, f.name, None), depth + 1)
-            for f in dataclasses.fields(value)
-        )
     try:
+        if isinstance(value, Mapping):
+            return any(has_nonfinite(item, depth + 1) for item in value.values())
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return any(has_nonfinite(item, depth + 1) for item in value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return any(
+                has_nonfinite(getattr(value, f.name, None), depth + 1)
+                for f in dataclasses.fields(value)
+            )
         tolist = getattr(value, "tolist", None)
         if callable(tolist):
             return has_nonfinite(tolist(), depth + 1)
         item = getattr(value, "item", None)
         if callable(item):
             return has_nonfinite(item(), depth + 1)
-    except Exception:
-        return False
+    except Exception:  # a value whose own code raises: the slow path will say what it is
+        return True
     return False
 
 

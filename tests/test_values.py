@@ -37,6 +37,7 @@ VALUES = textwrap.dedent(
     from collections.abc import Mapping
 
     import numpy as np
+    import structlog
 
     from expman import Callback, Pipeline
     from expman.events import Event
@@ -84,6 +85,8 @@ VALUES = textwrap.dedent(
                     metrics["file"] = "data-\\udcff.bin"  # a file name's undecodable byte
                 elif case == "surrogate_error":
                     raise ValueError("cannot open data-\\udcff.bin")
+                elif case == "logging" and epoch == 0:
+                    structlog.get_logger().info("odd", big=2**70, nan=math.nan, tags={2, 1})
                 elif case == "bad_time":  # no timestamp a log line can hold
                     await ctx.publish(
                         Odd(experiment=ctx.experiment, trial=ctx.trial, repeat=ctx.repeat,
@@ -202,6 +205,7 @@ CASES = [
     "hostile",
     "surrogate",
     "surrogate_error",
+    "logging",
 ]
 
 
@@ -287,6 +291,12 @@ def check_records(result: Any, workspace: Path) -> None:
         if json.loads(line)["trial"] == "surrogate"
     ]
     assert logged == ["data-\\udcff.bin"] * 2  # on disk: escaped, valid UTF-8
+    (odd,) = [
+        json.loads(line)
+        for line in run_log(workspace, "logging").splitlines()
+        if json.loads(line).get("event") == "odd"
+    ]
+    assert (odd["big"], odd["nan"], odd["tags"]) == (float(2**70), "NaN", [1, 2])
     (failed,) = [e for e in finished if e["trial"] == "surrogate_error"]
     assert failed["error"] == "ValueError: cannot open data-\\udcff.bin"
     error = next(run.error for run in result.runs if run.trial == "recursive_metric")
@@ -339,7 +349,7 @@ def check_notes(result: Any, workspace: Path) -> None:
     assert notes(workspace, "hostile") == [
         "the metrics cannot be read (RuntimeError('no reading me')); none stored"
     ]
-    for quiet in ("plain", "nan", "numpy", "tensor"):
+    for quiet in ("plain", "nan", "numpy", "tensor", "logging"):
         assert notes(workspace, quiet) == [], quiet
 
 
