@@ -107,7 +107,7 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
             }
         )
         return
-    channel.send({"op": "result", "value": result})
+    channel.send(ctx.result_message(result))
     ctx.linger()
 
 

@@ -288,17 +288,18 @@ class Attempts:
             raise
         finally:
             with anyio.move_on_after(CLEANUP_DEADLINE, shield=True):
-                outcome = outcome_of(
-                    spec,
-                    run,
-                    attempt=attempt,
-                    duration=time.monotonic() - started,
-                    result=result,
-                    failure=failure,
-                    cancelled_from_outside=cancelled_from_outside,
-                    execution=self.execution,
-                )
+                # In the run's log: notes on values its metrics could not hold as they were.
                 with log_to(self.files, run_log, **context):
+                    outcome = outcome_of(
+                        spec,
+                        run,
+                        attempt=attempt,
+                        duration=time.monotonic() - started,
+                        result=result,
+                        failure=failure,
+                        cancelled_from_outside=cancelled_from_outside,
+                        execution=self.execution,
+                    )
                     await self.bus.publish(
                         RunFinished(
                             experiment=self.plan.name,
@@ -357,14 +358,14 @@ def outcome_of(
         status = RunStatus.COMPLETED
     if not status.is_failure and result is not None:
         if isinstance(result, Mapping):
-            metrics.update(result)
+            metrics.update(ctx.final_metrics(result))  # a Mapping that raises costs nothing
         else:
             metrics["result"] = result
     return RunOutcome(
         trial=spec.trial.name,
         repeat=spec.repeat,
         status=status,
-        metrics=metrics,
+        metrics=ctx.final_metrics(metrics),  # plain JSON data, conversions noted
         error=error,
         reason=reason,
         duration=duration,

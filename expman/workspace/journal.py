@@ -70,6 +70,7 @@ from expman.events import (
 )
 from expman.jsonlines import dumps_fields, loads, repair_tail
 from expman.status import RunStatus
+from expman.values import restore_line
 
 #: The journal writer's subscriber name (what ``EventBus.settled`` waits for).
 JOURNAL = "writer.journal"
@@ -181,7 +182,7 @@ class JournalWriter:
                 event = dataclasses.replace(event, checkpoint=_relative(event.checkpoint, root))
             try:
                 lines.append(encode(event))
-            except (TypeError, ValueError) as exc:  # orjson's errors are TypeErrors
+            except Exception as exc:  # dumps never raises; a field's own property might
                 if self._on_unencodable is not None:
                     self._on_unencodable(event, exc)
                 else:
@@ -402,9 +403,13 @@ def _numbered(path: Path) -> Iterator[tuple[int, Any]]:
             if not raw.endswith(b"\n"):
                 return  # a torn last line (a crash mid-write): not a record yet
             try:
-                yield number, loads(raw)
+                value = loads(raw)
             except ValueError as exc:
                 yield number, exc
+                continue
+            if isinstance(value, dict) and (b'NaN"' in raw or b'Infinity"' in raw):
+                restore_line(value)  # the non-finite floats dumps wrote as text
+            yield number, value
 
 
 def _check(entry: Any, kind: Any) -> None:
