@@ -54,6 +54,7 @@ from expman.events import (
     TrialStarted,
 )
 from expman.jsonlines import dumps_fields, read_lines, repair_tail
+from expman.workspace.safepaths import open_append
 
 #: The event types the journal records.
 JOURNALED: tuple[type[Event], ...] = (
@@ -92,8 +93,8 @@ class JournalWriter:
     def open(self) -> None:
         """Repair a torn tail and open for append (call before the experiment starts)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = open_append(self.path, within=self.path.parents[1])  # never via a link
+        repair_tail(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -20,9 +20,7 @@ missing ``monitor`` metric fails the run (a typo would otherwise keep nothing).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from expman.errors import CallbackError
 from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
 from expman.serializable import YAMLSerializable
 from expman.subscribers.callbacks.base import Callback
+from expman.workspace.safepaths import remove_tree
 
 PREFIX = "checkpoint-"
 
@@ -178,7 +177,8 @@ class CheckpointCallback(Callback):
             return
         for path in self._ranked()[self.save_top_k :]:
             del self.kept[path]
-            await anyio.to_thread.run_sync(_delete, Path(path))
+            # Only inside this run's artifacts/, never through a link (safepaths).
+            await anyio.to_thread.run_sync(remove_tree, path, self.paths.artifacts)
 
     # -- state for resume ------------------------------------------------------------------
 
@@ -201,11 +201,3 @@ class CheckpointCallback(Callback):
 
 def _is_epoch(path: str) -> bool:
     return Path(path).name.removeprefix(PREFIX).lstrip("-").isdigit()
-
-
-def _delete(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
