@@ -25,6 +25,7 @@ from expman.errors import WorkspaceError, WorkspaceLinkError
 from expman.jsonlines import repair_tail
 from expman.workspace.atomic import atomic_write, make_folders, remove_path
 from expman.workspace.lock import ExperimentLock
+from expman.workspace.logsink import LogFiles
 from expman.workspace.safepaths import make_dirs, open_append, remove_tree
 
 from .conftest import run_cli
@@ -481,3 +482,23 @@ def test_a_disk_filling_up_mid_run_leaves_only_whole_json_lines(
                 except ValueError:
                     pytest.fail(f"{path}:{number} is not JSON: {line[:80]!r}")
             # A torn tail (no newline) is allowed only at the very end: never in the middle.
+
+
+async def test_a_write_torn_by_a_full_disk_is_cut_back_and_nothing_follows_it(
+    tmp_path: Path,
+) -> None:
+    """LogFiles on a real full tmpfs: the half-written batch is cut; later lines never land."""
+    with small_disk(tmp_path, "64k") as disk:
+        files = LogFiles(within=disk)
+        path = str(disk / "logs" / "run.log")
+        files.emit(path, b'{"first":1}\n')
+        await files.flush()
+        fill(disk)  # the log's first page still has room: the next write is torn
+        files.emit(path, b'{"big":"' + b"x" * 6000 + b'"}\n')
+        await files.flush()
+        assert files.statistics().errors == 1
+        (disk / "filler").unlink()  # space again: a line now would follow the fragment
+        files.emit(path, b'{"after":1}\n')
+        await files.flush()
+        assert Path(path).read_bytes() == b'{"first":1}\n'
+        assert files.statistics().dropped == 1
