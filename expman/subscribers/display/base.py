@@ -16,6 +16,7 @@ import anyio
 
 from expman.bus import mailbox
 from expman.events import Event
+from expman.formatting import printable
 from expman.subscribers.display.state import ProgressState, epochs_of
 from expman.subscribers.display.summary import plain_summary
 
@@ -85,11 +86,15 @@ class Display:
         """The line to show for ``event`` once the state has seen it (subclasses)."""
         return None
 
+    def shown(self, text: str) -> str:
+        """``text`` as it may reach a terminal: control characters escaped, lines kept."""
+        return printable(text, newlines=True)
+
     def _write(self, text: str) -> None:
         if self._broken:
             return
         try:
-            self.out.write(text)
+            self.out.write(self.shown(text))
             self.out.flush()
         except (BrokenPipeError, ValueError):  # the reader went away / stream closed
             self._broken = True
