@@ -196,6 +196,22 @@ def test_a_link_planted_in_a_finished_experiment_is_refused_on_resume(
     assert victim.read_bytes() == before
 
 
+@pytest.mark.slow
+def test_the_report_is_never_written_through_a_planted_link(
+    make_experiment: Callable[..., Path], workspace: Path, victim: Path
+) -> None:
+    """``expman report`` into the experiment folder: a link at report.html is refused."""
+    pytest.importorskip("matplotlib")
+    root = make_experiment()
+    assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
+    before = victim.read_bytes()
+    link = workspace / EXP / "report.html"
+    plant(link, victim)
+    proc = run_cli("report", str(workspace / EXP))
+    assert_refused(proc, link, victim)
+    assert victim.read_bytes() == before
+
+
 def test_a_hard_link_to_an_outside_file_is_refused(
     make_experiment: Callable[..., Path], workspace: Path, victim: Path
 ) -> None:

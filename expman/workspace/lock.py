@@ -28,9 +28,15 @@ from expman.workspace.safepaths import SAFE_FLAGS, open_file
 def read_holder(path: Path) -> dict[str, Any]:
     """What the lock file says about its (last) holder; empty if unreadable."""
     try:
-        data = json.loads(path.read_text() or "{}")
+        fd = os.open(path, os.O_RDONLY | SAFE_FLAGS | os.O_NONBLOCK)  # no link, no FIFO wait
+    except OSError:
+        return {}
+    try:
+        data = json.loads(os.read(fd, 64 * 1024) or b"{}")
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     return data if isinstance(data, dict) else {}
 
 
