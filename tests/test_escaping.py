@@ -42,7 +42,9 @@ HOSTILE = textwrap.dedent(
 
     class Hostile(Pipeline):
         async def run(self, ctx):
-            await ctx.epoch_end(0, {{{TITLE!r} + "loss": 0.5, "[red]k[/red]": 1.0}})
+            await ctx.epoch_end(
+                0, {{{TITLE!r} + "loss": 0.5, "[red]k[/red]": 1.0, "n\\nexpman: forged": 2.0}}
+            )
             if ctx.repeat == 1:
                 raise ValueError("bad " + {CLEAR!r} + " thing " + {BIDI!r})
             return {{"note": "=cmd|' /C calc'!A0", "neg": -0.5}}
@@ -77,6 +79,10 @@ def finished(make_experiment: Callable[..., Path], workspace: Path) -> tuple[Pat
     assert "\\x1b]0;pwned\\x07loss" in proc.stdout
     assert "bad \\x1b[2J thing \\u202e" in proc.stdout
     assert f"t{printable(C1_CSI)}/run_1" in proc.stdout
+    # A newline in a metric key cannot forge a line of expman's own.
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert not [line for line in lines if line.startswith("expman: forged")], lines
+    assert "n\\nexpman: forged=2" in proc.stdout
     return root, next(workspace.iterdir())
 
 

@@ -196,6 +196,21 @@ def test_a_link_planted_in_a_finished_experiment_is_refused_on_resume(
     assert victim.read_bytes() == before
 
 
+@pytest.mark.parametrize("name", [".lock", "logs/events.jsonl", "trials/a/run_0/logs/run.log"])
+def test_a_dangling_link_never_creates_its_target(
+    make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path, name: str
+) -> None:
+    """A link to a path that does not exist yet: refused, and nothing is created there."""
+    root = make_experiment()
+    target = tmp_path / "outside" / "created-by-expman"
+    target.parent.mkdir()
+    link = workspace / EXP / name
+    plant(link, target)
+    proc = run_cli("run", str(root), "-w", str(workspace))
+    assert_refused(proc, link, target)
+    assert not target.exists()
+
+
 @pytest.mark.slow
 def test_the_report_is_never_written_through_a_planted_link(
     make_experiment: Callable[..., Path], workspace: Path, victim: Path

@@ -78,7 +78,7 @@ class Display:
             self.state.apply(event)
             line = self.line_for(event)
             if line is not None:
-                lines.append(line + "\n")
+                lines.append(self.shown_line(line) + "\n")
         if lines:
             await anyio.to_thread.run_sync(self._write, "".join(lines))
 
@@ -89,6 +89,10 @@ class Display:
     def shown(self, text: str) -> str:
         """``text`` as it may reach a terminal: control characters escaped, lines kept."""
         return printable(text, newlines=True)
+
+    def shown_line(self, line: str) -> str:
+        """One event's line: a newline inside (a metric key, a reason) is escaped too."""
+        return printable(line)
 
     def _write(self, text: str) -> None:
         if self._broken:

@@ -90,6 +90,9 @@ class JsonDisplay(Display):
     def shown(self, text: str) -> str:
         return printable_json(text)  # still the same JSON
 
+    def shown_line(self, line: str) -> str:
+        return printable_json(line)
+
     def note(self, text: str) -> None:
         print(printable(text, newlines=True), file=sys.stderr)
 
