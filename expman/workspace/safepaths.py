@@ -23,7 +23,6 @@ the owner's choice, not something planted inside.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import stat
@@ -40,9 +39,20 @@ PathLike = str | os.PathLike[str]
 
 def inside(path: PathLike, within: PathLike) -> bool:
     """Whether ``path`` names something strictly below ``within`` (by name, no ``..``)."""
-    child = os.path.normpath(os.path.abspath(path))
-    root = os.path.normpath(os.path.abspath(within))
-    return child.startswith(root.rstrip(os.sep) + os.sep)
+    return _below(_absolute(path), _absolute(within)) is not None
+
+
+def _absolute(path: PathLike) -> str:
+    text = os.fspath(path)
+    return os.path.normpath(text if os.path.isabs(text) else os.path.abspath(text))
+
+
+def _below(target: str, root: str) -> list[str] | None:
+    """The names leading from ``root`` down to ``target`` (both normalised), or None."""
+    prefix = root.rstrip(os.sep) + os.sep
+    if not target.startswith(prefix):
+        return None
+    return target[len(prefix) :].split(os.sep)
 
 
 def first_link(path: PathLike, within: PathLike, *, include_last: bool = True) -> str | None:
@@ -51,18 +61,17 @@ def first_link(path: PathLike, within: PathLike, *, include_last: bool = True) -
     Names that do not exist end the walk (nothing below them exists either).
     ``include_last=False`` checks only the folders above ``path``.
     """
-    root = os.path.normpath(os.path.abspath(within))
-    target = os.path.normpath(os.path.abspath(path))
+    root, target = _absolute(within), _absolute(path)
     if target == root:
         return None
-    if not target.startswith(root.rstrip(os.sep) + os.sep):
-        raise WorkspaceError(f"{path} is outside the experiment folder {within}")
-    parts = target[len(root.rstrip(os.sep)) + 1 :].split(os.sep)
+    parts = _below(target, root)
+    if parts is None:
+        raise WorkspaceError(f"{os.fspath(path)} is outside the experiment folder {within}")
     if not include_last:
         parts = parts[:-1]
     current = root
     for part in parts:
-        current = os.path.join(current, part)
+        current = f"{current}{os.sep}{part}"
         try:
             mode = os.lstat(current).st_mode
         except FileNotFoundError:
@@ -82,11 +91,27 @@ def check_no_links(path: PathLike, within: PathLike, *, include_last: bool = Tru
 def check_folders(within: PathLike, *folders: PathLike) -> None:
     """Each of ``folders`` (below ``within``), where it exists, is reached through no link.
 
-    Cheap (one ``lstat`` per name): the runtime checks a run's folders this way just
-    before its pipeline starts, so a link planted there never receives its files.
+    Cheap (one ``lstat`` per distinct name): the runtime checks a run's folders this
+    way just before its pipeline starts, so a link planted there never receives files.
     """
+    root = _absolute(within)
+    seen: set[str] = set()
     for folder in folders:
-        check_no_links(folder, within)
+        parts = _below(_absolute(folder), root)
+        if parts is None:
+            raise WorkspaceError(f"{os.fspath(folder)} is outside the experiment folder {within}")
+        current = root
+        for part in parts:
+            current = f"{current}{os.sep}{part}"
+            if current in seen:
+                continue
+            seen.add(current)
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(mode):
+                raise WorkspaceLinkError.at(current)
 
 
 def make_dirs(path: PathLike, within: PathLike) -> bool:
@@ -95,17 +120,17 @@ def make_dirs(path: PathLike, within: PathLike) -> bool:
     ``within`` itself is made as usual (it may be, or lie below, a link of the
     owner's); below it, an existing name must be a real folder.
     """
-    root = os.path.normpath(os.path.abspath(within))
-    target = os.path.normpath(os.path.abspath(path))
+    root, target = _absolute(within), _absolute(path)
     os.makedirs(root, exist_ok=True)
     if target == root:
         return False
-    if not target.startswith(root.rstrip(os.sep) + os.sep):
-        raise WorkspaceError(f"{path} is outside the experiment folder {within}")
+    parts = _below(target, root)
+    if parts is None:
+        raise WorkspaceError(f"{os.fspath(path)} is outside the experiment folder {within}")
     current = root
     created = False
-    for part in target[len(root.rstrip(os.sep)) + 1 :].split(os.sep):
-        current = os.path.join(current, part)
+    for part in parts:
+        current = f"{current}{os.sep}{part}"
         created = make_dir(current)
     return created
 
@@ -133,8 +158,9 @@ def check_folder(path: PathLike) -> None:
 def open_file(path: PathLike, flags: int, within: PathLike | None = None, mode: int = 0o644) -> int:
     """``os.open`` that refuses links: in ``path`` itself and in folders under ``within``.
 
-    The file, once open, must be a plain file with a single name; the returned
-    descriptor is blocking and close-on-exec.
+    The file, once open, must be a plain file with a single name; the descriptor is
+    close-on-exec (and ``O_NONBLOCK``, which means nothing for a plain file: it only
+    kept the open from waiting on a FIFO).
     """
     if within is not None:
         check_no_links(path, within, include_last=False)
@@ -148,7 +174,6 @@ def open_file(path: PathLike, flags: int, within: PathLike | None = None, mode: 
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             raise WorkspaceLinkError.at(path)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)
         raise
