@@ -256,3 +256,25 @@ def test_the_live_display_on_a_terminal_shows_no_raw_sequence(
         assert raw not in text, f"{raw!r} reached the terminal raw"
     assert "\\x1b]0;pwned\\x07loss" in text or "bad \\x1b[2J thing" in text, text
     assert "[red]k[/red]" in text or "bad \\x1b[2J thing" in text
+
+
+def test_a_hand_edited_journal_cannot_reach_the_terminal_raw(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """Names and errors written into events.jsonl by hand: status and results escape them."""
+    root = make_experiment()
+    assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
+    journal = workspace / "exp" / "logs" / "events.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    for record in records:
+        if record.get("trial") == "a":
+            record["trial"] = f"a{TITLE}[red]X[/red]"
+        if record["type"] == "RunFinished":
+            record.update(status="failed", error=f"boom {CLEAR}\nsecond line")
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for args in (["status"], ["results", "--runs", "--metric", "loss"]):
+        proc = run_cli(*args, str(workspace / "exp"))
+        assert proc.returncode == 0, proc.stderr
+        assert_no_raw_controls(proc.stdout + proc.stderr)
+        assert "a\\x1b]0;pwned\\x07[red]X[/red]/run_0" in proc.stdout
+        assert "boom \\x1b[2J" in proc.stdout
