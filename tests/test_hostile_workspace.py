@@ -259,6 +259,21 @@ def test_a_fifo_planted_as_a_log_never_blocks_the_run(
     assert f"{fifo} is not a plain file" in proc.stderr, proc.stderr
 
 
+def test_status_on_a_fifo_journal_answers_at_once(
+    make_experiment: Callable[..., Path], workspace: Path
+) -> None:
+    """``expman status`` of a folder whose events.jsonl is a FIFO: a message, no hang."""
+    root = make_experiment()
+    assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
+    journal = workspace / EXP / "logs" / "events.jsonl"
+    journal.unlink()
+    os.mkfifo(journal)
+    proc = run_cli("status", str(workspace / EXP), timeout=30)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"{journal} is not a plain file" in proc.stderr, proc.stderr
+
+
 def test_links_above_the_experiment_folder_are_the_owners_choice(
     make_experiment: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -389,6 +404,16 @@ class TestPrimitives:
         finally:
             os.close(fd)
         assert path.read_bytes() == b'{"a":1}\n' * 1000
+
+    async def test_log_files_outside_the_experiment_folder_are_the_callers_own(
+        self, tmp_path: Path
+    ) -> None:
+        """A LogFiles path outside ``within`` is written as asked (not refused, no crash)."""
+        files = LogFiles(within=tmp_path / "exp")
+        files.emit(str(tmp_path / "elsewhere" / "x.log"), b'{"a":1}\n')
+        await files.flush()
+        assert (tmp_path / "elsewhere" / "x.log").read_bytes() == b'{"a":1}\n'
+        assert files.statistics().errors == 0
 
     def test_the_lock_never_truncates_a_linked_target(self, tmp_path: Path, victim: Path) -> None:
         """ExperimentLock on a planted .lock link: an error naming it; the target intact."""

@@ -93,7 +93,7 @@ class JournalWriter:
     def open(self) -> None:
         """Repair a torn tail and open for append (call before the experiment starts)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = open_append(self.path, within=self.path.parents[1])  # never via a link
+        self._fd = open_append(self.path, within=self.path.parent.parent)  # never via a link
         repair_tail(self._fd)
 
     def close(self) -> None:

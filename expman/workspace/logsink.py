@@ -30,7 +30,7 @@ import anyio
 from aiofiles.os import wrap
 
 from expman.jsonlines import repair_tail
-from expman.workspace.safepaths import APPEND_FLAGS, PathLike, make_dirs, open_file
+from expman.workspace.safepaths import APPEND_FLAGS, PathLike, inside, make_dirs, open_file
 
 #: File handles kept open at once; older ones are closed and reopened on demand.
 MAX_OPEN_FILES = 128
@@ -284,8 +284,8 @@ def _open_creating_folders(path: str, flags: int, within: PathLike | None) -> in
         return open_file(path, flags, within)
     except FileNotFoundError:
         folder = os.path.dirname(path)
-        if within is None:
-            os.makedirs(folder, exist_ok=True)
-        else:
+        if within is not None and inside(folder, within):
             make_dirs(folder, within)
+        else:
+            os.makedirs(folder, exist_ok=True)
         return open_file(path, flags, within)

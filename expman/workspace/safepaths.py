@@ -162,7 +162,7 @@ def open_file(path: PathLike, flags: int, within: PathLike | None = None, mode: 
     close-on-exec (and ``O_NONBLOCK``, which means nothing for a plain file: it only
     kept the open from waiting on a FIFO).
     """
-    if within is not None:
+    if within is not None and inside(path, within):  # elsewhere: the caller's own path
         check_no_links(path, within, include_last=False)
     try:
         fd = os.open(path, flags | SAFE_FLAGS | os.O_NONBLOCK, mode)
@@ -194,7 +194,7 @@ def open_append(
         if not make_parents:
             raise
     parent = os.path.dirname(os.fspath(path))
-    if within is not None:
+    if within is not None and inside(parent, within):
         make_dirs(parent, within)
     else:
         os.makedirs(parent, exist_ok=True)
