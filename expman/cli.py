@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(printable(f"expman: config error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_USAGE
     except (WorkspaceLocked, ConfigChanged) as exc:
         print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
@@ -132,12 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # While running, a workspace that fails (disk full, read-only) fails the run.
         print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_FAILED if args.command == "run" else EXIT_USAGE
     except ExpmanError as exc:
         print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("expman: interrupted", file=sys.stderr)
@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE
+
+
+def _print_traceback() -> None:
+    """``--debug``: the traceback, its messages escaped like every other line."""
+    print(printable(traceback.format_exc(), newlines=True), end="", file=sys.stderr)
 
 
 def _exit_now(code: int) -> int:

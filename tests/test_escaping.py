@@ -210,6 +210,10 @@ def test_validate_and_config_errors_escape_what_the_user_wrote(
     bad = run_cli("validate", str(root), f"settings.x{CLEAR}.y=1", "execution.bogus=1")
     assert bad.returncode == 2
     assert_no_raw_controls(bad.stdout + bad.stderr)
+    missing = run_cli("status", str(workspace / f"no{TITLE}such"), "--debug")
+    assert missing.returncode == 2
+    assert_no_raw_controls(missing.stdout + missing.stderr)
+    assert "no\\x1b]0;pwned\\x07such" in missing.stderr
 
 
 @pytest.mark.slow
