@@ -104,7 +104,8 @@ class WorkspaceLinkError(WorkspaceError, OSError):
         except OSError:
             return cls(path, "is not a plain file or folder")
         if info.st_nlink > 1 and not os.path.isdir(path):
-            return cls(path, f"is a hard link ({info.st_nlink} names for one file)")
+            names = info.st_nlink
+            return cls(path, f"is a hard link ({names} names for one file; a copy would do)")
         return cls(path, "is not a plain file")
 
     def __str__(self) -> str:
