@@ -168,13 +168,19 @@ def test_a_folder_planted_as_a_link_is_refused_and_nothing_lands_outside(
 def test_a_linked_artifacts_folder_gets_no_checkpoint_and_loses_no_file(
     make_experiment: Callable[..., Path], workspace: Path, victim_dir: Path
 ) -> None:
-    """A run's artifacts/ linked outside: no checkpoint is written there, none deleted."""
+    """A run's artifacts/ linked outside: nothing written or deleted there; resumable after."""
     root = saver_experiment(make_experiment, save_top_k=1)
     before = snapshot(victim_dir)
     link = workspace / RUN / "artifacts"
     plant(link, victim_dir)
     proc = run_cli("run", str(root), "-w", str(workspace))
     assert_refused(proc, link, victim_dir)
+    assert snapshot(victim_dir) == before
+    link.unlink()  # the owner removes it: the run that was refused runs again, whole
+    proc = run_cli("run", str(root), "-w", str(workspace))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "a/run_0: completed" in proc.stdout
+    assert (workspace / RUN / "artifacts" / "checkpoint-final").is_file()
     assert snapshot(victim_dir) == before
 
 
