@@ -7,14 +7,17 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from expman.errors import WorkspaceLinkError
 from expman.values import Conversion, has_nonfinite, json_form, restore_line
 
 #: orjson options of every log line (numpy values, non-string keys).
@@ -139,50 +142,72 @@ def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
     back as the floats :func:`dumps` wrote them for.
     """
     try:
-        with open(path, "rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    return
-                try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(value, dict):
-                    # Fields that hold metrics get their non-finite floats back.
-                    if b'NaN"' in raw or b'Infinity"' in raw:
-                        restore_line(value)
-                    yield value
+        # Never blocks on a FIFO planted there (nor reads a device): plain files only.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise WorkspaceLinkError.at(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                # Fields that hold metrics get their non-finite floats back.
+                if b'NaN"' in raw or b'Infinity"' in raw:
+                    restore_line(value)
+                yield value
 
 
-def repair_tail(path: str | Path) -> bool:
+def repair_tail(file: str | Path | int) -> bool:
     """Cut a torn last line off a JSON-lines file so that appends start clean.
 
-    Returns True when something was cut.
+    ``file`` is a path or a descriptor open for reading and writing (the one that
+    will be appended to, so what is repaired is what is written).  A path is opened
+    without following a link (:class:`~expman.errors.WorkspaceLinkError`): cutting
+    would truncate whatever the link points at.  Returns True when something was cut.
     """
+    if isinstance(file, int):
+        return _repair_fd(file)
     try:
-        with open(path, "rb+") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size == 0:
-                return False
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
-                return False
-            # Walk back to the last newline; everything after it is the torn line.
-            pos = size - 1
-            chunk = 4096
-            while pos > 0:
-                start = max(0, pos - chunk)
-                f.seek(start)
-                block = f.read(pos - start)
-                idx = block.rfind(b"\n")
-                if idx >= 0:
-                    f.truncate(start + idx + 1)
-                    return True
-                pos = start
-            f.truncate(0)
-            return True
+        fd = os.open(file, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WorkspaceLinkError.at(file) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise WorkspaceLinkError.at(file)
+        return _repair_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair_fd(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return False
+    # Walk back to the last newline; everything after it is the torn line.
+    pos = size - 1
+    chunk = 4096
+    while pos > 0:
+        start = max(0, pos - chunk)
+        block = os.pread(fd, pos - start, start)
+        idx = block.rfind(b"\n")
+        if idx >= 0:
+            os.ftruncate(fd, start + idx + 1)
+            return True
+        pos = start
+    os.ftruncate(fd, 0)
+    return True

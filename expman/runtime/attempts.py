@@ -43,6 +43,7 @@ from expman.workspace.atomic import remove_partial_files
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.logrouting import log_to
 from expman.workspace.logsink import LogFiles
+from expman.workspace.safepaths import check_folders
 
 CallbackFactory = Callable[[RunSpec], Sequence[Any]]
 #: How long cleanup (the final RunFinished) may take when the run is being cancelled.
@@ -275,6 +276,10 @@ class Attempts:
                         try:
                             if ctx.callbacks.error is not None:  # nothing to run with
                                 raise ctx.callbacks.error
+                            # A link planted in its folders: the run never writes there.
+                            check_folders(
+                                self.layout.root, paths.configs, paths.logs, paths.artifacts
+                            )
                             result = await self.executor.execute(ctx)
                             # Executors announce it while the pipeline is alive; this
                             # covers one that did not (a no-op otherwise).
