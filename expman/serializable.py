@@ -1,8 +1,16 @@
 """YAMLSerializable: the registry that turns ``{type: Name, ...}`` into objects, and back.
 
 Naming a class.  A class registers under a name with ``@YAMLSerializable.register
-("Name")`` (or ``expman.register``); a config can also name any importable class with
-an import path ``"package.module:attr"`` (or ``"package.module.attr"``).  While a
+("Name")`` (or ``expman.register``); a config can also name a class with an import
+path ``"package.module:Class"`` (or ``"package.module.Class"``).  An import path is
+held to a policy, because a YAML file alone must not be able to run arbitrary code
+(``type: "subprocess:getoutput"``): it is dotted identifiers (no ``..``, no leading
+``.``, no ``__dunder__`` attribute); its module is one of the config folder's or of
+an installed package, never Python's standard library (refused before it is
+imported); and what it names is a class defined there, not a function, a module or
+another object (:class:`RefusedType`).  Whether the class is of the right kind (a
+pipeline, a callback, a subscriber) is for the caller to check, before it calls or
+builds anything (``expman.experiment.preflight``).  While a
 config's pipelines, callbacks and subscribers are resolved, its folder is on
 ``sys.path`` (:func:`import_path`), and before the first name is resolved there the
 folder's own modules are imported, once per folder per process (see
@@ -33,6 +41,7 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.util
 import inspect
 import sys
 import traceback
@@ -169,13 +178,27 @@ class UnknownType(LookupError):
         super().__init__(f"{name!r}: {detail}")
 
 
+class RefusedType(LookupError):
+    """A ``type`` names something a config may not name (see the module docstring)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name!r}: {reason}")
+
+
 class ConfigModuleError(ImportError):
-    """A module of a config folder raised while it was imported."""
+    """A module a config names (or of its folder) raised while it was imported.
+
+    ``frames`` is the end of its traceback in the user's own files, one short line
+    each (``pipes.py:7 in helper: raise RuntimeError(...)``), innermost last.
+    """
 
     def __init__(self, file: Path, line: int | None, error: BaseException) -> None:
         self.file = file
         self.line = line
         self.error = error
+        self.frames = user_frames(error)
         super().__init__(f"{file}: cannot import it: {type(error).__name__}: {error}")
 
 
@@ -209,12 +232,9 @@ def resolve_type(name: str) -> Any:
     if name in registry:
         return registry[name]
     known = sorted(registry)
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-    elif "." in name:
-        module_name, _, attr = name.rpartition(".")
-    else:
+    if ":" not in name and "." not in name:
         raise UnknownType(name, "not a registered name", known)
+    module_name, attr = split_import_path(name)
     # Once per config folder and name, while the same module is loaded: the check
     # below stats files, and every run of a sweep builds its pipeline and callbacks
     # by name.  (Another folder's module of that name, or a reload, resolves again.)
@@ -223,22 +243,149 @@ def resolve_type(name: str) -> Any:
     cached = _resolved.get(key)
     if cached is not None and sys.modules.get(top) is cached[1]:
         return cached[0]
+    from_folder = any(_folder_provides(folder, top) for folder in dirs)
+    if not from_folder and _is_python_own(top):
+        raise RefusedType(
+            name,
+            f"{top!r} is a module of Python's standard library; expected a class defined"
+            " in the config folder or in an installed package",
+        )
     if dirs:
         _forget_shadowed_module(top, dirs[-1])
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
+    module = _import(name, module_name, known)
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
+    _refuse_non_class(name, target, dirs)
     if len(_resolved) >= _RESOLVED_MAX:
         _resolved.clear()
     _resolved[key] = (target, sys.modules.get(top))
     return target
+
+
+def split_import_path(name: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``).
+
+    Each part is an identifier: a relative, empty or path-like module (``":X"``,
+    ``"../x:y"``, ``".mod:X"``) and a ``__dunder__`` attribute are :class:`RefusedType`.
+    """
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    else:
+        module_name, _, attr = name.rpartition(".")
+    expected = (
+        "expected an import path 'package.module:Class' (names made of letters,"
+        " digits and _, joined by dots) or a registered name"
+    )
+    modules, attrs = module_name.split("."), attr.split(".")
+    if not all(part.isidentifier() for part in (*modules, *attrs)):
+        raise RefusedType(name, f"not a valid import path; {expected}")
+    if any(part.startswith("__") for part in attrs):
+        raise RefusedType(name, f"names a private attribute ({attr!r}); {expected}")
+    return module_name, attr
+
+
+def _is_python_own(top: str) -> bool:
+    """Whether ``top`` is a module of Python itself (its standard library, builtins)."""
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__"
+
+
+def _folder_provides(folder: Path, top: str) -> bool:
+    return any(p.is_file() for p in (folder / f"{top}.py", folder / top / "__init__.py"))
+
+
+def _import(name: str, module_name: str, known: list[str]) -> Any:
+    """Import ``module_name``; its own failure is a ConfigModuleError with the user's frames."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
+            raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
+        raise _module_error(module_name, exc) from exc  # the module's own missing import
+    except (Exception, SystemExit) as exc:  # the user's module raised while it imported
+        raise _module_error(module_name, exc) from exc
+
+
+def _module_error(module_name: str, error: BaseException) -> ConfigModuleError:
+    """The ConfigModuleError of ``module_name``'s failed import: its file and line."""
+    file = None
+    if isinstance(error, SyntaxError) and error.filename:
+        file = Path(error.filename)
+    else:
+        spec_file = _module_file(module_name)
+        file = Path(spec_file) if spec_file else None
+    if file is None:
+        return ConfigModuleError(Path(module_name.replace(".", "/")), None, error)
+    return ConfigModuleError(file, _line_in(file, error), error)
+
+
+def _module_file(module_name: str) -> str | None:
+    """Where ``module_name``'s source is, if it can be found without running it."""
+    with contextlib.suppress(Exception):
+        spec = importlib.util.find_spec(module_name)
+        if spec is not None and spec.origin and spec.has_location:
+            return spec.origin
+    return None
+
+
+def _refuse_non_class(name: str, target: Any, dirs: tuple[Path, ...]) -> None:
+    """Refuse anything but a class, and a class of Python's own (``mypkg:Thread``)."""
+    if not isinstance(target, type):
+        raise RefusedType(
+            name,
+            f"{_what(target)}, not a class; expected a class (a pipeline, callback or subscriber)",
+        )
+    defined_in = getattr(target, "__module__", "") or ""
+    top = defined_in.split(".")[0]
+    if not _is_python_own(top):
+        return
+    file = getattr(sys.modules.get(defined_in), "__file__", None)
+    if file is not None and any(Path(file).is_relative_to(folder) for folder in dirs):
+        return
+    raise RefusedType(
+        name,
+        f"{target.__qualname__} is defined in {defined_in!r}, part of Python itself;"
+        " expected a class defined in the config folder or in an installed package",
+    )
+
+
+def _what(target: Any) -> str:
+    if inspect.ismodule(target):
+        return "it is a module"
+    if inspect.isroutine(target) or isinstance(target, functools.partial):
+        return "it is a function"
+    return f"it is a {type(target).__name__} object"
+
+
+def user_frames(error: BaseException, limit: int = 3) -> list[str]:
+    """The last ``limit`` frames of ``error``'s traceback in the user's own files.
+
+    One line each, ``file:line in function: source``; frames of Python's import
+    machinery and of expman itself are left out.  A SyntaxError adds the line it
+    was found on (which is no frame).
+    """
+    own = Path(__file__).resolve().parent
+    lines = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        file = frame.filename
+        if file.startswith("<") or "importlib" in file or _inside(Path(file), own):
+            continue
+        source = (frame.line or "").strip()
+        lines.append(f"{file}:{frame.lineno} in {frame.name}: {source}"[:200])
+    if isinstance(error, SyntaxError) and error.filename:
+        text = (error.text or "").strip()
+        lines.append(f"{error.filename}:{error.lineno}: {text}"[:200])
+    return lines[-limit:]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        return path.resolve().is_relative_to(folder)
+    return False
 
 
 def signature_of(target: Any) -> inspect.Signature:
@@ -359,7 +506,7 @@ def import_config_modules(folder: Path) -> None:
         _forget_shadowed_module(file.stem, folder)
         try:
             module = importlib.import_module(file.stem)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() at import is a mistake too
             raise ConfigModuleError(file, _line_in(file, exc), exc) from exc
         names.update(_registered_in.get(getattr(module, "__file__", None) or "", {}))
     _folder_names[folder] = names

@@ -20,16 +20,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from expman.config import ExperimentPlan, TrialSpec, load_plan
-from expman.config.schema import EXECUTORS
+from expman.config.schema import EXECUTORS, type_name
 from expman.delivery import calls_are_async
 from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
 from expman.executors.devices import detect_devices, resource_problem
 from expman.experiment.parameters import accepted_parameters, unchecked_reason
-from expman.pipeline import Pipeline
+from expman.pipeline import Pipeline, pipeline_problem
 from expman.serializable import (
     ConfigModuleError,
     InvalidParam,
+    RefusedType,
     UnknownType,
     YAMLSerializable,
     builds_itself,
@@ -149,12 +150,22 @@ def check_config_modules(plan: ExperimentPlan) -> None:
     try:
         import_config_modules(plan.config_dir)
     except ConfigModuleError as exc:
-        error = exc.error
-        raise ConfigError(
-            f"this module of the config folder cannot be imported: {type(error).__name__}: {error}",
-            file=plan.config_dir / exc.file.name,
-            line=exc.line,
-        ) from error
+        where = plan.config_dir / exc.file.name
+        raise _import_failed(exc, where, "this module of the config folder") from exc.error
+
+
+def _import_failed(exc: ConfigModuleError, file: Any, what: str) -> ConfigError:
+    """The ConfigError of a module that raised at import: its error, then its last frames."""
+    error = exc.error
+    text = str(error).splitlines()[0] if str(error) else ""
+    if isinstance(error, SystemExit):
+        text = f"sys.exit({error.code!r}) while it was imported"
+    frames = "".join(f"\n  {frame}" for frame in exc.frames)
+    return ConfigError(
+        f"{what} cannot be imported: {type(error).__name__}: {text}{frames}",
+        file=file,
+        line=exc.line,
+    )
 
 
 def parameter_notes(plan: ExperimentPlan) -> list[str]:
@@ -223,10 +234,16 @@ def _callback_entries(trial: TrialSpec) -> list[Any]:
 
 
 def build_subscribers(plan: ExperimentPlan) -> list[Any]:
-    """The subscribers named in YAML (``subscribers:``), built through the registry."""
+    """The subscribers named in YAML (``subscribers:``), built through the registry.
+
+    Each is checked first, as :func:`prepare` checks it (a plan from ``load_plan``
+    did not go through it): nothing is built that is not a subscriber class.
+    """
     if not plan.subscribers:
         return []
     with import_path(plan.config_dir):
+        for entry in plan.subscribers:
+            _check_buildable(entry.error, entry.key, entry.config, "subscriber")
         return [YAMLSerializable.from_config(entry.config) for entry in plan.subscribers]
 
 
@@ -250,29 +267,41 @@ def _refuse_wider_hooks(error: ErrorAt, key: str, name: Any, target: Any) -> Non
 
 
 def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
-    """Resolve ``config``'s type and check its parameters; returns the type."""
+    """Resolve ``config``'s type and check its kind, then its parameters; returns the type.
+
+    Nothing of the type is called before its kind is known to fit the key (importing
+    its module is all): a pipeline class with ``run(ctx)``, a ``Callback`` subclass, a
+    subscriber class with an async ``__call__``.  Only then is its own
+    ``validate_params`` asked about the parameters.
+    """
     if not isinstance(config, Mapping) or "type" not in config:
         raise error(key, "expected a mapping with a 'type' key")
+    name = config["type"]
+    if not isinstance(name, str):
+        raise error(
+            f"{key}.type",
+            f"expected a string naming a registered {kind} or an import path"
+            f" 'module:Class', got {type_name(name)}",
+        )
     try:
-        target = resolve_type(str(config["type"]))
+        target = resolve_type(name)
     except UnknownType as exc:
         known = ", ".join(_known_names(kind)) or "(none registered)"
         raise error(
             f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
         ) from None
-    if kind == "pipeline" and not callable(getattr(target, "run", None)):
-        raise error(f"{key}.type", f"{config['type']!r} has no run(ctx) method")
+    except RefusedType as exc:
+        raise error(f"{key}.type", f"{name!r} cannot be used: {exc.reason}") from None
+    except ConfigModuleError as exc:
+        raise _import_failed(exc, exc.file, f"the module of {name!r}") from exc.error
+    problem = _kind_problem(target, kind)
+    if problem is not None:
+        raise error(f"{key}.type", f"{name!r} {problem}")
     if inspect.isabstract(target):
         missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
         raise error(
             f"{key}.type",
             f"{config['type']!r} is abstract: expected it to define {missing}",
-        )
-    if kind == "subscriber" and isinstance(target, type) and not calls_are_async(target):
-        raise error(
-            f"{key}.type",
-            f"{config['type']!r} is not a subscriber: expected a class with an async __call__"
-            " (an expman.Subscriber or expman.Callback)",
         )
     params = {k: v for k, v in config.items() if k != "type"}
     accepted = accepted_parameters(target)
@@ -301,6 +330,25 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
     return target
+
+
+def _kind_problem(target: Any, kind: str) -> str | None:
+    """Why ``target`` cannot be the ``kind`` a key asks for, or None (nothing is called)."""
+    if kind == "pipeline":
+        return pipeline_problem(target)
+    if not isinstance(target, type):
+        return f"is not a class; expected a {kind} class"
+    if kind == "callback" and not issubclass(target, Callback):
+        return (
+            "is not a callback: expected a subclass of expman.Callback"
+            " (a run's callbacks receive its events and may stop it)"
+        )
+    if kind == "subscriber" and not calls_are_async(target):
+        return (
+            "is not a subscriber: expected a class with an async __call__"
+            " (an expman.Subscriber or expman.Callback)"
+        )
+    return None
 
 
 def _known_names(kind: str) -> list[str]:
