@@ -245,10 +245,13 @@ def resolve_type(name: str) -> Any:
         return cached[0]
     from_folder = any(_folder_provides(folder, top) for folder in dirs)
     if not from_folder and _is_python_own(top):
+        what = (
+            "the running program" if top == "__main__" else "a module of Python's standard library"
+        )
         raise RefusedType(
             name,
-            f"{top!r} is a module of Python's standard library; expected a class defined"
-            " in the config folder or in an installed package",
+            f"{top!r} is {what}; expected a class defined in the config folder or in an"
+            " installed package",
         )
     if dirs:
         _forget_shadowed_module(top, dirs[-1])

@@ -156,7 +156,10 @@ def load_yaml(path: Path) -> YamlDocument:
     except RecursionError:
         raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", file=path) from None
     except (ValueError, TypeError) as exc:  # a constructor's own error: !!int abc, !!float x
-        raise ConfigError(f"YAML value error: {exc}", file=path) from None
+        key, at = _bad_scalar(node, loader)
+        raise ConfigError(
+            f"not a valid value: {exc}", file=path, key=key or None, line=at
+        ) from None
     finally:
         loader.dispose()
     return YamlDocument(path=path, data=data, lines=lines)
@@ -170,6 +173,34 @@ def int_problem(value: int) -> str | None:
         f"the integer {value} is beyond 64 bits; expected an integer from {INT_MIN}"
         f" to {INT_MAX} (write a larger number as a float, 1e20, or quote it as a string)"
     )
+
+
+def _bad_scalar(root: yaml.Node, loader: Any) -> tuple[str, int | None]:
+    """The key path and line of the first int or float scalar that does not construct.
+
+    Only called once constructing the document failed, so the happy path never pays.
+    """
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, key = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            construct = loader.yaml_constructors.get(node.tag)
+            try:
+                if construct is not None:
+                    construct(loader, node)
+            except (ValueError, TypeError):
+                return key, node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            for k_node, v_node in reversed(node.value):
+                name = str(k_node.value) if isinstance(k_node, yaml.ScalarNode) else "?"
+                stack += [(v_node, join_key(key, name)), (k_node, join_key(key, name))]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, join_key(key, i)) for i, item in reversed(list(enumerate(node.value)))]
+    return "", None
 
 
 def _tag_problem(node: yaml.Node) -> str | None:

@@ -103,7 +103,7 @@ def _check_override_key(item: str, key: str) -> None:
         )
     if len(parts) > MAX_DEPTH:
         raise ConfigError(
-            f"override {item[:60]!r}...: the key has {len(parts)} parts;"
+            f"override {_shown(item)}: the key has {len(parts)} parts;"
             f" expected at most {MAX_DEPTH} (nesting deeper than {MAX_DEPTH} levels)",
             file=COMMAND_LINE,
         )
@@ -194,6 +194,11 @@ def _plain(value: Any, where: str, depth: int, origin: Path = VALUES) -> Any:
     )
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to ``limit`` characters (an override may be kilobytes long)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _value_error(key: str | None, message: str) -> ConfigError:
     return ConfigError(message, file=VALUES, key=key)
 
@@ -207,7 +212,7 @@ def _override_error(overrides: Sequence[str], exc: Exception) -> ConfigError:
         except Exception as own:  # any parser failure is the user's value
             reason = str(own).splitlines()[0] if str(own) else type(own).__name__
             return ConfigError(
-                f"override {item!r}: cannot parse value {value!r} ({reason});"
+                f"override {_shown(item)}: cannot parse value {_shown(value)} ({reason});"
                 " expected a YAML value (quote strings with brackets or colons)",
                 file=COMMAND_LINE,
                 key=key.strip(),

@@ -133,7 +133,7 @@ def check_buildables(plan: ExperimentPlan) -> None:
         check_config_modules(plan)
         for trial in plan.trials:
             pipeline = _pipeline_entry(trial)
-            _check_buildable(trial.error, "pipeline", pipeline, "pipeline")
+            _check_buildable(_pipeline_error(trial), "pipeline", pipeline, "pipeline")
             for i, cb in enumerate(_callback_entries(trial)):
                 target = _check_buildable(trial.error, f"callbacks.{i}", cb, "callback")
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
@@ -224,6 +224,21 @@ def _pipeline_entry(trial: TrialSpec) -> Mapping[str, Any]:
     if isinstance(pipeline, str):
         return {"type": pipeline}
     return pipeline  # type: ignore[no-any-return]
+
+
+def _pipeline_error(trial: TrialSpec) -> ErrorAt:
+    """Errors about ``settings.pipeline``: a bare string is its type, at ``pipeline`` itself.
+
+    (Located at ``pipeline.type``, the error would name whichever file last set a
+    mapping there, even when an override replaced it by the string.)
+    """
+    if not isinstance(trial.settings.get("pipeline"), str):
+        return trial.error
+
+    def error(key: str, message: str) -> ConfigError:
+        return trial.error("pipeline" if key == "pipeline.type" else key, message)
+
+    return error
 
 
 def _callback_entries(trial: TrialSpec) -> list[Any]:
