@@ -1,0 +1,205 @@
+"""What a config may name: classes of the right kind, never arbitrary callables (issue 13).
+
+The policy (``expman.serializable``): an import path is dotted identifiers naming a
+class in the config folder or in an installed package, never Python's standard
+library; preflight checks the class's kind (pipeline, callback, subscriber) before
+anything of it is called.  The refusals themselves are entries of the catalogue
+(``test_config_catalogue.py``); here: that nothing ran, that legitimate names still
+work, and the paths that bypass ``prepare``.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from expman import run_experiment
+from expman.config import load_plan
+from expman.errors import ConfigError
+from expman.experiment import prepare
+
+from .conftest import run_cli
+
+#: Constructing ``Touches`` writes a marker beside it: it must never happen.
+TOUCHES = textwrap.dedent(
+    """
+    import pathlib
+
+    MARK = pathlib.Path(__file__).with_name("constructed")
+
+
+    class Touches:
+        def __init__(self, **params):
+            MARK.write_text("constructed")
+
+        def run(self):  # no ctx: not a pipeline
+            MARK.write_text("ran")
+
+    """
+)
+
+
+def test_a_callback_naming_subprocess_never_runs(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """subprocess:getoutput as a callback: validate and run exit 2 and the command never runs."""
+    marker = tmp_path / "pwned"
+    root = make_experiment(
+        trials=[
+            {"name": "a", "id": 1},
+            {
+                "name": "b",
+                "id": 2,
+                "settings": {
+                    "callbacks": [{"type": "subprocess:getoutput", "cmd": f"touch {marker}"}]
+                },
+            },
+        ]
+    )
+    for command in ("validate", "run"):
+        proc = run_cli(command, str(root), "-w", str(tmp_path / "ws"), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "[1].settings.callbacks[0].type: 'subprocess:getoutput' cannot be used" in (
+            proc.stderr
+        )
+        assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "ws").exists()
+
+
+def test_legitimate_names_still_resolve(make_experiment: Callable[..., Path]) -> None:
+    """A folder module, a folder package, a stdlib-named folder module and expman's own paths."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "queue:Train"},
+            "callbacks": [
+                {"type": "expman.subscribers.callbacks:EarlyStopping", "metric": "loss"},
+                {"type": "models.stop:Stop"},
+                {"type": "EarlyStopping", "metric": "loss"},
+            ],
+        }
+    )
+    # queue.py shadows the standard library's queue: the folder's own module wins.
+    (root / "queue.py").write_text(
+        "from expman import Pipeline\n\n\nclass Train(Pipeline):\n"
+        "    async def run(self, ctx):\n        return {}\n"
+    )
+    (root / "models").mkdir()
+    (root / "models" / "__init__.py").write_text("")
+    (root / "models" / "stop.py").write_text(
+        "from expman import Callback\n\n\nclass Stop(Callback):\n    pass\n"
+    )
+    plan = prepare(root)
+    assert plan.trials[0].settings["pipeline"]["type"] == "queue:Train"
+
+
+@pytest.mark.parametrize(
+    ("key", "entry"),
+    [
+        ("pipeline", {"type": "touches:Touches"}),
+        ("callbacks", [{"type": "touches:Touches"}]),
+    ],
+)
+async def test_a_plan_that_skipped_prepare_still_builds_nothing_of_the_wrong_kind(
+    make_experiment: Callable[..., Path], tmp_path: Path, key: str, entry: object
+) -> None:
+    """load_plan then run_experiment(plan): the run fails and Touches is never constructed."""
+    base = {"pipeline": {"type": "pipelines:Sleeper"}, key: entry}
+    root = make_experiment(base=base)
+    (root / "touches.py").write_text(TOUCHES)
+    plan = load_plan(root, workspace=tmp_path / "ws")
+    result = await run_experiment(plan)
+    assert [r.status for r in result.runs] == ["failed"]
+    assert not (root / "constructed").exists()
+
+
+async def test_a_subscriber_of_the_wrong_kind_is_refused_even_without_prepare(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """subscribers: naming a class with no async __call__(event) is a ConfigError; not built."""
+    root = make_experiment(
+        experiment={"name": "exp", "id": 1, "subscribers": [{"type": "touches:Plain"}]}
+    )
+    (root / "touches.py").write_text(TOUCHES + "\n\nclass Plain(Touches):\n    __call__ = None\n")
+    plan = load_plan(root, workspace=tmp_path / "ws")
+    with pytest.raises(ConfigError, match=r"subscribers\[0\]\.type: 'touches:Plain' is not a"):
+        await run_experiment(plan)
+    assert not (root / "constructed").exists()
+
+
+def test_a_module_that_raises_shows_its_own_last_frames(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """The cause is the user's frames (file, line, source), none of importlib's or expman's."""
+    root = make_experiment(base={"pipeline": {"type": "lib.model:Net"}})
+    (root / "lib").mkdir()
+    (root / "lib" / "__init__.py").write_text("")
+    (root / "lib" / "model.py").write_text(
+        "def load():\n    return {}['weights']\n\n\nWEIGHTS = load()\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        prepare(root)
+    first, *frames = str(info.value).splitlines()
+    assert "model.py:2: the module of 'lib.model:Net' cannot be imported: KeyError" in first
+    assert frames == [
+        f"  {root / 'lib' / 'model.py'}:5 in <module>: WEIGHTS = load()",
+        f"  {root / 'lib' / 'model.py'}:2 in load: return {{}}['weights']",
+    ]
+
+
+def test_a_yaml_file_with_python_tags_never_constructs_them(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """!!python/object/apply in base.yaml is refused by its tag; the command never runs."""
+    marker = tmp_path / "pwned"
+    root = make_experiment()
+    (root / "base.yaml").write_text(
+        "settings:\n  pipeline: {type: pipelines:Sleeper}\n"
+        f"  x: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    with pytest.raises(ConfigError, match=r"settings\.x: the YAML tag"):
+        prepare(root)
+    assert not marker.exists()
+
+
+needs_non_root = pytest.mark.skipif(
+    os.geteuid() == 0, reason="root reads files whatever their mode; the catalogue tests a folder"
+)
+
+
+@needs_non_root
+def test_an_unreadable_config_module_is_a_config_error(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """chmod 000 on pipelines.py: a ConfigError naming it, exit 2 from the CLI."""
+    root = make_experiment()
+    (root / "pipelines.py").chmod(0)
+    try:
+        with pytest.raises(ConfigError, match=r"pipelines\.py.*PermissionError"):
+            prepare(root)
+        proc = run_cli("validate", str(root))
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        (root / "pipelines.py").chmod(0o644)
+
+
+@needs_non_root
+def test_an_unreadable_config_folder_is_a_config_error(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """chmod 000 on the config folder: a ConfigError naming a file in it, exit 2 from the CLI."""
+    root = make_experiment()
+    root.chmod(0)
+    try:
+        with pytest.raises(ConfigError, match=r"experiment\.yaml: cannot be read"):
+            prepare(root)
+        proc = run_cli("validate", str(root))
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        root.chmod(0o755)
