@@ -262,6 +262,8 @@ def resolve_type(name: str) -> Any:
             target = getattr(target, part)
         except AttributeError:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
+        except Exception as exc:  # a module-level __getattr__ of the user's that raised
+            raise _module_error(module_name, exc) from exc
     _refuse_non_class(name, target, dirs)
     if len(_resolved) >= _RESOLVED_MAX:
         _resolved.clear()

@@ -756,6 +756,35 @@ HOSTILE: list[Mistake] = [
         ("x=" + "[" * 70 + "]" * 70,),
     ),
     Mistake(
+        "integer of 5000 digits",
+        settings_text("big: " + "9" * 5000 + "\n"),
+        "base.yaml",
+        "settings.big: the integer 99999999999999999999... is beyond 64 bits",
+    ),
+    Mistake(
+        "module whose __getattr__ raises",
+        both(
+            write_text("lazy.py", "def __getattr__(name):\n    raise RuntimeError(name)\n"),
+            pipeline_type("lazy:Net"),
+        ),
+        "lazy.py",
+        "lazy.py:2: the module of 'lazy:Net' cannot be imported: RuntimeError: Net",
+    ),
+    Mistake(
+        "callback whose validate_params raises",
+        both(
+            write_text(
+                "checks.py",
+                "from expman import Callback\n\n\nclass Picky(Callback):\n"
+                "    @classmethod\n    def validate_params(cls, params):\n"
+                "        return params['missing']\n",
+            ),
+            callback("checks:Picky"),
+        ),
+        "trials.yaml",
+        "[0].settings.callbacks[0]: checks:Picky: validate_params raised KeyError: 'missing'",
+    ),
+    Mistake(
         "control character in a config file",
         write_text("base.yaml", "settings:\n  x: \x00\n"),
         "base.yaml",

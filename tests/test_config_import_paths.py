@@ -131,6 +131,26 @@ async def test_a_subscriber_of_the_wrong_kind_is_refused_even_without_prepare(
     assert not (root / "constructed").exists()
 
 
+def test_a_subscriber_whose_constructor_raises_is_a_config_error(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`expman run`: exit 2 naming the entry, the error and its frame; no workspace is made."""
+    root = make_experiment(
+        experiment={"name": "exp", "id": 1, "subscribers": [{"type": "subs:Broken"}]}
+    )
+    (root / "subs.py").write_text(
+        "from expman import Subscriber\n\n\nclass Broken(Subscriber):\n"
+        "    def __init__(self):\n        raise ValueError('no display here')\n\n"
+        "    async def __call__(self, event):\n        pass\n"
+    )
+    proc = run_cli("run", str(root), "-w", str(tmp_path / "ws"))
+    assert proc.returncode == 2, proc.stderr
+    first, *frames = proc.stderr.strip().splitlines()
+    assert "experiment.yaml:4: subscribers[0]: 'subs:Broken' cannot be built: ValueError" in first
+    assert frames == [f"  {root / 'subs.py'}:6 in __init__: raise ValueError('no display here')"]
+    assert not (tmp_path / "ws").exists()
+
+
 def test_a_module_that_raises_shows_its_own_last_frames(
     make_experiment: Callable[..., Path],
 ) -> None:

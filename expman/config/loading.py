@@ -165,12 +165,15 @@ def load_yaml(path: Path) -> YamlDocument:
     return YamlDocument(path=path, data=data, lines=lines)
 
 
-def int_problem(value: int) -> str | None:
+def int_problem(value: int, *, shown: str | None = None) -> str | None:
     """Why the integer ``value`` cannot be a config value (beyond 64 bits), or None."""
     if INT_MIN <= value <= INT_MAX:
         return None
+    if shown is None:
+        text = str(value)
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
     return (
-        f"the integer {value} is beyond 64 bits; expected an integer from {INT_MIN}"
+        f"the integer {shown} is beyond 64 bits; expected an integer from {INT_MIN}"
         f" to {INT_MAX} (write a larger number as a float, 1e20, or quote it as a string)"
     )
 
@@ -247,7 +250,10 @@ def _inspect(root: yaml.Node, path: Path, lines: dict[str, int], loader: Any) ->
         open_nodes.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _INT_TAG and len(node.value) > _SHORT_INT:
-                problem = int_problem(loader.construct_yaml_int(node))
+                try:
+                    problem = int_problem(loader.construct_yaml_int(node))
+                except ValueError:  # more digits than Python converts (4300)
+                    problem = int_problem(INT_MAX + 1, shown=f"{node.value[:20]}...")
                 if problem is not None:
                     raise refuse(node, key, problem)
         elif isinstance(node, yaml.MappingNode):

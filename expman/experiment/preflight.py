@@ -38,6 +38,7 @@ from expman.serializable import (
     import_path,
     resolve_type,
     signature_of,
+    user_frames,
 )
 from expman.subscribers.base import Subscriber
 from expman.subscribers.callbacks.base import Callback, hook_name
@@ -256,10 +257,17 @@ def build_subscribers(plan: ExperimentPlan) -> list[Any]:
     """
     if not plan.subscribers:
         return []
+    built = []
     with import_path(plan.config_dir):
         for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
-        return [YAMLSerializable.from_config(entry.config) for entry in plan.subscribers]
+        for entry in plan.subscribers:
+            try:
+                built.append(YAMLSerializable.from_config(entry.config))
+            except Exception as exc:  # its constructor raised: nothing has started yet
+                name = entry.config["type"]
+                raise entry.error(entry.key, f"{name!r} cannot be built: {_cause(exc)}") from exc
+    return built
 
 
 #: The events a run's callbacks never receive: they are about more than one run.
@@ -344,7 +352,15 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
                 raise error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
+        except Exception as exc:  # its own check failed unexpectedly: the entry, and why
+            raise error(key, f"{config['type']}: validate_params raised {_cause(exc)}") from exc
     return target
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, then its last frames in the user's files, indented."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" + "".join(f"\n  {f}" for f in user_frames(exc))
 
 
 def _kind_problem(target: Any, kind: str) -> str | None:
