@@ -66,6 +66,21 @@ class TestMerging:
         assert settings["lr"] == 0.1
         assert settings["tag"] == "exp-t-7"
 
+    def test_with_interpolations_a_later_value_replaces_whatever_kind_it_meets(
+        self, make_experiment: Callable[..., Path]
+    ) -> None:
+        """A mapping over a list, a string over a mapping: replaced, interpolated or not."""
+        root = make_experiment(
+            base={"pipeline": {"type": "pipelines:Sleeper"}, "sizes": [1, 2], "opt": "sgd"},
+            trials=[
+                {"name": "a", "id": 1, "settings": {"pipeline": "${settings.kind}", "kind": "p:X"}},
+                {"name": "b", "id": 2, "settings": {"sizes": {"first": "${settings.opt}"}}},
+            ],
+        )
+        a, b = (trial.settings for trial in load_plan(root).trials)
+        assert (a["pipeline"], a["sizes"]) == ("p:X", [1, 2])
+        assert (b["pipeline"], b["sizes"]) == ({"type": "pipelines:Sleeper"}, {"first": "sgd"})
+
     def test_override_values_are_typed_and_bare_keys_mean_settings(
         self, make_experiment: Callable[..., Path]
     ) -> None:

@@ -129,16 +129,21 @@ def _merge(
     layer_list = [layer.settings for layer in layers]
     if not any(has_interpolation(s) for s in layer_list):
         return deep_merge(layer_list)
+    # Merged as without interpolations (a mapping replaces a string and back, where
+    # OmegaConf.merge would refuse), then resolved against the merged whole.
+    merged = deep_merge(layer_list)
     try:
-        merged = OmegaConf.merge(*(OmegaConf.create(dict(s)) for s in layer_list))
         root = OmegaConf.create(
-            {"experiment": dict(experiment), "trial": {"name": entry.name, "id": entry.id}}
+            {
+                "experiment": dict(experiment),
+                "trial": {"name": entry.name, "id": entry.id},
+                "settings": merged,
+            }
         )
-        root.settings = merged
         resolved = OmegaConf.to_container(root, resolve=True)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
         key = getattr(exc, "full_key", None) or ""
-        msg = str(exc).splitlines()[0]
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         at = f"{entry.source.key} ({entry.name})"
         raise ConfigError(
             f"cannot resolve interpolation: {msg}",
