@@ -43,6 +43,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -243,7 +244,11 @@ def resolve_type(name: str) -> Any:
     cached = _resolved.get(key)
     if cached is not None and sys.modules.get(top) is cached[1]:
         return cached[0]
-    from_folder = any(_folder_provides(folder, top) for folder in dirs)
+    try:
+        from_folder = any(_folder_provides(folder, top) for folder in dirs)
+    except OSError as exc:
+        detail = f"cannot read {exc.filename}: {exc.strerror or type(exc).__name__}"
+        raise UnknownType(name, detail, known) from None
     if not from_folder and _is_python_own(top):
         what = (
             "the running program" if top == "__main__" else "a module of Python's standard library"
@@ -299,7 +304,16 @@ def _is_python_own(top: str) -> bool:
 
 
 def _folder_provides(folder: Path, top: str) -> bool:
-    return any(p.is_file() for p in (folder / f"{top}.py", folder / top / "__init__.py"))
+    """Whether ``folder`` holds module ``top``; an OSError (a folder of mode 000) propagates."""
+    return any(_is_file(p) for p in (folder / f"{top}.py", folder / top / "__init__.py"))
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, but a path that cannot be looked at raises (PermissionError)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _import(name: str, module_name: str, known: list[str]) -> Any:
@@ -538,7 +552,8 @@ def _forget_shadowed_module(top: str, folder: Path) -> None:
     if cached is None:
         return
     provided = next(
-        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if p.is_file()), None
+        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if _readable_file(p)),
+        None,
     )
     if provided is None:
         return
@@ -548,6 +563,13 @@ def _forget_shadowed_module(top: str, folder: Path) -> None:
     for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
         del sys.modules[name]
     importlib.invalidate_caches()
+
+
+def _readable_file(path: Path) -> bool:
+    try:
+        return _is_file(path)
+    except OSError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

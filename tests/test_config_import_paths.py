@@ -11,6 +11,9 @@ work, and the paths that bypass ``prepare``.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -186,40 +189,98 @@ def test_a_yaml_file_with_python_tags_never_constructs_them(
     assert not marker.exists()
 
 
-needs_non_root = pytest.mark.skipif(
-    os.geteuid() == 0, reason="root reads files whatever their mode; the catalogue tests a folder"
+#: setpriv's arguments that take root's power to read and search what modes forbid.
+DROP_READ_OVERRIDE = [
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+]
+
+
+def cli_bound_by_modes(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m expman ARGS`` unable to read what file modes forbid, even run as root."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads files whatever their mode; setpriv is needed to drop that")
+        prefix = [setpriv, *DROP_READ_OVERRIDE]
+    env = dict(os.environ)
+    source = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "expman", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env=env,
+    )
+    if proc.stderr.startswith("setpriv:"):
+        pytest.skip(f"cannot drop root's read override here: {proc.stderr.strip()}")
+    return proc
+
+
+def lib_package(root: Path) -> Path:
+    (root / "lib").mkdir()
+    (root / "lib" / "__init__.py").write_text("class X:\n    pass\n")
+    return root / "lib"
+
+
+@pytest.mark.parametrize(
+    ("locked", "overrides", "expected"),
+    [
+        pytest.param(
+            lambda root: root,
+            [],
+            "experiment.yaml: cannot be read: Permission denied",
+            id="config folder",
+        ),
+        pytest.param(
+            lambda root: root / "base.yaml",
+            [],
+            "base.yaml: cannot read file: Permission denied",
+            id="config file",
+        ),
+        pytest.param(
+            lambda root: root / "pipelines.py",
+            [],
+            "pipelines.py: this module of the config folder cannot be imported: PermissionError",
+            id="config module",
+        ),
+        pytest.param(
+            lib_package,
+            ["pipeline.type=lib:X"],
+            "settings.pipeline.type: unknown type 'lib:X' (cannot read",
+            id="package folder",
+        ),
+        pytest.param(
+            lambda root: root.parent / "locked",
+            ["-w", "../locked/ws"],
+            "workspace: workspace",
+            id="workspace's parent",
+        ),
+    ],
 )
-
-
-@needs_non_root
-def test_an_unreadable_config_module_is_a_config_error(
+def test_what_cannot_be_read_is_a_config_error(
     make_experiment: Callable[..., Path],
+    locked: Callable[[Path], Path],
+    overrides: list[str],
+    expected: str,
 ) -> None:
-    """chmod 000 on pipelines.py: a ConfigError naming it, exit 2 from the CLI."""
+    """chmod 000 on a folder or file expman must read: validate and run exit 2, one message."""
     root = make_experiment()
-    (root / "pipelines.py").chmod(0)
+    (root.parent / "locked").mkdir()
+    target = locked(root)
+    mode = target.stat().st_mode
+    target.chmod(0)
     try:
-        with pytest.raises(ConfigError, match=r"pipelines\.py.*PermissionError"):
-            prepare(root)
-        proc = run_cli("validate", str(root))
-        assert proc.returncode == 2, proc.stderr
-        assert "Traceback" not in proc.stderr
+        for command in ("validate", "run"):
+            proc = cli_bound_by_modes(command, str(root), *overrides, cwd=root)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith("expman: config error: ")
+            assert expected in proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
     finally:
-        (root / "pipelines.py").chmod(0o644)
-
-
-@needs_non_root
-def test_an_unreadable_config_folder_is_a_config_error(
-    make_experiment: Callable[..., Path],
-) -> None:
-    """chmod 000 on the config folder: a ConfigError naming a file in it, exit 2 from the CLI."""
-    root = make_experiment()
-    root.chmod(0)
-    try:
-        with pytest.raises(ConfigError, match=r"experiment\.yaml: cannot be read"):
-            prepare(root)
-        proc = run_cli("validate", str(root))
-        assert proc.returncode == 2, proc.stderr
-        assert "Traceback" not in proc.stderr
-    finally:
-        root.chmod(0o755)
+        target.chmod(mode)
+    assert not (root / "workspace").exists()

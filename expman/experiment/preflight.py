@@ -87,19 +87,33 @@ def prepare(
 
 
 def check_workspace_path(plan: ExperimentPlan, *, from_argument: bool) -> None:
-    """Refuse a workspace (or experiment folder in it) that exists but is not a directory."""
-    blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    """Refuse a workspace (or experiment folder in it) that exists but is not a directory.
+
+    A path that cannot even be looked at (a folder of mode 000 above it) is refused too.
+    """
+
+    def refuse(message: str) -> ConfigError:
+        env = plan.documents.get("env.yaml")
+        if not from_argument and env is not None and "workspace" in (env.data or {}):
+            return env.error("workspace", message)
+        return ConfigError(message, file="<command line>", key="workspace")
+
+    try:
+        blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
+        blocked = blocker is not None and not blocker.is_dir()
+        experiment_is_file = plan.path.exists() and not plan.path.is_dir()
+    except OSError as exc:
+        raise refuse(
+            f"workspace {str(plan.workspace)!r} cannot be used: {exc.filename}:"
+            f" {exc.strerror or type(exc).__name__}; expected a directory you can read and write"
+        ) from None
+    if blocked:
         what = "it" if blocker == plan.workspace else f"{str(blocker)!r} in it"
-        message = (
+        raise refuse(
             f"workspace {str(plan.workspace)!r} cannot be used: {what} is a file;"
             " expected a directory (or a path that does not exist yet)"
         )
-        env = plan.documents.get("env.yaml")
-        if not from_argument and env is not None and "workspace" in (env.data or {}):
-            raise env.error("workspace", message)
-        raise ConfigError(message, file="<command line>", key="workspace")
-    if plan.path.exists() and not plan.path.is_dir():
+    if experiment_is_file:
         raise plan.documents["experiment.yaml"].error(
             "name",
             f"{str(plan.path)!r} is a file; expected the experiment's directory there"
