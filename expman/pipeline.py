@@ -83,9 +83,10 @@ def checkpoint_args(load: Any, path: Any, ctx: Any) -> tuple[Any, ...]:
 def pipeline_problem(target: Any) -> str | None:
     """Why ``target`` is not a pipeline class, or None: a class whose ``run(ctx)`` is a method.
 
-    Read from the class alone (nothing is called): ``run`` must be a plain or
-    ``async def`` function taking the context after ``self`` (a staticmethod or
-    classmethod taking it first).  ``threading.Thread`` (``run(self)``) is not one.
+    Read from the class alone (nothing is called): ``run`` must be callable (not
+    ``run = 3``, not a property), and a plain or ``async def`` function must take the
+    context after ``self`` (a staticmethod or classmethod, first); ``threading.Thread``
+    (``run(self)``) is not one.  A decorator's callable object is taken as it is.
     """
     if not isinstance(target, type):
         return "is not a class; expected a pipeline class with a run(ctx) method"
@@ -95,16 +96,20 @@ def pipeline_problem(target: Any) -> str | None:
     bound: tuple[object, ...] = (None, None)
     if isinstance(raw, (staticmethod, classmethod)):
         raw, bound = raw.__func__, (None,) if isinstance(raw, staticmethod) else (None, None)
-    if not inspect.isfunction(raw):
+    if not callable(raw):  # run = 3, a property
         return (
             f"has a run that is a {type(raw).__name__}, not a method;"
             " expected def run(self, ctx) or async def run(self, ctx)"
         )
+    if not inspect.isfunction(raw):
+        return None  # a decorator's callable object: no signature of its own to hold it to
+    signature = inspect.signature(raw)
     try:
-        inspect.signature(raw).bind(*bound)
+        signature.bind(*bound)
     except TypeError:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
         return (
-            f"has run{inspect.signature(raw)}, which cannot take the run's context;"
+            f"has run{shown}, which cannot take the run's context;"
             " expected def run(self, ctx) or async def run(self, ctx)"
         )
     return None

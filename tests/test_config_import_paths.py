@@ -24,6 +24,7 @@ from expman import run_experiment
 from expman.config import load_plan
 from expman.errors import ConfigError
 from expman.experiment import prepare
+from expman.pipeline import pipeline_problem
 
 from .conftest import run_cli
 
@@ -284,3 +285,78 @@ def test_what_cannot_be_read_is_a_config_error(
     finally:
         target.chmod(mode)
     assert not (root / "workspace").exists()
+
+
+class _Wrapped:
+    """A decorator's callable object standing for a method (functools-less)."""
+
+    def __init__(self, func: Callable[..., object]) -> None:
+        self.func = func
+
+    def __call__(self, *args: object) -> object:
+        return self.func(*args)
+
+    def __get__(self, obj: object, owner: type) -> Callable[..., object]:
+        return lambda *args: self.func(obj, *args)
+
+
+class _Plain:
+    def run(self, ctx: object) -> None: ...
+
+
+class _Async:
+    async def run(self, ctx: object, *more: object) -> None: ...
+
+
+class _Static:
+    @staticmethod
+    def run(ctx: object) -> None: ...
+
+
+class _ClassMethod:
+    @classmethod
+    def run(cls, ctx: object) -> None: ...
+
+
+class _Decorated:
+    @_Wrapped
+    def run(self, ctx: object) -> None: ...
+
+
+class _NoCtx:
+    def run(self) -> None: ...
+
+
+class _TooMany:
+    def run(self, ctx: object, epochs: int) -> None: ...
+
+
+class _Property:
+    @property
+    def run(self) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("cls", "problem"),
+    [
+        (_Plain, None),
+        (_Async, None),
+        (_Static, None),
+        (_ClassMethod, None),
+        (_Decorated, None),
+        (_NoCtx, "has run(self), which cannot take the run's context"),
+        (_TooMany, "has run(self, ctx: 'object', epochs: 'int'), which cannot take"),
+        (_Property, "has a run that is a property, not a method"),
+        (len, "is not a class"),
+    ],
+)
+def test_a_pipeline_is_a_class_whose_run_takes_the_context(
+    cls: object, problem: str | None
+) -> None:
+    """pipeline_problem reads the class only: run as a method, static, class or wrapped."""
+    found = pipeline_problem(cls)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
