@@ -8,9 +8,10 @@ held to a policy, because a YAML file alone must not be able to run arbitrary co
 ``.``, no ``__dunder__`` attribute); its module is one of the config folder's or of
 an installed package, never Python's standard library (refused before it is
 imported); and what it names is a class defined there, not a function, a module or
-another object (:class:`RefusedType`).  Whether the class is of the right kind (a
-pipeline, a callback, a subscriber) is for the caller to check, before it calls or
-builds anything (``expman.experiment.preflight``).  While a
+another object (:class:`RefusedType`; the policy is :mod:`expman.import_paths`).
+Whether the class is of the right kind (a pipeline, a callback, a subscriber) is for
+the caller to check, before it calls or builds anything
+(``expman.experiment.preflight``).  While a
 config's pipelines, callbacks and subscribers are resolved, its folder is on
 ``sys.path`` (:func:`import_path`), and before the first name is resolved there the
 folder's own modules are imported, once per folder per process (see
@@ -43,12 +44,40 @@ import functools
 import importlib
 import importlib.util
 import inspect
-import stat
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from expman.import_paths import (
+    ConfigModuleError,
+    RefusedType,
+    folder_provides,
+    is_file,
+    line_in,
+    module_error,
+    refuse_non_class,
+    refuse_python_module,
+    same_file,
+    split_import_path,
+)
+
+__all__ = [
+    "ConfigModuleError",
+    "InvalidParam",
+    "RefusedType",
+    "UnknownType",
+    "YAMLSerializable",
+    "build",
+    "builds_itself",
+    "config_modules",
+    "import_config_modules",
+    "import_path",
+    "register",
+    "resolve_type",
+    "signature_of",
+    "type_name",
+]
 
 T = TypeVar("T")
 
@@ -179,30 +208,6 @@ class UnknownType(LookupError):
         super().__init__(f"{name!r}: {detail}")
 
 
-class RefusedType(LookupError):
-    """A ``type`` names something a config may not name (see the module docstring)."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = reason
-        super().__init__(f"{name!r}: {reason}")
-
-
-class ConfigModuleError(ImportError):
-    """A module a config names (or of its folder) raised while it was imported.
-
-    ``frames`` is the end of its traceback in the user's own files, one short line
-    each (``pipes.py:7 in helper: raise RuntimeError(...)``), innermost last.
-    """
-
-    def __init__(self, file: Path, line: int | None, error: BaseException) -> None:
-        self.file = file
-        self.line = line
-        self.error = error
-        self.frames = user_frames(error)
-        super().__init__(f"{file}: cannot import it: {type(error).__name__}: {error}")
-
-
 def type_name(cls: type[Any]) -> str:
     """The name ``type:`` gives ``cls`` by: its registered name, else its import path."""
     for name, registered in YAMLSerializable._registry.items():
@@ -245,19 +250,12 @@ def resolve_type(name: str) -> Any:
     if cached is not None and sys.modules.get(top) is cached[1]:
         return cached[0]
     try:
-        from_folder = any(_folder_provides(folder, top) for folder in dirs)
+        from_folder = any(folder_provides(folder, top) for folder in dirs)
     except OSError as exc:
         detail = f"cannot read {exc.filename}: {exc.strerror or type(exc).__name__}"
         raise UnknownType(name, detail, known) from None
-    if not from_folder and _is_python_own(top):
-        what = (
-            "the running program" if top == "__main__" else "a module of Python's standard library"
-        )
-        raise RefusedType(
-            name,
-            f"{top!r} is {what}; expected a class defined in the config folder or in an"
-            " installed package",
-        )
+    if not from_folder:
+        refuse_python_module(name, top)
     if dirs:
         _forget_shadowed_module(top, dirs[-1])
     module = _import(name, module_name, known)
@@ -268,52 +266,12 @@ def resolve_type(name: str) -> Any:
         except AttributeError:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
         except Exception as exc:  # a module-level __getattr__ of the user's that raised
-            raise _module_error(module_name, exc) from exc
-    _refuse_non_class(name, target, dirs)
+            raise module_error(module_name, exc) from exc
+    refuse_non_class(name, target, dirs)
     if len(_resolved) >= _RESOLVED_MAX:
         _resolved.clear()
     _resolved[key] = (target, sys.modules.get(top))
     return target
-
-
-def split_import_path(name: str) -> tuple[str, str]:
-    """``(module, attribute)`` of ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``).
-
-    Each part is an identifier: a relative, empty or path-like module (``":X"``,
-    ``"../x:y"``, ``".mod:X"``) and a ``__dunder__`` attribute are :class:`RefusedType`.
-    """
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-    else:
-        module_name, _, attr = name.rpartition(".")
-    expected = (
-        "expected an import path 'package.module:Class' (names made of letters,"
-        " digits and _, joined by dots) or a registered name"
-    )
-    modules, attrs = module_name.split("."), attr.split(".")
-    if not all(part.isidentifier() for part in (*modules, *attrs)):
-        raise RefusedType(name, f"not a valid import path; {expected}")
-    if any(part.startswith("__") for part in attrs):
-        raise RefusedType(name, f"names a private attribute ({attr!r}); {expected}")
-    return module_name, attr
-
-
-def _is_python_own(top: str) -> bool:
-    """Whether ``top`` is a module of Python itself (its standard library, builtins)."""
-    return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__"
-
-
-def _folder_provides(folder: Path, top: str) -> bool:
-    """Whether ``folder`` holds module ``top``; an OSError (a folder of mode 000) propagates."""
-    return any(_is_file(p) for p in (folder / f"{top}.py", folder / top / "__init__.py"))
-
-
-def _is_file(path: Path) -> bool:
-    """``path.is_file()``, but a path that cannot be looked at raises (PermissionError)."""
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
 
 
 def _import(name: str, module_name: str, known: list[str]) -> Any:
@@ -324,87 +282,9 @@ def _import(name: str, module_name: str, known: list[str]) -> Any:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
             raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
-        raise _module_error(module_name, exc) from exc  # the module's own missing import
+        raise module_error(module_name, exc) from exc  # the module's own missing import
     except (Exception, SystemExit) as exc:  # the user's module raised while it imported
-        raise _module_error(module_name, exc) from exc
-
-
-def _module_error(module_name: str, error: BaseException) -> ConfigModuleError:
-    """The ConfigModuleError of ``module_name``'s failed import: its file and line."""
-    file = None
-    if isinstance(error, SyntaxError) and error.filename:
-        file = Path(error.filename)
-    else:
-        spec_file = _module_file(module_name)
-        file = Path(spec_file) if spec_file else None
-    if file is None:
-        return ConfigModuleError(Path(module_name.replace(".", "/")), None, error)
-    return ConfigModuleError(file, _line_in(file, error), error)
-
-
-def _module_file(module_name: str) -> str | None:
-    """Where ``module_name``'s source is, if it can be found without running it."""
-    with contextlib.suppress(Exception):
-        spec = importlib.util.find_spec(module_name)
-        if spec is not None and spec.origin and spec.has_location:
-            return spec.origin
-    return None
-
-
-def _refuse_non_class(name: str, target: Any, dirs: tuple[Path, ...]) -> None:
-    """Refuse anything but a class, and a class of Python's own (``mypkg:Thread``)."""
-    if not isinstance(target, type):
-        raise RefusedType(
-            name,
-            f"{_what(target)}, not a class; expected a class (a pipeline, callback or subscriber)",
-        )
-    defined_in = getattr(target, "__module__", "") or ""
-    top = defined_in.split(".")[0]
-    if not _is_python_own(top):
-        return
-    file = getattr(sys.modules.get(defined_in), "__file__", None)
-    if file is not None and any(Path(file).is_relative_to(folder) for folder in dirs):
-        return
-    raise RefusedType(
-        name,
-        f"{target.__qualname__} is defined in {defined_in!r}, part of Python itself;"
-        " expected a class defined in the config folder or in an installed package",
-    )
-
-
-def _what(target: Any) -> str:
-    if inspect.ismodule(target):
-        return "it is a module"
-    if inspect.isroutine(target) or isinstance(target, functools.partial):
-        return "it is a function"
-    return f"it is a {type(target).__name__} object"
-
-
-def user_frames(error: BaseException, limit: int = 3) -> list[str]:
-    """The last ``limit`` frames of ``error``'s traceback in the user's own files.
-
-    One line each, ``file:line in function: source``; frames of Python's import
-    machinery and of expman itself are left out.  A SyntaxError adds the line it
-    was found on (which is no frame).
-    """
-    own = Path(__file__).resolve().parent
-    lines = []
-    for frame in traceback.extract_tb(error.__traceback__):
-        file = frame.filename
-        if file.startswith("<") or "importlib" in file or _inside(Path(file), own):
-            continue
-        source = (frame.line or "").strip()
-        lines.append(f"{file}:{frame.lineno} in {frame.name}: {source}"[:200])
-    if isinstance(error, SyntaxError) and error.filename:
-        text = (error.text or "").strip()
-        lines.append(f"{error.filename}:{error.lineno}: {text}"[:200])
-    return lines[-limit:]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        return path.resolve().is_relative_to(folder)
-    return False
+        raise module_error(module_name, exc) from exc
 
 
 def signature_of(target: Any) -> inspect.Signature:
@@ -526,20 +406,9 @@ def import_config_modules(folder: Path) -> None:
         try:
             module = importlib.import_module(file.stem)
         except (Exception, SystemExit) as exc:  # sys.exit() at import is a mistake too
-            raise ConfigModuleError(file, _line_in(file, exc), exc) from exc
+            raise ConfigModuleError(file, line_in(file, exc), exc) from exc
         names.update(_registered_in.get(getattr(module, "__file__", None) or "", {}))
     _folder_names[folder] = names
-
-
-def _line_in(file: Path, error: BaseException) -> int | None:
-    """The line of ``file`` where ``error`` was raised (or, for a SyntaxError, found)."""
-    if isinstance(error, SyntaxError) and error.filename and _same_file(Path(error.filename), file):
-        return error.lineno
-    line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if _same_file(Path(frame.filename), file):
-            line = frame.lineno
-    return line
 
 
 def _forget_shadowed_module(top: str, folder: Path) -> None:
@@ -558,7 +427,7 @@ def _forget_shadowed_module(top: str, folder: Path) -> None:
     if provided is None:
         return
     loaded = getattr(cached, "__file__", None)
-    if loaded is not None and _same_file(Path(loaded), provided):
+    if loaded is not None and same_file(Path(loaded), provided):
         return
     for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
         del sys.modules[name]
@@ -567,13 +436,6 @@ def _forget_shadowed_module(top: str, folder: Path) -> None:
 
 def _readable_file(path: Path) -> bool:
     try:
-        return _is_file(path)
-    except OSError:
-        return False
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
+        return is_file(path)
     except OSError:
         return False

@@ -26,11 +26,10 @@ from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
 from expman.executors.devices import detect_devices, resource_problem
 from expman.experiment.parameters import accepted_parameters, unchecked_reason
+from expman.import_paths import ConfigModuleError, RefusedType, user_frames
 from expman.pipeline import Pipeline, pipeline_problem
 from expman.serializable import (
-    ConfigModuleError,
     InvalidParam,
-    RefusedType,
     UnknownType,
     YAMLSerializable,
     builds_itself,
@@ -38,7 +37,6 @@ from expman.serializable import (
     import_path,
     resolve_type,
     signature_of,
-    user_frames,
 )
 from expman.subscribers.base import Subscriber
 from expman.subscribers.callbacks.base import Callback, hook_name
