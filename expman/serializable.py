@@ -81,6 +81,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: The longest ``type`` a config may give (a registered name or an import path).
+MAX_TYPE_NAME = 200
+
 
 class YAMLSerializable:
     """Base (optional) and registry of classes buildable from YAML mappings, and savable."""
@@ -238,6 +241,10 @@ def resolve_type(name: str) -> Any:
     if name in registry:
         return registry[name]
     known = sorted(registry)
+    if len(name) > MAX_TYPE_NAME:
+        raise RefusedType(
+            name, f"the name is {len(name)} characters long; expected at most {MAX_TYPE_NAME}"
+        )
     if ":" not in name and "." not in name:
         raise UnknownType(name, "not a registered name", known)
     module_name, attr = split_import_path(name)

@@ -785,6 +785,24 @@ HOSTILE: list[Mistake] = [
         "[0].settings.callbacks[0]: checks:Picky: validate_params raised KeyError: 'missing'",
     ),
     Mistake(
+        "workspace with a NUL character",
+        write_text("env.yaml", 'workspace: "ws\\0x"\n'),
+        "env.yaml",
+        "workspace: expected a path, got a string with a NUL character",
+    ),
+    Mistake(
+        "import path of 6000 characters",
+        pipeline_type("a." * 3000 + "b:P"),
+        "base.yaml",
+        "cannot be used: the name is 6003 characters long; expected at most 200",
+    ),
+    Mistake(
+        "a value of 100,000 characters in a message",
+        trial0(repeat="r" * 100_000),
+        "trials.yaml",
+        "[0].repeat: expected an integer, got a string 'rrrr",
+    ),
+    Mistake(
         "control character in a config file",
         write_text("base.yaml", "settings:\n  x: \x00\n"),
         "base.yaml",
@@ -802,6 +820,7 @@ def assert_one_message(text: str, mistake: Mistake) -> None:
     first, *rest = text.strip().splitlines()
     assert mistake.file in first
     assert mistake.expected in first
+    assert len(first) < 1000  # a message quotes what it is about, it never floods
     assert all(line.startswith("  ") for line in rest), text
     assert "Traceback" not in text
 

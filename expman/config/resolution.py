@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from expman.config.entries import TrialEntry
 from expman.config.loading import int_problem
 from expman.config.merging import deep_merge, has_interpolation
-from expman.config.schema import type_name
+from expman.config.schema import shown, type_name
 from expman.config.specs import Layer, RunSpec, TrialSpec
 from expman.errors import ConfigError
 
@@ -88,7 +88,7 @@ def resolve_trial(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise trial.error(
             "seed",
-            f"expected an integer (the experiment's seed), got {type_name(seed)} {seed!r}",
+            f"expected an integer (the experiment's seed), got {type_name(seed)} {shown(seed)}",
         )
     return trial
 

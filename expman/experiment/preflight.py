@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from expman.config import ExperimentPlan, TrialSpec, load_plan
-from expman.config.schema import EXECUTORS, type_name
+from expman.config.schema import EXECUTORS, shown, type_name
 from expman.delivery import calls_are_async
 from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
@@ -323,15 +323,15 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
     except UnknownType as exc:
         known = ", ".join(_known_names(kind)) or "(none registered)"
         raise error(
-            f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
+            f"{key}.type", f"unknown type {shown(exc.name)} ({exc.detail}); known names: {known}"
         ) from None
     except RefusedType as exc:
-        raise error(f"{key}.type", f"{name!r} cannot be used: {exc.reason}") from None
+        raise error(f"{key}.type", f"{shown(name)} cannot be used: {exc.reason}") from None
     except ConfigModuleError as exc:
-        raise _import_failed(exc, exc.file, f"the module of {name!r}") from exc.error
+        raise _import_failed(exc, exc.file, f"the module of {shown(name)}") from exc.error
     problem = _kind_problem(target, kind)
     if problem is not None:
-        raise error(f"{key}.type", f"{name!r} {problem}")
+        raise error(f"{key}.type", f"{shown(name)} {problem}")
     if inspect.isabstract(target):
         missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
         raise error(
