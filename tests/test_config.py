@@ -322,3 +322,14 @@ def test_unknown_pipeline_lists_only_pipeline_names(make_experiment: Callable[..
     known = message.split("known names: ")[1].split(", ")
     assert {"KnownPipe", "RunOnly"} <= set(known)
     assert not {"CheckpointCallback", "EarlyStopping", "MetricsTracker"} & set(known)
+
+
+def test_paths_with_a_nul_from_python_are_config_errors(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """prepare('cfg\\0x') and prepare(cfg, workspace='w\\0s'): ConfigErrors, not ValueErrors."""
+    root = make_experiment()
+    with pytest.raises(ConfigError, match="holds a NUL character"):
+        prepare(f"{root}\0x")
+    with pytest.raises(ConfigError, match=r"^<command line>: workspace: .*holds a NUL character"):
+        prepare(root, workspace=f"{tmp_path}/w\0s")

@@ -67,6 +67,8 @@ def _kind(path: Path) -> str:
         return "missing"
     except OSError as exc:  # an unreadable folder above it, a name too long, a loop
         return f"cannot be read: {exc.strerror or type(exc).__name__}"
+    except ValueError:  # a NUL in the path (from Python; argv cannot hold one)
+        return "cannot be a path: it holds a NUL character"
     if stat.S_ISDIR(mode):
         return "directory"
     return "file" if stat.S_ISREG(mode) else "other"

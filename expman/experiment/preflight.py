@@ -96,6 +96,11 @@ def check_workspace_path(plan: ExperimentPlan, *, from_argument: bool) -> None:
             return env.error("workspace", message)
         return ConfigError(message, file="<command line>", key="workspace")
 
+    if "\x00" in str(plan.workspace):  # from Python (argv cannot hold one); exists() says no
+        raise refuse(
+            f"workspace {str(plan.workspace)!r} cannot be used: it holds a NUL character;"
+            " expected a directory path"
+        )
     try:
         blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
         blocked = blocker is not None and not blocker.is_dir()
