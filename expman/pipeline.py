@@ -18,10 +18,12 @@ Optional hooks, called by expman:
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from expman.errors import PipelineError
 from expman.serializable import YAMLSerializable
 
 if TYPE_CHECKING:
@@ -69,8 +71,6 @@ class _CallbackHolder(Pipeline):
 
 def checkpoint_args(load: Any, path: Any, ctx: Any) -> tuple[Any, ...]:
     """The arguments for ``load_checkpoint``: ``(path, ctx)`` if it takes two, else ``(path,)``."""
-    import inspect
-
     try:
         params = inspect.signature(load).parameters.values()
     except (TypeError, ValueError):
@@ -88,6 +88,41 @@ def checkpoint_load_error(path: Any, exc: BaseException) -> Exception:
     return CheckpointLoadError(f"checkpoint {path} could not be loaded ({what})")
 
 
+def pipeline_problem(target: Any) -> str | None:
+    """Why ``target`` is not a pipeline class, or None: a class whose ``run(ctx)`` is a method.
+
+    Read from the class alone (nothing is called): ``run`` must be callable (not
+    ``run = 3``, not a property), and a plain or ``async def`` function must take the
+    context after ``self`` (a staticmethod or classmethod, first); ``threading.Thread``
+    (``run(self)``) is not one.  A decorator's callable object is taken as it is.
+    """
+    if not isinstance(target, type):
+        return "is not a class; expected a pipeline class with a run(ctx) method"
+    raw = inspect.getattr_static(target, "run", None)
+    if raw is None:
+        return "has no run(ctx) method"
+    bound: tuple[object, ...] = (None, None)
+    if isinstance(raw, (staticmethod, classmethod)):
+        raw, bound = raw.__func__, (None,) if isinstance(raw, staticmethod) else (None, None)
+    if not callable(raw):  # run = 3, a property
+        return (
+            f"has a run that is a {type(raw).__name__}, not a method;"
+            " expected def run(self, ctx) or async def run(self, ctx)"
+        )
+    if not inspect.isfunction(raw):
+        return None  # a decorator's callable object: no signature of its own to hold it to
+    signature = inspect.signature(raw)
+    try:
+        signature.bind(*bound)
+    except TypeError:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        return (
+            f"has run{shown}, which cannot take the run's context;"
+            " expected def run(self, ctx) or async def run(self, ctx)"
+        )
+    return None
+
+
 def pipeline_class(config: Mapping[str, Any]) -> Any:
     """The class that ``settings.pipeline`` names (registered name or import path)."""
     from expman.serializable import resolve_type
@@ -96,17 +131,23 @@ def pipeline_class(config: Mapping[str, Any]) -> Any:
 
 
 def build_pipeline(config: Mapping[str, Any]) -> Any:
-    """A fresh pipeline object from ``settings.pipeline`` (``type`` plus constructor params)."""
+    """A fresh pipeline object from ``settings.pipeline`` (``type`` plus constructor params).
+
+    A type that is no pipeline class is a PipelineError before anything is called
+    (preflight refuses it earlier, with the file and line).
+    """
     from expman.serializable import build
 
     params = {k: v for k, v in config.items() if k != "type"}
-    return build(pipeline_class(config), params)
+    target = pipeline_class(config)
+    problem = pipeline_problem(target)
+    if problem is not None:
+        raise PipelineError(f"settings.pipeline.type {config['type']!r} {problem}")
+    return build(target, params)
 
 
 async def call_hook(hook: Any, *args: Any) -> Any:
     """Call a sync or async hook; sync ones run in a worker thread."""
-    import inspect
-
     import anyio
 
     if inspect.iscoroutinefunction(hook):

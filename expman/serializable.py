@@ -1,8 +1,17 @@
 """YAMLSerializable: the registry that turns ``{type: Name, ...}`` into objects, and back.
 
 Naming a class.  A class registers under a name with ``@YAMLSerializable.register
-("Name")`` (or ``expman.register``); a config can also name any importable class with
-an import path ``"package.module:attr"`` (or ``"package.module.attr"``).  While a
+("Name")`` (or ``expman.register``); a config can also name a class with an import
+path ``"package.module:Class"`` (or ``"package.module.Class"``).  An import path is
+held to a policy, because a YAML file alone must not be able to run arbitrary code
+(``type: "subprocess:getoutput"``): it is dotted identifiers (no ``..``, no leading
+``.``, no ``__dunder__`` attribute); its module is one of the config folder's or of
+an installed package, never Python's standard library (refused before it is
+imported); and what it names is a class defined there, not a function, a module or
+another object (:class:`RefusedType`; the policy is :mod:`expman.import_paths`).
+Whether the class is of the right kind (a pipeline, a callback, a subscriber) is for
+the caller to check, before it calls or builds anything
+(``expman.experiment.preflight``).  While a
 config's pipelines, callbacks and subscribers are resolved, its folder is on
 ``sys.path`` (:func:`import_path`), and before the first name is resolved there the
 folder's own modules are imported, once per folder per process (see
@@ -33,14 +42,47 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.util
 import inspect
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from expman.import_paths import (
+    ConfigModuleError,
+    RefusedType,
+    folder_provides,
+    is_file,
+    line_in,
+    module_error,
+    refuse_non_class,
+    refuse_python_module,
+    same_file,
+    split_import_path,
+)
+
+__all__ = [
+    "ConfigModuleError",
+    "InvalidParam",
+    "RefusedType",
+    "UnknownType",
+    "YAMLSerializable",
+    "build",
+    "builds_itself",
+    "config_modules",
+    "import_config_modules",
+    "import_path",
+    "register",
+    "resolve_type",
+    "signature_of",
+    "type_name",
+]
+
 T = TypeVar("T")
+
+#: The longest ``type`` a config may give (a registered name or an import path).
+MAX_TYPE_NAME = 200
 
 
 class YAMLSerializable:
@@ -169,16 +211,6 @@ class UnknownType(LookupError):
         super().__init__(f"{name!r}: {detail}")
 
 
-class ConfigModuleError(ImportError):
-    """A module of a config folder raised while it was imported."""
-
-    def __init__(self, file: Path, line: int | None, error: BaseException) -> None:
-        self.file = file
-        self.line = line
-        self.error = error
-        super().__init__(f"{file}: cannot import it: {type(error).__name__}: {error}")
-
-
 def type_name(cls: type[Any]) -> str:
     """The name ``type:`` gives ``cls`` by: its registered name, else its import path."""
     for name, registered in YAMLSerializable._registry.items():
@@ -209,12 +241,13 @@ def resolve_type(name: str) -> Any:
     if name in registry:
         return registry[name]
     known = sorted(registry)
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-    elif "." in name:
-        module_name, _, attr = name.rpartition(".")
-    else:
+    if len(name) > MAX_TYPE_NAME:
+        raise RefusedType(
+            name, f"the name is {len(name)} characters long; expected at most {MAX_TYPE_NAME}"
+        )
+    if ":" not in name and "." not in name:
         raise UnknownType(name, "not a registered name", known)
+    module_name, attr = split_import_path(name)
     # Once per config folder and name, while the same module is loaded: the check
     # below stats files, and every run of a sweep builds its pipeline and callbacks
     # by name.  (Another folder's module of that name, or a reload, resolves again.)
@@ -223,22 +256,42 @@ def resolve_type(name: str) -> Any:
     cached = _resolved.get(key)
     if cached is not None and sys.modules.get(top) is cached[1]:
         return cached[0]
+    try:
+        from_folder = any(folder_provides(folder, top) for folder in dirs)
+    except OSError as exc:
+        detail = f"cannot read {exc.filename}: {exc.strerror or type(exc).__name__}"
+        raise UnknownType(name, detail, known) from None
+    if not from_folder:
+        refuse_python_module(name, top)
     if dirs:
         _forget_shadowed_module(top, dirs[-1])
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
+    module = _import(name, module_name, known)
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise UnknownType(name, f"module {module_name!r} has no {attr!r}", known) from None
+        except Exception as exc:  # a module-level __getattr__ of the user's that raised
+            raise module_error(module_name, exc) from exc
+    refuse_non_class(name, target, dirs)
     if len(_resolved) >= _RESOLVED_MAX:
         _resolved.clear()
     _resolved[key] = (target, sys.modules.get(top))
     return target
+
+
+def _import(name: str, module_name: str, known: list[str]) -> Any:
+    """Import ``module_name``; its own failure is a ConfigModuleError with the user's frames."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
+            raise UnknownType(name, f"cannot import module {module_name!r}: {exc}", known) from None
+        raise module_error(module_name, exc) from exc  # the module's own missing import
+    except (Exception, SystemExit) as exc:  # the user's module raised while it imported
+        raise module_error(module_name, exc) from exc
 
 
 def signature_of(target: Any) -> inspect.Signature:
@@ -359,21 +412,10 @@ def import_config_modules(folder: Path) -> None:
         _forget_shadowed_module(file.stem, folder)
         try:
             module = importlib.import_module(file.stem)
-        except Exception as exc:
-            raise ConfigModuleError(file, _line_in(file, exc), exc) from exc
+        except (Exception, SystemExit) as exc:  # sys.exit() at import is a mistake too
+            raise ConfigModuleError(file, line_in(file, exc), exc) from exc
         names.update(_registered_in.get(getattr(module, "__file__", None) or "", {}))
     _folder_names[folder] = names
-
-
-def _line_in(file: Path, error: BaseException) -> int | None:
-    """The line of ``file`` where ``error`` was raised (or, for a SyntaxError, found)."""
-    if isinstance(error, SyntaxError) and error.filename and _same_file(Path(error.filename), file):
-        return error.lineno
-    line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if _same_file(Path(frame.filename), file):
-            line = frame.lineno
-    return line
 
 
 def _forget_shadowed_module(top: str, folder: Path) -> None:
@@ -386,20 +428,21 @@ def _forget_shadowed_module(top: str, folder: Path) -> None:
     if cached is None:
         return
     provided = next(
-        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if p.is_file()), None
+        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if _readable_file(p)),
+        None,
     )
     if provided is None:
         return
     loaded = getattr(cached, "__file__", None)
-    if loaded is not None and _same_file(Path(loaded), provided):
+    if loaded is not None and same_file(Path(loaded), provided):
         return
     for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
         del sys.modules[name]
     importlib.invalidate_caches()
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _readable_file(path: Path) -> bool:
     try:
-        return a.samefile(b)
+        return is_file(path)
     except OSError:
         return False

@@ -1,4 +1,7 @@
-"""Config loading: precedence, interpolation, helpers, and a catalogue of mistakes."""
+"""Config loading: precedence, interpolation, helpers, hostile YAML and workspace paths.
+
+The catalogue of config mistakes is in ``test_config_catalogue.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expman.config import insert_value, load_plan, multiply
 from expman.errors import ConfigError
 from expman.experiment import prepare
 
-from .conftest import run_cli, write_yaml
+from .conftest import run_cli
+from .test_config_catalogue import KNOWN, both, pipeline_type, write_text
 
 
 class TestMerging:
@@ -62,6 +65,21 @@ class TestMerging:
         settings = load_plan(root).trials[0].settings
         assert settings["lr"] == 0.1
         assert settings["tag"] == "exp-t-7"
+
+    def test_with_interpolations_a_later_value_replaces_whatever_kind_it_meets(
+        self, make_experiment: Callable[..., Path]
+    ) -> None:
+        """A mapping over a list, a string over a mapping: replaced, interpolated or not."""
+        root = make_experiment(
+            base={"pipeline": {"type": "pipelines:Sleeper"}, "sizes": [1, 2], "opt": "sgd"},
+            trials=[
+                {"name": "a", "id": 1, "settings": {"pipeline": "${settings.kind}", "kind": "p:X"}},
+                {"name": "b", "id": 2, "settings": {"sizes": {"first": "${settings.opt}"}}},
+            ],
+        )
+        a, b = (trial.settings for trial in load_plan(root).trials)
+        assert (a["pipeline"], a["sizes"]) == ("p:X", [1, 2])
+        assert (b["pipeline"], b["sizes"]) == ({"type": "pipelines:Sleeper"}, {"first": "sgd"})
 
     def test_override_values_are_typed_and_bare_keys_mean_settings(
         self, make_experiment: Callable[..., Path]
@@ -125,315 +143,6 @@ class TestHelpers:
             {"lr": 0.01, "opt": "sgd", "bs": 32},
             {"lr": 0.01, "opt": "adam", "bs": 64},
         ]
-
-
-# -- the catalogue of mistakes --------------------------------------------------------
-
-Mutation = Callable[[Path], None]
-
-
-def edit_yaml(name: str, change: Callable[[Any], Any]) -> Mutation:
-    def apply(root: Path) -> None:
-        path = root / name
-        data = yaml.safe_load(path.read_text()) if path.exists() else None
-        write_yaml(path, change(data))
-
-    return apply
-
-
-def write_text(name: str, text: str) -> Mutation:
-    def apply(root: Path) -> None:
-        (root / name).write_text(text)
-
-    return apply
-
-
-def trial0(**changes: Any) -> Mutation:
-    return edit_yaml("trials.yaml", lambda t: [{**t[0], **changes}, *t[1:]])
-
-
-def two_trials(second: dict[str, Any]) -> Mutation:
-    return edit_yaml("trials.yaml", lambda t: [t[0], {"name": "b", "id": 2, **second}])
-
-
-def drop(name: str, key: str) -> Mutation:
-    return edit_yaml(name, lambda d: {k: v for k, v in d.items() if k != key})
-
-
-def both(*mutations: Mutation) -> Mutation:
-    def apply(root: Path) -> None:
-        for mutation in mutations:
-            mutation(root)
-
-    return apply
-
-
-def pipeline_type(name: str) -> Mutation:
-    return write_text("base.yaml", f"settings:\n  pipeline:\n    type: {name}\n")
-
-
-NO_RUN = "from expman import Pipeline\n\n\nclass NoRun(Pipeline):\n    pass\n"
-
-KNOWN = """
-import expman
-from expman import Pipeline
-
-
-@expman.register("KnownPipe")
-class KnownPipe(Pipeline):
-    def run(self, ctx):
-        return {}
-
-
-@expman.register("RunOnly")
-class RunOnly:
-    def run(self, ctx):
-        return {}
-"""
-
-MISTAKES: list[tuple[str, Mutation, str, str]] = [
-    # (case, mutation, file named in the message, text the message must contain)
-    (
-        "yaml syntax error",
-        write_text("trials.yaml", "- name: a\n  id: [1\n"),
-        "trials.yaml",
-        "YAML syntax error",
-    ),
-    (
-        "missing experiment name",
-        drop("experiment.yaml", "name"),
-        "experiment.yaml",
-        "missing required key 'name'",
-    ),
-    (
-        "missing experiment id",
-        drop("experiment.yaml", "id"),
-        "experiment.yaml",
-        "missing required key 'id'",
-    ),
-    (
-        "unknown top-level key",
-        edit_yaml("experiment.yaml", lambda d: {**d, "setings": {}}),
-        "experiment.yaml",
-        "setings: unknown key",
-    ),
-    (
-        "trials not a list",
-        write_text("trials.yaml", "a:\n  id: 1\n"),
-        "trials.yaml",
-        "expected a list of trials",
-    ),
-    (
-        "trial without id",
-        edit_yaml("trials.yaml", lambda t: [{"name": "a"}]),
-        "trials.yaml",
-        "[0]: missing required key 'id'",
-    ),
-    ("repeat below one", trial0(repeat=0), "trials.yaml", "[0].repeat: expected an integer >= 1"),
-    (
-        "repeat of wrong type",
-        trial0(repeat="three"),
-        "trials.yaml",
-        "[0].repeat: expected an integer, got a string",
-    ),
-    (
-        "duplicate trial names",
-        two_trials({"name": "a"}),
-        "trials.yaml",
-        "[1].name: duplicate trial name 'a'",
-    ),
-    ("duplicate trial ids", two_trials({"id": 1}), "trials.yaml", "[1].id: duplicate trial id"),
-    ("name with a slash", trial0(name="a/b"), "trials.yaml", "[0].name: 'a/b' is not usable"),
-    ("name that is ..", trial0(name=".."), "trials.yaml", "[0].name: '..' is not usable"),
-    ("empty name", trial0(name=""), "trials.yaml", "[0].name: '' is not usable"),
-    (
-        "name with a control character",
-        trial0(name="a\tb"),
-        "trials.yaml",
-        "[0].name: 'a\\tb' is not usable",
-    ),
-    (
-        "experiment name with a backslash",
-        edit_yaml("experiment.yaml", lambda d: {**d, "name": "x\\y"}),
-        "experiment.yaml",
-        "name: 'x\\\\y' is not usable",
-    ),
-    (
-        "settings not a mapping",
-        write_text("base.yaml", "settings: [1, 2]\n"),
-        "base.yaml",
-        "settings: expected a mapping, got a list",
-    ),
-    (
-        "unknown pipeline name",
-        write_text("base.yaml", "settings:\n  pipeline:\n    type: Nonexistent\n"),
-        "base.yaml",
-        "settings.pipeline.type: unknown type 'Nonexistent'",
-    ),
-    (
-        "pipeline module missing",
-        write_text("base.yaml", "settings:\n  pipeline:\n    type: no_such_module:Thing\n"),
-        "base.yaml",
-        "cannot import module 'no_such_module'",
-    ),
-    (
-        "missing pipeline",
-        write_text("base.yaml", "settings:\n  lr: 1\n"),
-        "trials.yaml",
-        "[0].settings.pipeline: missing",
-    ),
-    (
-        "unknown callback type",
-        trial0(settings={"callbacks": [{"type": "EarlyStoping", "metric": "loss"}]}),
-        "trials.yaml",
-        "[0].settings.callbacks[0].type: unknown type 'EarlyStoping'",
-    ),
-    (
-        "concurrency of zero",
-        write_text("env.yaml", "execution:\n  max_concurrency: 0\n"),
-        "env.yaml",
-        "execution.max_concurrency: expected an integer >= 1",
-    ),
-    (
-        "unknown executor",
-        write_text("env.yaml", "execution:\n  executor: gpu-cluster\n"),
-        "env.yaml",
-        "execution.executor: expected one of",
-    ),
-    (
-        "unresolvable interpolation",
-        trial0(settings={"lr": "${settings.nope}"}),
-        "trials.yaml",
-        "cannot resolve interpolation",
-    ),
-    (
-        "duplicate key",
-        write_text("experiment.yaml", "name: e\nid: 1\nname: f\n"),
-        "experiment.yaml",
-        "name: duplicate key",
-    ),
-    (
-        "id of wrong type",
-        edit_yaml("experiment.yaml", lambda d: {**d, "id": [1]}),
-        "experiment.yaml",
-        "id: expected a string or an integer, got a list",
-    ),
-    (
-        "negative gpus",
-        trial0(resources={"gpus": -1}),
-        "trials.yaml",
-        "[0].resources.gpus: expected a number >= 0",
-    ),
-    (
-        "trial named like expman's folder",
-        trial0(name="logs"),
-        "trials.yaml",
-        "[0].name: 'logs' is reserved",
-    ),
-    (
-        "pipeline class without run",
-        both(
-            write_text("norun.py", NO_RUN),
-            pipeline_type("norun:NoRun"),
-        ),
-        "base.yaml",
-        "settings.pipeline.type: 'norun:NoRun' is abstract: expected it to define run",
-    ),
-    (
-        "seed that is not an integer",
-        trial0(settings={"seed": "abc"}),
-        "trials.yaml",
-        "[0].settings.seed: expected an integer (the experiment's seed), got a string 'abc'",
-    ),
-    (
-        "seed that is a bool",
-        write_text("base.yaml", "settings:\n  seed: true\n  pipeline: {type: pipelines:Sleeper}\n"),
-        "base.yaml",
-        "settings.seed: expected an integer",
-    ),
-    (
-        "absurd repeat count",
-        two_trials({"repeat": 100_000_000}),
-        "trials.yaml",
-        "[1].repeat: repeat 100000000 brings the plan to 100,000,001 runs;"
-        " expected at most 1,000,000 runs in total",
-    ),
-    (
-        "misspelled callback parameter",
-        trial0(settings={"callbacks": [{"type": "EarlyStopping", "metrc": "loss"}]}),
-        "trials.yaml",
-        "[0].settings.callbacks[0].metrc: EarlyStopping: unknown parameter 'metrc';"
-        " expected one of: metric, ",
-    ),
-    (
-        "missing trials file",
-        lambda root: (root / "trials.yaml").unlink(),
-        "trials.yaml",
-        "required file is missing",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("mutate", "file", "expected"), [pytest.param(m, f, e, id=c) for c, m, f, e in MISTAKES]
-)
-def test_config_mistake_is_named_precisely(
-    make_experiment: Callable[..., Path], mutate: Mutation, file: str, expected: str
-) -> None:
-    """Each mistake raises one ConfigError naming the file and the key path."""
-    root = make_experiment()
-    mutate(root)
-    with pytest.raises(ConfigError) as info:
-        prepare(root)
-    message = str(info.value)
-    assert file in message
-    assert expected in message
-    assert "\n" not in message.strip()
-
-
-def test_yaml_error_has_line_and_column(make_experiment: Callable[..., Path]) -> None:
-    """A syntax error names the line and column where it was found."""
-    root = make_experiment()
-    (root / "trials.yaml").write_text("- name: a\n  id: 1\n  repeat: [1\n")
-    with pytest.raises(ConfigError) as info:
-        prepare(root)
-    assert info.value.line == 4
-    assert info.value.column is not None
-
-
-def test_errors_name_the_line_of_the_key(make_experiment: Callable[..., Path]) -> None:
-    """The message points at the offending key's line in its file."""
-    root = make_experiment(trials=[{"name": "a", "id": 1}, {"name": "b", "id": 2, "repeat": 0}])
-    with pytest.raises(ConfigError) as info:
-        prepare(root)
-    assert "trials.yaml:5: [1].repeat" in str(info.value)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("mutate", "file", "expected"), [pytest.param(m, f, e, id=c) for c, m, f, e in MISTAKES]
-)
-def test_cli_reports_mistake_with_exit_2_and_leaves_workspace_untouched(
-    make_experiment: Callable[..., Path],
-    tmp_path: Path,
-    mutate: Mutation,
-    file: str,
-    expected: str,
-) -> None:
-    """`expman run` prints one message (no traceback), exits 2, and writes nothing."""
-    root = make_experiment()
-    workspace = tmp_path / "ws"
-    (workspace / "exp" / "logs").mkdir(parents=True)
-    journal = workspace / "exp" / "logs" / "events.jsonl"
-    journal.write_text('{"type": "ExperimentStarted"}\n')
-    before = {p: p.stat().st_mtime_ns for p in workspace.rglob("*")}
-    mutate(root)
-    proc = run_cli("run", str(root), "-w", str(workspace))
-    assert proc.returncode == 2, proc.stderr
-    assert expected in proc.stderr
-    assert file in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in workspace.rglob("*")} == before
 
 
 def test_hostile_yaml_alias_bomb_is_refused_quickly(make_experiment: Callable[..., Path]) -> None:
@@ -613,3 +322,14 @@ def test_unknown_pipeline_lists_only_pipeline_names(make_experiment: Callable[..
     known = message.split("known names: ")[1].split(", ")
     assert {"KnownPipe", "RunOnly"} <= set(known)
     assert not {"CheckpointCallback", "EarlyStopping", "MetricsTracker"} & set(known)
+
+
+def test_paths_with_a_nul_from_python_are_config_errors(
+    make_experiment: Callable[..., Path], tmp_path: Path
+) -> None:
+    """prepare('cfg\\0x') and prepare(cfg, workspace='w\\0s'): ConfigErrors, not ValueErrors."""
+    root = make_experiment()
+    with pytest.raises(ConfigError, match="holds a NUL character"):
+        prepare(f"{root}\0x")
+    with pytest.raises(ConfigError, match=r"^<command line>: workspace: .*holds a NUL character"):
+        prepare(root, workspace=f"{tmp_path}/w\0s")

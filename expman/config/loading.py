@@ -3,7 +3,11 @@
 Parsing is guarded against hostile input: a file that is too large, nesting that is
 too deep, or aliases that would expand a small file into millions of nodes is
 refused with a :class:`~expman.errors.ConfigError` before anything is built from it.
-Duplicate keys, which YAML loaders silently collapse, are refused too.
+Duplicate keys, which YAML loaders silently collapse, are refused too, and so is
+what the rest of expman could not hold: a tag other than YAML's plain ones
+(``!!binary``, ``!!set``, ``!!timestamp``, ``!!python/...``, ``!custom``), an alias
+inside the node it names (``&a [1, *a]``), and an integer beyond 64 bits (the
+journal and the config hash are JSON).
 """
 
 from __future__ import annotations
@@ -48,6 +52,18 @@ for _cls in {_PyLoader, _Loader}:
         for key, resolvers in _cls.yaml_implicit_resolvers.items()
     }
 _OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+
+#: The tags a config may hold: YAML's plain scalars, lists and mappings (and ``<<``).
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")
+)
+_INT_TAG = "tag:yaml.org,2002:int"
+#: The integers every part of expman can hold (orjson, the journal: signed 64 bits).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: An integer scalar this long or shorter cannot exceed 64 bits (``0x`` and 15 hex
+#: digits): its text is not parsed twice.
+_SHORT_INT = 17
 _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
@@ -122,7 +138,7 @@ def load_yaml(path: Path) -> YamlDocument:
         node = loader.get_single_node()
         lines: dict[str, int] = {}
         if node is not None:
-            _inspect(node, path, lines)
+            _inspect(node, path, lines, loader)
             data = loader.construct_document(node)
         else:
             data = None
@@ -135,18 +151,80 @@ def load_yaml(path: Path) -> YamlDocument:
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
         ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", file=path) from None
+    except yaml.YAMLError as exc:  # the reader's errors (a control character) have no mark
+        raise ConfigError(f"YAML error: {str(exc).splitlines()[0]}", file=path) from None
     except RecursionError:
         raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", file=path) from None
+    except (ValueError, TypeError) as exc:  # a constructor's own error: !!int abc, !!float x
+        key, at = _bad_scalar(node, loader)
+        raise ConfigError(
+            f"not a valid value: {exc}", file=path, key=key or None, line=at
+        ) from None
     finally:
         loader.dispose()
     return YamlDocument(path=path, data=data, lines=lines)
 
 
-def _inspect(root: yaml.Node, path: Path, lines: dict[str, int]) -> None:
-    """Record key lines; refuse deep nesting, alias bombs and duplicate keys."""
+def int_problem(value: int, *, shown: str | None = None) -> str | None:
+    """Why the integer ``value`` cannot be a config value (beyond 64 bits), or None."""
+    if INT_MIN <= value <= INT_MAX:
+        return None
+    if shown is None:
+        text = str(value)
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+    return (
+        f"the integer {shown} is beyond 64 bits; expected an integer from {INT_MIN}"
+        f" to {INT_MAX} (write a larger number as a float, 1e20, or quote it as a string)"
+    )
+
+
+def _bad_scalar(root: yaml.Node, loader: Any) -> tuple[str, int | None]:
+    """The key path and line of the first int or float scalar that does not construct.
+
+    Only called once constructing the document failed, so the happy path never pays.
+    """
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, key = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            construct = loader.yaml_constructors.get(node.tag)
+            try:
+                if construct is not None:
+                    construct(loader, node)
+            except (ValueError, TypeError):
+                return key, node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            for k_node, v_node in reversed(node.value):
+                name = str(k_node.value) if isinstance(k_node, yaml.ScalarNode) else "?"
+                stack += [(v_node, join_key(key, name)), (k_node, join_key(key, name))]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, join_key(key, i)) for i, item in reversed(list(enumerate(node.value)))]
+    return "", None
+
+
+def _tag_problem(node: yaml.Node) -> str | None:
+    tag = str(node.tag)
+    if tag in PLAIN_TAGS:
+        return None
+    shown = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:") else tag
+    return (
+        f"the YAML tag {shown!r} is not allowed; expected plain values (null, a boolean, a"
+        " number, a string, a list or a mapping, without tags)"
+    )
+
+
+def _inspect(root: yaml.Node, path: Path, lines: dict[str, int], loader: Any) -> None:
+    """Record key lines; refuse deep nesting, alias bombs, duplicate keys, tags, big ints."""
     sizes: dict[int, int] = {}
+    #: The nodes being walked: meeting one again is an alias inside itself.
+    open_nodes: set[int] = set()
+
+    def refuse(node: yaml.Node, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=path, key=key or None, line=node.start_mark.line + 1)
 
     def walk(node: yaml.Node, key: str, depth: int, record: bool) -> int:
         if depth > MAX_DEPTH:
@@ -155,12 +233,30 @@ def _inspect(root: yaml.Node, path: Path, lines: dict[str, int]) -> None:
                 file=path,
                 line=node.start_mark.line + 1,
             )
+        if id(node) in open_nodes:
+            raise refuse(
+                node,
+                key,
+                "an alias inside the very list or mapping it names (a recursive alias such as"
+                " &a [1, *a]); expected a value that does not contain itself",
+            )
         known = sizes.get(id(node))
         if known is not None:  # an alias: its subtree counts again when expanded
             return known
-        sizes[id(node)] = 1  # guards against recursive aliases
+        problem = _tag_problem(node)
+        if problem is not None:
+            raise refuse(node, key, problem)
         total = 1
-        if isinstance(node, yaml.MappingNode):
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT_TAG and len(node.value) > _SHORT_INT:
+                try:
+                    problem = int_problem(loader.construct_yaml_int(node))
+                except ValueError:  # more digits than Python converts (4300)
+                    problem = int_problem(INT_MAX + 1, shown=f"{node.value[:20]}...")
+                if problem is not None:
+                    raise refuse(node, key, problem)
+        elif isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for k_node, v_node in node.value:
                 k = str(k_node.value) if isinstance(k_node, yaml.ScalarNode) else "?"
@@ -175,6 +271,7 @@ def _inspect(root: yaml.Node, path: Path, lines: dict[str, int]) -> None:
                 seen.add(k)
                 if record:
                     lines.setdefault(child, k_node.start_mark.line + 1)
+                walk(k_node, child, depth + 1, False)  # its tag and size; keys are not counted
                 total += walk(v_node, child, depth + 1, record)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -182,6 +279,7 @@ def _inspect(root: yaml.Node, path: Path, lines: dict[str, int]) -> None:
                 if record:
                     lines.setdefault(child, item.start_mark.line + 1)
                 total += walk(item, child, depth + 1, record)
+        open_nodes.discard(id(node))
         if total > MAX_NODES:
             raise ConfigError(
                 f"expands to more than {MAX_NODES} values (aliases multiplying a small file?)",

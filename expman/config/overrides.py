@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from expman.config.loading import MAX_DEPTH, YamlDocument, join_key
+from expman.config.loading import MAX_DEPTH, YamlDocument, int_problem, join_key
 from expman.config.merging import deep_merge
 from expman.config.schema import check_execution, type_name
 from expman.config.specs import Layer
@@ -70,6 +70,7 @@ def parse_overrides(overrides: Sequence[str]) -> CallerChanges:
                 f"override {item!r} is not of the form key=value (e.g. settings.lr=0.01)",
                 file=COMMAND_LINE,
             )
+        _check_override_key(item, key)
         if key.startswith("execution."):
             execution.append(item[len("execution.") :])
         elif key.startswith("settings."):
@@ -83,7 +84,29 @@ def parse_overrides(overrides: Sequence[str]) -> CallerChanges:
         raise _override_error(overrides, exc) from None
     assert isinstance(parsed_settings, dict)
     assert isinstance(parsed_execution, dict)
+    # What YAML gave that the rest of expman cannot hold (x=!!binary ..., a 70-bit int).
+    for section, parsed in (("settings", parsed_settings), ("execution", parsed_execution)):
+        for k, v in parsed.items():
+            _plain(v, join_key(section, k), 1, origin=COMMAND_LINE)
     return CallerChanges(COMMAND_LINE, parsed_settings, parsed_execution)  # type: ignore[arg-type]
+
+
+def _check_override_key(item: str, key: str) -> None:
+    """Refuse a key with an empty part (``settings..x``) or nesting past MAX_DEPTH."""
+    parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise ConfigError(
+            f"override {item!r}: the key {key!r} has an empty part;"
+            " expected a dotted key such as settings.lr or execution.timeout",
+            file=COMMAND_LINE,
+            key=key,
+        )
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError(
+            f"override {_shown(item)}: the key has {len(parts)} parts;"
+            f" expected at most {MAX_DEPTH} (nesting deeper than {MAX_DEPTH} levels)",
+            file=COMMAND_LINE,
+        )
 
 
 def check_values(values: Mapping[str, Any]) -> CallerChanges:
@@ -135,30 +158,45 @@ def _set(target: dict[str, Any], parts: Sequence[str], value: Any) -> None:
         target[last] = value
 
 
-def _plain(value: Any, where: str, depth: int) -> Any:
-    """``value`` as YAML would give it; anything YAML cannot hold is refused at ``where``."""
+def _plain(value: Any, where: str, depth: int, origin: Path = VALUES) -> Any:
+    """``value`` as YAML would give it; anything YAML cannot hold is refused at ``where``.
+
+    So is what expman cannot store: an integer beyond 64 bits.
+    """
     if depth > MAX_DEPTH:
-        raise _value_error(where, f"nesting deeper than {MAX_DEPTH} levels")
+        raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels", file=origin, key=where)
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):
+        problem = int_problem(int(value))
+        if problem is not None:
+            raise ConfigError(problem, file=origin, key=where)
         return int(value)
     if isinstance(value, numbers.Real):  # a float or a NumPy floating scalar
         return float(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v, join_key(where, i), depth + 1) for i, v in enumerate(value)]
+        return [_plain(v, join_key(where, i), depth + 1, origin) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise _value_error(where, f"keys must be strings, got {type_name(k)} {k!r}")
-            out[k] = _plain(v, join_key(where, k), depth + 1)
+                raise ConfigError(
+                    f"keys must be strings, got {type_name(k)} {k!r}", file=origin, key=where
+                )
+            out[k] = _plain(v, join_key(where, k), depth + 1, origin)
         return out
-    raise _value_error(
-        where,
+    shown = repr(value)
+    raise ConfigError(
         "expected a value YAML can hold (null, a boolean, a number, a string, a list or"
-        f" a mapping), got {type(value).__name__} {value!r}",
+        f" a mapping), got {type(value).__name__} {shown[:80]}",
+        file=origin,
+        key=where,
     )
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to ``limit`` characters (an override may be kilobytes long)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _value_error(key: str | None, message: str) -> ConfigError:
@@ -174,7 +212,7 @@ def _override_error(overrides: Sequence[str], exc: Exception) -> ConfigError:
         except Exception as own:  # any parser failure is the user's value
             reason = str(own).splitlines()[0] if str(own) else type(own).__name__
             return ConfigError(
-                f"override {item!r}: cannot parse value {value!r} ({reason});"
+                f"override {_shown(item)}: cannot parse value {_shown(value)} ({reason});"
                 " expected a YAML value (quote strings with brackets or colons)",
                 file=COMMAND_LINE,
                 key=key.strip(),

@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from expman.config.entries import TrialEntry
+from expman.config.loading import int_problem
 from expman.config.merging import deep_merge, has_interpolation
-from expman.config.schema import type_name
+from expman.config.schema import shown, type_name
 from expman.config.specs import Layer, RunSpec, TrialSpec
 from expman.errors import ConfigError
 
@@ -63,26 +64,54 @@ def resolve_trial(
     )
     layers = (*files, own, *caller)
     settings = _merge(layers, experiment, entry)
+    try:
+        digest = config_hash(settings)
+    except TypeError:  # what an interpolation made (${oc.decode:...}) that JSON cannot hold
+        digest = ""
     trial = TrialSpec(
         name=entry.name,
         id=entry.id,
         index=index,
         repeat=entry.repeat,
         settings=settings,
-        config_hash=config_hash(settings),
+        config_hash=digest,
         desc=entry.desc,
         resources=entry.resources,
         layers=layers,
         source=entry.source,
         written_id=entry.written_id,
     )
+    if not digest:
+        key, problem = _unstorable(settings, "") or ("", "cannot be stored as JSON")
+        raise trial.error(key, problem)
     seed = settings.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise trial.error(
             "seed",
-            f"expected an integer (the experiment's seed), got {type_name(seed)} {seed!r}",
+            f"expected an integer (the experiment's seed), got {type_name(seed)} {shown(seed)}",
         )
     return trial
+
+
+def _unstorable(value: Any, key: str) -> tuple[str, str] | None:
+    """The dotted key of the first value in ``value`` the journal cannot hold, and why."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        problem = int_problem(value)
+        return (key, problem) if problem else None
+    if value is None or isinstance(value, (bool, float, str)):
+        return None
+    items: Iterable[tuple[object, Any]]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return (key, f"expected a plain YAML value, got {type(value).__name__}")
+    for k, v in items:
+        found = _unstorable(v, f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def plan_runs(trials: Iterable[TrialSpec]) -> tuple[RunSpec, ...]:
@@ -100,16 +129,21 @@ def _merge(
     layer_list = [layer.settings for layer in layers]
     if not any(has_interpolation(s) for s in layer_list):
         return deep_merge(layer_list)
+    # Merged as without interpolations (a mapping replaces a string and back, where
+    # OmegaConf.merge would refuse), then resolved against the merged whole.
+    merged = deep_merge(layer_list)
     try:
-        merged = OmegaConf.merge(*(OmegaConf.create(dict(s)) for s in layer_list))
         root = OmegaConf.create(
-            {"experiment": dict(experiment), "trial": {"name": entry.name, "id": entry.id}}
+            {
+                "experiment": dict(experiment),
+                "trial": {"name": entry.name, "id": entry.id},
+                "settings": merged,
+            }
         )
-        root.settings = merged
         resolved = OmegaConf.to_container(root, resolve=True)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
         key = getattr(exc, "full_key", None) or ""
-        msg = str(exc).splitlines()[0]
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         at = f"{entry.source.key} ({entry.name})"
         raise ConfigError(
             f"cannot resolve interpolation: {msg}",

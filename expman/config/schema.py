@@ -62,6 +62,12 @@ class ExecutionSettings:
     ray: Mapping[str, Any] = field(default_factory=dict)
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: a message quotes, never floods."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def type_name(value: object) -> str:
     """A user-facing name for the type of a YAML value."""
     if value is None:
@@ -95,7 +101,7 @@ def check_keys(
 ) -> None:
     for k in mapping:
         if not isinstance(k, str):
-            raise doc.error(key, f"keys must be strings, got {type_name(k)} {k!r}")
+            raise doc.error(key, f"keys must be strings, got {type_name(k)} {shown(k)}")
         if k not in allowed:
             raise doc.error(
                 join_key(key, k), f"unknown key; expected one of: {', '.join(sorted(allowed))}"
@@ -111,7 +117,7 @@ def check_name(doc: ErrorSite, key: str, value: object) -> str:
         raise doc.error(key, f"expected a string, got {type_name(value)}")
     problem = name_problem(value)
     if problem:
-        raise doc.error(key, f"{value!r} is not usable as a directory name: {problem}")
+        raise doc.error(key, f"{shown(value)} is not usable as a directory name: {problem}")
     return value
 
 
@@ -143,7 +149,7 @@ def check_id(doc: ErrorSite, key: str, value: object) -> str:
 
 def check_int(doc: ErrorSite, key: str, value: object, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise doc.error(key, f"expected an integer, got {type_name(value)} {value!r}")
+        raise doc.error(key, f"expected an integer, got {type_name(value)} {shown(value)}")
     if minimum is not None and value < minimum:
         raise doc.error(key, f"expected an integer >= {minimum}, got {value}")
     return value
@@ -151,7 +157,7 @@ def check_int(doc: ErrorSite, key: str, value: object, *, minimum: int | None = 
 
 def check_number(doc: ErrorSite, key: str, value: object, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise doc.error(key, f"expected a number, got {type_name(value)} {value!r}")
+        raise doc.error(key, f"expected a number, got {type_name(value)} {shown(value)}")
     if positive and value <= 0:
         raise doc.error(key, f"expected a number > 0, got {value}")
     return float(value)
@@ -159,7 +165,7 @@ def check_number(doc: ErrorSite, key: str, value: object, *, positive: bool = Fa
 
 def check_bool(doc: ErrorSite, key: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise doc.error(key, f"expected true or false, got {type_name(value)} {value!r}")
+        raise doc.error(key, f"expected true or false, got {type_name(value)} {shown(value)}")
     return value
 
 
@@ -172,7 +178,7 @@ def check_execution(doc: ErrorSite, key: str, value: object) -> dict[str, Any]:
         at = join_key(key, k)
         if k == "executor":
             if v not in EXECUTORS:
-                raise doc.error(at, f"expected one of {', '.join(EXECUTORS)}, got {v!r}")
+                raise doc.error(at, f"expected one of {', '.join(EXECUTORS)}, got {shown(v)}")
             out[k] = v
         elif k == "max_concurrency":
             out[k] = check_int(doc, at, v, minimum=1)

@@ -10,6 +10,7 @@ nothing here looks at what the documents say: that is the validate stage's job.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,11 @@ class ConfigSources:
 def read_config_dir(config_dir: str | os.PathLike[str]) -> ConfigSources:
     """Parse the files of ``config_dir``; a missing required file is a ConfigError."""
     root = Path(config_dir)
-    if not root.is_dir():
+    kind = _kind(root)
+    if kind != "directory":
         raise ConfigError(
-            "not a directory with experiment.yaml, base.yaml and trials.yaml", file=root
+            f"{_describe(kind)}: not a directory with experiment.yaml, base.yaml and trials.yaml",
+            file=root,
         )
     return ConfigSources(
         root=root,
@@ -56,9 +59,36 @@ def read_config_dir(config_dir: str | os.PathLike[str]) -> ConfigSources:
     )
 
 
+def _kind(path: Path) -> str:
+    """``file``, ``directory``, ``missing``, ``other`` or why it cannot be looked at."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:  # an unreadable folder above it, a name too long, a loop
+        return f"cannot be read: {exc.strerror or type(exc).__name__}"
+    except ValueError:  # a NUL in the path (from Python; argv cannot hold one)
+        return "cannot be a path: it holds a NUL character"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def _describe(kind: str) -> str:
+    return {
+        "missing": "does not exist",
+        "file": "is a file",
+        "directory": "is a directory",
+        "other": "is not a regular file",
+    }.get(kind, kind)
+
+
 def _required(path: Path) -> YamlDocument:
-    if not path.is_file():
+    kind = _kind(path)
+    if kind == "missing":
         raise ConfigError("required file is missing", file=path)
+    if kind != "file":
+        raise ConfigError(f"{_describe(kind)}; expected a YAML file", file=path)
     doc = load_yaml(path)
     if doc.data is None:
         raise ConfigError("file is empty", file=path)
@@ -66,4 +96,9 @@ def _required(path: Path) -> YamlDocument:
 
 
 def _optional(path: Path) -> YamlDocument | None:
-    return load_yaml(path) if path.exists() else None
+    kind = _kind(path)
+    if kind == "missing":
+        return None
+    if kind != "file":
+        raise ConfigError(f"{_describe(kind)}; expected a YAML file (or none)", file=path)
+    return load_yaml(path)

@@ -154,6 +154,8 @@ def _check_env(env: YamlDocument, root: Path, execution: dict[str, Any]) -> Path
         return None
     if not isinstance(workspace, str) or not workspace.strip():
         raise env.error("workspace", f"expected a path, got {type_name(workspace)}")
+    if "\x00" in workspace:
+        raise env.error("workspace", "expected a path, got a string with a NUL character")
     return (root / os.path.expanduser(workspace)).resolve()
 
 

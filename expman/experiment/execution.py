@@ -47,7 +47,7 @@ from expman.experiment.subscriber_errors import SubscriberErrors
 from expman.run.records import ResumePlan, RunOutcome
 from expman.runtime.admission import AdmissionPolicy
 from expman.runtime.scheduler import Scheduler
-from expman.serializable import YAMLSerializable, import_path
+from expman.serializable import import_path
 from expman.status import RunStatus
 from expman.subscribers.callbacks.base import Callback
 from expman.subscribers.writers.eventlog import EventLogWriter
@@ -287,5 +287,6 @@ class ExperimentRun:
 
 def build_callbacks(spec: RunSpec, shared: Sequence[Any] = ()) -> list[Any]:
     """Fresh callback objects for one run: ``settings.callbacks``, then copies of ``shared``."""
-    built = [YAMLSerializable.from_config(cb) for cb in spec.settings.get("callbacks") or ()]
+    # Callback.from_config refuses a type that is no Callback before building it.
+    built = [Callback.from_config(cb) for cb in spec.settings.get("callbacks") or ()]
     return built + [copy.deepcopy(template) for template in shared]

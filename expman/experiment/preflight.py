@@ -20,15 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from expman.config import ExperimentPlan, TrialSpec, load_plan
-from expman.config.schema import EXECUTORS
+from expman.config.schema import EXECUTORS, shown, type_name
 from expman.delivery import calls_are_async
 from expman.errors import ConfigError
 from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, TrialStarted
 from expman.executors.devices import detect_devices, resource_problem
 from expman.experiment.parameters import accepted_parameters, unchecked_reason
-from expman.pipeline import Pipeline
+from expman.import_paths import ConfigModuleError, RefusedType, user_frames
+from expman.pipeline import Pipeline, pipeline_problem
 from expman.serializable import (
-    ConfigModuleError,
     InvalidParam,
     UnknownType,
     YAMLSerializable,
@@ -85,19 +85,38 @@ def prepare(
 
 
 def check_workspace_path(plan: ExperimentPlan, *, from_argument: bool) -> None:
-    """Refuse a workspace (or experiment folder in it) that exists but is not a directory."""
-    blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    """Refuse a workspace (or experiment folder in it) that exists but is not a directory.
+
+    A path that cannot even be looked at (a folder of mode 000 above it) is refused too.
+    """
+
+    def refuse(message: str) -> ConfigError:
+        env = plan.documents.get("env.yaml")
+        if not from_argument and env is not None and "workspace" in (env.data or {}):
+            return env.error("workspace", message)
+        return ConfigError(message, file="<command line>", key="workspace")
+
+    if "\x00" in str(plan.workspace):  # from Python (argv cannot hold one); exists() says no
+        raise refuse(
+            f"workspace {str(plan.workspace)!r} cannot be used: it holds a NUL character;"
+            " expected a directory path"
+        )
+    try:
+        blocker = next((p for p in (plan.workspace, *plan.workspace.parents) if p.exists()), None)
+        blocked = blocker is not None and not blocker.is_dir()
+        experiment_is_file = plan.path.exists() and not plan.path.is_dir()
+    except OSError as exc:
+        raise refuse(
+            f"workspace {str(plan.workspace)!r} cannot be used: {exc.filename}:"
+            f" {exc.strerror or type(exc).__name__}; expected a directory you can read and write"
+        ) from None
+    if blocked:
         what = "it" if blocker == plan.workspace else f"{str(blocker)!r} in it"
-        message = (
+        raise refuse(
             f"workspace {str(plan.workspace)!r} cannot be used: {what} is a file;"
             " expected a directory (or a path that does not exist yet)"
         )
-        env = plan.documents.get("env.yaml")
-        if not from_argument and env is not None and "workspace" in (env.data or {}):
-            raise env.error("workspace", message)
-        raise ConfigError(message, file="<command line>", key="workspace")
-    if plan.path.exists() and not plan.path.is_dir():
+    if experiment_is_file:
         raise plan.documents["experiment.yaml"].error(
             "name",
             f"{str(plan.path)!r} is a file; expected the experiment's directory there"
@@ -132,7 +151,7 @@ def check_buildables(plan: ExperimentPlan) -> None:
         check_config_modules(plan)
         for trial in plan.trials:
             pipeline = _pipeline_entry(trial)
-            _check_buildable(trial.error, "pipeline", pipeline, "pipeline")
+            _check_buildable(_pipeline_error(trial), "pipeline", pipeline, "pipeline")
             for i, cb in enumerate(_callback_entries(trial)):
                 target = _check_buildable(trial.error, f"callbacks.{i}", cb, "callback")
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
@@ -149,12 +168,22 @@ def check_config_modules(plan: ExperimentPlan) -> None:
     try:
         import_config_modules(plan.config_dir)
     except ConfigModuleError as exc:
-        error = exc.error
-        raise ConfigError(
-            f"this module of the config folder cannot be imported: {type(error).__name__}: {error}",
-            file=plan.config_dir / exc.file.name,
-            line=exc.line,
-        ) from error
+        where = plan.config_dir / exc.file.name
+        raise _import_failed(exc, where, "this module of the config folder") from exc.error
+
+
+def _import_failed(exc: ConfigModuleError, file: Any, what: str) -> ConfigError:
+    """The ConfigError of a module that raised at import: its error, then its last frames."""
+    error = exc.error
+    text = str(error).splitlines()[0] if str(error) else ""
+    if isinstance(error, SystemExit):
+        text = f"sys.exit({error.code!r}) while it was imported"
+    frames = "".join(f"\n  {frame}" for frame in exc.frames)
+    return ConfigError(
+        f"{what} cannot be imported: {type(error).__name__}: {text}{frames}",
+        file=file,
+        line=exc.line,
+    )
 
 
 def parameter_notes(plan: ExperimentPlan) -> list[str]:
@@ -215,6 +244,21 @@ def _pipeline_entry(trial: TrialSpec) -> Mapping[str, Any]:
     return pipeline  # type: ignore[no-any-return]
 
 
+def _pipeline_error(trial: TrialSpec) -> ErrorAt:
+    """Errors about ``settings.pipeline``: a bare string is its type, at ``pipeline`` itself.
+
+    (Located at ``pipeline.type``, the error would name whichever file last set a
+    mapping there, even when an override replaced it by the string.)
+    """
+    if not isinstance(trial.settings.get("pipeline"), str):
+        return trial.error
+
+    def error(key: str, message: str) -> ConfigError:
+        return trial.error("pipeline" if key == "pipeline.type" else key, message)
+
+    return error
+
+
 def _callback_entries(trial: TrialSpec) -> list[Any]:
     callbacks = trial.settings.get("callbacks") or []
     if not isinstance(callbacks, list):
@@ -223,11 +267,24 @@ def _callback_entries(trial: TrialSpec) -> list[Any]:
 
 
 def build_subscribers(plan: ExperimentPlan) -> list[Any]:
-    """The subscribers named in YAML (``subscribers:``), built through the registry."""
+    """The subscribers named in YAML (``subscribers:``), built through the registry.
+
+    Each is checked first, as :func:`prepare` checks it (a plan from ``load_plan``
+    did not go through it): nothing is built that is not a subscriber class.
+    """
     if not plan.subscribers:
         return []
+    built = []
     with import_path(plan.config_dir):
-        return [YAMLSerializable.from_config(entry.config) for entry in plan.subscribers]
+        for entry in plan.subscribers:
+            _check_buildable(entry.error, entry.key, entry.config, "subscriber")
+        for entry in plan.subscribers:
+            try:
+                built.append(YAMLSerializable.from_config(entry.config))
+            except Exception as exc:  # its constructor raised: nothing has started yet
+                name = entry.config["type"]
+                raise entry.error(entry.key, f"{name!r} cannot be built: {_cause(exc)}") from exc
+    return built
 
 
 #: The events a run's callbacks never receive: they are about more than one run.
@@ -250,29 +307,41 @@ def _refuse_wider_hooks(error: ErrorAt, key: str, name: Any, target: Any) -> Non
 
 
 def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
-    """Resolve ``config``'s type and check its parameters; returns the type."""
+    """Resolve ``config``'s type and check its kind, then its parameters; returns the type.
+
+    Nothing of the type is called before its kind is known to fit the key (importing
+    its module is all): a pipeline class with ``run(ctx)``, a ``Callback`` subclass, a
+    subscriber class with an async ``__call__``.  Only then is its own
+    ``validate_params`` asked about the parameters.
+    """
     if not isinstance(config, Mapping) or "type" not in config:
         raise error(key, "expected a mapping with a 'type' key")
+    name = config["type"]
+    if not isinstance(name, str):
+        raise error(
+            f"{key}.type",
+            f"expected a string naming a registered {kind} or an import path"
+            f" 'module:Class', got {type_name(name)}",
+        )
     try:
-        target = resolve_type(str(config["type"]))
+        target = resolve_type(name)
     except UnknownType as exc:
         known = ", ".join(_known_names(kind)) or "(none registered)"
         raise error(
-            f"{key}.type", f"unknown type {exc.name!r} ({exc.detail}); known names: {known}"
+            f"{key}.type", f"unknown type {shown(exc.name)} ({exc.detail}); known names: {known}"
         ) from None
-    if kind == "pipeline" and not callable(getattr(target, "run", None)):
-        raise error(f"{key}.type", f"{config['type']!r} has no run(ctx) method")
+    except RefusedType as exc:
+        raise error(f"{key}.type", f"{shown(name)} cannot be used: {exc.reason}") from None
+    except ConfigModuleError as exc:
+        raise _import_failed(exc, exc.file, f"the module of {shown(name)}") from exc.error
+    problem = _kind_problem(target, kind)
+    if problem is not None:
+        raise error(f"{key}.type", f"{shown(name)} {problem}")
     if inspect.isabstract(target):
         missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
         raise error(
             f"{key}.type",
             f"{config['type']!r} is abstract: expected it to define {missing}",
-        )
-    if kind == "subscriber" and isinstance(target, type) and not calls_are_async(target):
-        raise error(
-            f"{key}.type",
-            f"{config['type']!r} is not a subscriber: expected a class with an async __call__"
-            " (an expman.Subscriber or expman.Callback)",
         )
     params = {k: v for k, v in config.items() if k != "type"}
     accepted = accepted_parameters(target)
@@ -300,7 +369,34 @@ def _check_buildable(error: ErrorAt, key: str, config: Any, kind: str) -> Any:
                 raise error(f"{key}.{exc.param}", f"{config['type']}: {exc.message}") from None
             # A default that does not fit (mode: auto for an unknown name): the entry.
             raise error(key, f"{config['type']}: {exc.param}: {exc.message}") from None
+        except Exception as exc:  # its own check failed unexpectedly: the entry, and why
+            raise error(key, f"{config['type']}: validate_params raised {_cause(exc)}") from exc
     return target
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, then its last frames in the user's files, indented."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" + "".join(f"\n  {f}" for f in user_frames(exc))
+
+
+def _kind_problem(target: Any, kind: str) -> str | None:
+    """Why ``target`` cannot be the ``kind`` a key asks for, or None (nothing is called)."""
+    if kind == "pipeline":
+        return pipeline_problem(target)
+    if not isinstance(target, type):
+        return f"is not a class; expected a {kind} class"
+    if kind == "callback" and not issubclass(target, Callback):
+        return (
+            "is not a callback: expected a subclass of expman.Callback"
+            " (a run's callbacks receive its events and may stop it)"
+        )
+    if kind == "subscriber" and not calls_are_async(target):
+        return (
+            "is not a subscriber: expected a class with an async __call__"
+            " (an expman.Subscriber or expman.Callback)"
+        )
+    return None
 
 
 def _known_names(kind: str) -> list[str]:
