@@ -13,6 +13,10 @@
   and fails (cause ``timeout``).
 * ``execution.stall_timeout``: a run that reports no epoch for that long is
   cancelled and fails (cause ``stalled``), after a ``RunStalled`` event.
+* A pipeline that blocks the event loop cannot be cancelled from it: each timeout is
+  also a deadline of the watchdog outside the loop (:mod:`expman.watchdog`, running
+  under ``expman run``), which ends the process (exit 1) when the loop stays silent
+  past it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import get_args
 import anyio
 import structlog
 
+from expman import watchdog
 from expman.bus import EventBus
 from expman.config import ExecutionSettings, RunSpec
 from expman.events import RunStalled, StopRequested, StopScope
@@ -100,7 +105,9 @@ class Stopping:
             run.scope.cancel()
 
     async def _timeout_watch(self, run: ActiveRun, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        what = f"the execution.timeout ({seconds:g}s) of {run.ctx.spec.label}"
+        with watchdog.deadline(seconds, what, code=1):
+            await anyio.sleep(seconds)
         if run.scope is not None and run.cause is None:
             run.cause = "timeout"
             run.ctx.mark_stopped("timeout", "run")
