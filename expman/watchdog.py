@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -37,11 +37,16 @@ RUN_MARK = "_expman_run_label"
 
 @dataclass(frozen=True, slots=True)
 class Deadline:
-    """Something due at ``when`` (monotonic): ``what`` for the message, ``code`` to exit with."""
+    """Something due at ``when`` (monotonic): ``what`` for the message, ``code`` to exit with.
+
+    ``still``, when given, says (from the watchdog's thread) whether it still matters;
+    a deadline for which it answers False is dropped.
+    """
 
     when: float
     what: str
     code: int
+    still: Callable[[], bool] | None = None
 
 
 class Watchdog:
@@ -103,6 +108,9 @@ class Watchdog:
         if now - self._last_beat < self.blocked_after:
             return None
         with self._lock:
+            for key, found in list(self._deadlines.items()):
+                if found.still is not None and not found.still():
+                    del self._deadlines[key]
             passed = [d for d in self._deadlines.values() if now - d.when >= self.blocked_after]
         return min(passed, key=lambda d: d.when) if passed else None
 
@@ -196,15 +204,12 @@ def watching(dog: Watchdog) -> Iterator[Watchdog]:
         dog.close()
 
 
-@contextlib.contextmanager
-def deadline(seconds: float, what: str, code: int) -> Iterator[None]:
-    """Tell the current watchdog (if any) that ``what`` is due ``seconds`` from now."""
+def expect(seconds: float, what: str, code: int, *, still: Callable[[], bool]) -> None:
+    """Tell the current watchdog (if any) that ``what`` is due ``seconds`` from now.
+
+    Given at once, not from a task that might start too late: a pipeline that blocks
+    the loop may do so before any other task runs.  ``still`` ends the deadline.
+    """
     dog = _current
-    if dog is None:
-        yield
-        return
-    key = dog.add(Deadline(time.monotonic() + seconds, what, code))
-    try:
-        yield
-    finally:
-        dog.remove(key)
+    if dog is not None:
+        dog.add(Deadline(time.monotonic() + seconds, what, code, still))

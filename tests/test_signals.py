@@ -99,6 +99,8 @@ HOSTILE = textwrap.dedent(
 
         async def run(self, ctx):
             await ctx.epoch_end(0, {"loss": 1.0})
+            if os.path.exists(self.spin):
+                open(self.spin + ".spinning", "w").close()
             while os.path.exists(self.spin):
                 pass
             return {"spun": 1}
@@ -306,9 +308,10 @@ def test_a_signal_after_the_summary_still_exits_with_its_code(
         text=True,
         env=env,
     )
+    assert proc.stdout is not None
     assert proc.stderr is not None
     lines = []
-    for line in proc.stderr:
+    for line in proc.stdout:
         lines.append(line)
         if line.startswith("workspace:"):  # the summary's last line
             break
@@ -387,7 +390,7 @@ def test_ctrl_c_ends_a_pipeline_that_blocks_the_loop(
     """SIGINT with the loop blocked: 130 once the loop stays silent; a second one at once."""
     root, flag = spinning(make_experiment, tmp_path)
     proc = start_cli(root, workspace, "-q")
-    wait_for(lambda: count(workspace, "RunStarted") >= 1)
+    wait_for(lambda: flag.with_name("spin.spinning").exists())
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()

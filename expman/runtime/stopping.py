@@ -92,7 +92,14 @@ class Stopping:
         """Start the run's timeout and stall watchers (and grace, if already stopping)."""
         assert run.watchers is not None
         if self._execution.timeout:
-            run.watchers.start_soon(self._timeout_watch, run, self._execution.timeout)
+            seconds = self._execution.timeout
+            watchdog.expect(
+                seconds,
+                f"the execution.timeout ({seconds:g}s) of {run.ctx.spec.label}",
+                code=1,
+                still=lambda: self._active.get(run.ctx.spec.key) is run,
+            )
+            run.watchers.start_soon(self._timeout_watch, run, seconds)
         if self._execution.stall_timeout:
             run.watchers.start_soon(self._stall_watch, run, self._execution.stall_timeout)
         if run.ctx.should_stop:
@@ -105,9 +112,7 @@ class Stopping:
             run.scope.cancel()
 
     async def _timeout_watch(self, run: ActiveRun, seconds: float) -> None:
-        what = f"the execution.timeout ({seconds:g}s) of {run.ctx.spec.label}"
-        with watchdog.deadline(seconds, what, code=1):
-            await anyio.sleep(seconds)
+        await anyio.sleep(seconds)
         if run.scope is not None and run.cause is None:
             run.cause = "timeout"
             run.ctx.mark_stopped("timeout", "run")
