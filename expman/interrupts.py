@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from expman import watchdog
+import expman.watchdog as watchdog
 from expman.exits import in_forked_child, real_exit
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from typing import get_args
 import anyio
 import structlog
 
-from expman import watchdog
+import expman.watchdog as watchdog
 from expman.bus import EventBus
 from expman.config import ExecutionSettings, RunSpec
 from expman.events import RunStalled, StopRequested, StopScope
