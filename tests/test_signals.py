@@ -28,7 +28,7 @@ HOSTILE = textwrap.dedent(
 
     import anyio
 
-    from expman import Pipeline
+    from expman import Callback, CheckpointDue, Pipeline
 
     if os.environ.get("LINGER_AT_EXIT"):
         # The user's own clean-up keeps the process alive after the summary.
@@ -49,9 +49,9 @@ HOSTILE = textwrap.dedent(
     class Exits(Pipeline):
         """Run 0 leaves by ``how``; the others complete."""
 
-        def __init__(self, how="sys.exit", **params):
+        def __init__(self, how="sys.exit", when="run", **params):
             super().__init__(**params)
-            self.how = how
+            self.how, self.when = how, when
 
         async def run(self, ctx):
             await ctx.epoch_end(0, {"loss": 1.0})
@@ -59,11 +59,26 @@ HOSTILE = textwrap.dedent(
                 leave(self.how)
             return {"done": 1}
 
+        def save_checkpoint(self, path):
+            if self.when == "save_checkpoint":
+                leave(self.how)
+            path.write_text("saved")
+
+
+    class Saves(Callback):
+        """Asks run 0 for a checkpoint after its first epoch."""
+
+        async def on_epoch_end(self, event):
+            if event.repeat == 0:
+                await self.publish(CheckpointDue(
+                    experiment=event.experiment, trial=event.trial, repeat=event.repeat,
+                    path="checkpoint-0", epoch=event.epoch))
+
 
     class SyncExits(Exits):
         def run(self, ctx):
             ctx.epoch_end(0, {"loss": 1.0})
-            if ctx.repeat == 0:
+            if ctx.repeat == 0 and self.when == "run":
                 leave(self.how)
             return {"done": 1}
 
@@ -208,6 +223,25 @@ def test_a_pipeline_that_exits_fails_its_run_and_the_others_go_on(
     }[how]
     assert expected in error
     assert journal(workspace)[-1]["type"] == "ExperimentFinished"
+
+
+@pytest.mark.parametrize("how", ["sys.exit", "os._exit"])
+def test_a_checkpoint_hook_that_exits_fails_its_run(
+    make_experiment: Callable[..., Path], workspace: Path, how: str
+) -> None:
+    """sys.exit or os._exit in save_checkpoint (a worker thread): that run fails, not the rest."""
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "hostile:SyncExits", "how": how, "when": "save_checkpoint"},
+            "callbacks": [{"type": "hostile:Saves"}],
+        },
+        trials=[{"name": "a", "id": 1, "repeat": 2}],
+    )
+    (root / "hostile.py").write_text(HOSTILE)
+    proc = run_cli("run", str(root), "-w", str(workspace), "-q", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert finished(workspace) == [("a", 0, "failed"), ("a", 1, "completed")]
 
 
 @pytest.mark.parametrize("how", ["sys.exit", "os._exit"])

@@ -44,32 +44,38 @@ class LocalExecutor(Executor):
         self.name = name
 
     async def execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
-        pipeline = build_pipeline(ctx.settings["pipeline"])
+        with guarding_os_exit():
+            return await self._execute(ctx)
+
+    async def _execute(self, ctx: RunContext) -> Mapping[str, Any] | None:
+        with pipeline_exits():  # the pipeline's constructor
+            pipeline = build_pipeline(ctx.settings["pipeline"])
         await ctx.attach_callbacks(getattr(pipeline, "callbacks", ()))
         save = getattr(pipeline, "save_checkpoint", None)
         if callable(save):
 
             async def saver(path: Path) -> None:
-                await call_hook(save, path)
+                with pipeline_exits():
+                    await call_hook(save, path)
 
             ctx.set_checkpoint_saver(saver)
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                with pipeline_exits():
+                    await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
         run = pipeline.run
         run_entered()
         try:
-            with guarding_os_exit():
-                if inspect.iscoroutinefunction(run):
-                    result: Any = await _run_in_loop(run, ctx)
-                else:
-                    result = await anyio.to_thread.run_sync(
-                        _run_in_thread, run, ctx, abandon_on_cancel=True, limiter=self._threads
-                    )
-                    if inspect.isawaitable(result):
-                        with pipeline_exits():
-                            result = await result
+            if inspect.iscoroutinefunction(run):
+                result: Any = await _run_in_loop(run, ctx)
+            else:
+                result = await anyio.to_thread.run_sync(
+                    _run_in_thread, run, ctx, abandon_on_cancel=True, limiter=self._threads
+                )
+                if inspect.isawaitable(result):
+                    with pipeline_exits():
+                        result = await result
         finally:
             run_left()
         await ctx.publish_run_ending()
