@@ -195,6 +195,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from expman.experiment import prepare, single_errors, start_experiment
     from expman.subscribers.display import choose_display
 
+    interrupts.starting_experiment()
     plan = await anyio.to_thread.run_sync(
         lambda: prepare(
             args.config_dir,

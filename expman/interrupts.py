@@ -43,7 +43,8 @@ UNANSWERED = 1.0
 _first: int | None = None
 _count = 0
 _listener: tuple[asyncio.AbstractEventLoop, Callable[[int], None]] | None = None
-_after = False
+#: What the line says about the moment when nobody listens.
+_moment = ""
 
 
 def exit_code(signum: int | None = None) -> int:
@@ -55,6 +56,12 @@ def exit_code(signum: int | None = None) -> int:
 def received() -> int | None:
     """The first signal the command received, if any."""
     return _first
+
+
+def starting_experiment() -> None:
+    """Say, for a signal that comes before the experiment listens, that no run started yet."""
+    global _moment
+    _moment = " before any run started; run the same command again to resume"
 
 
 def install() -> None:
@@ -74,14 +81,14 @@ def listening(on_signal: Callable[[int], None]) -> Iterator[None]:
     """
     import asyncio  # here, not at the top: install() runs before anything heavy loads
 
-    global _listener, _after
+    global _listener, _moment
     previous = _listener
     _listener = (asyncio.get_running_loop(), on_signal)
     try:
         yield
     finally:
         _listener = previous
-        _after = True
+        _moment = " after the experiment ended"
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -96,8 +103,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     listener = _listener
     if listener is None:
-        when = "after the experiment ended" if _after else "before any run started"
-        _end(f"\nexpman: {name}: interrupted {when}; run the same command again to resume\n")
+        _end(f"\nexpman: {name}: interrupted{_moment}\n")
         return
     dog = watchdog.current()
     if _count == 1 and dog is not None:
