@@ -4,7 +4,7 @@ Signal handling comes first, before the command's modules load (:mod:`expman.int
 a Ctrl-C in the first milliseconds is an interruption with exit 130, not a traceback.
 """
 
-from expman.interrupts import install
+from expman.interrupts import ending, install
 
 install()
 
@@ -13,7 +13,9 @@ def main() -> int:
     """Run the ``expman`` command with ``sys.argv``; returns its exit code."""
     from expman.cli import main as command
 
-    return command()
+    code = command()
+    ending(code)
+    return code
 
 
 if __name__ == "__main__":

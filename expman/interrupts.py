@@ -22,8 +22,10 @@ The exit code of an interrupted command is that of the first signal.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -45,6 +47,9 @@ _count = 0
 _listener: tuple[asyncio.AbstractEventLoop, Callable[[int], None]] | None = None
 #: What the line says about the moment when nobody listens.
 _moment = ""
+_installed = False
+#: The command's exit code once it has returned (see :func:`ending`).
+_final_code: int | None = None
 
 
 def exit_code(signum: int | None = None) -> int:
@@ -66,9 +71,35 @@ def starting_experiment() -> None:
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as this module describes, from now on."""
+    global _installed
     for signum in SIGNALS:
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
             signal.signal(signum, _on_signal)
+    if not _installed:
+        _installed = True
+        # Registered first, so it runs last, after every other atexit function.
+        atexit.register(_leave)
+
+
+def ending(code: int) -> None:
+    """The command returned ``code``: the process will end with it, past Python's finalization.
+
+    Python's finalization puts the signals' default actions back before the process
+    is gone; a signal in that moment would kill it (exit -2, -15) with no message.
+    So, once the other atexit functions have run, the process ends with ``code``
+    (stdout and stderr flushed) while expman's handlers still stand.
+    """
+    global _final_code
+    _final_code = code
+
+
+def _leave() -> None:
+    if _final_code is None or in_forked_child():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    real_exit(_final_code)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ with their driver: real ``python -m expman`` processes, real signals, real forks
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,15 @@ HOSTILE = textwrap.dedent(
 
         def load_checkpoint(self, path):
             self.x = int(path.read_text())
+
+
+    class EveryEpoch(Callback):
+        """A checkpoint after every epoch."""
+
+        async def on_epoch_end(self, event):
+            await self.publish(CheckpointDue(
+                experiment=event.experiment, trial=event.trial, repeat=event.repeat,
+                path=f"checkpoint-{event.epoch}", epoch=event.epoch))
 
 
     class Spinner(Pipeline):
@@ -362,6 +372,56 @@ def test_a_signal_after_the_summary_still_exits_with_its_code(
     again = run_cli("run", str(root), "-w", str(workspace), "-q")
     assert again.returncode == 0, again.stderr
     assert count(workspace, "RunStarted") == 2
+
+
+def final_x(workspace: Path) -> dict[tuple[str, int], Any]:
+    return {
+        (e["trial"], e["repeat"]): e["metrics"]["x"]
+        for e in journal(workspace)
+        if e["type"] == "RunFinished" and e["status"] == "completed"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_signals_at_random_moments_end_with_the_uninterrupted_results(
+    make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path, executor: str
+) -> None:
+    """20 SIGINT/SIGTERM at random moments, then a last run: every run once, exact metrics."""
+    import random
+
+    root = make_experiment(
+        base={
+            "pipeline": {"type": "hostile:Steps", "epochs": 12, "seconds": 0.1},
+            "callbacks": [{"type": "hostile:EveryEpoch"}],
+        },
+        trials=[{"name": "a", "id": 1, "repeat": 3}, {"name": "b", "id": 2, "repeat": 3}],
+        env={"execution": {"max_concurrency": 3, "grace_period": 1}},
+    )
+    (root / "hostile.py").write_text(HOSTILE)
+    baseline = tmp_path / "baseline"
+    assert run_cli("run", str(root), "-w", str(baseline), "-q").returncode == 0
+    chance = random.Random(13)
+    interrupted = 0
+    for attempt in range(20):
+        signum = chance.choice([signal.SIGINT, signal.SIGTERM])
+        proc = start_cli(root, workspace, "-q", "--executor", executor)
+        wait_for_expman_handlers(proc)
+        delay = chance.uniform(0.0, 1.2)
+        time.sleep(delay)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode in (0, 128 + signum), (attempt, delay, out, err)
+        assert "Traceback" not in err, err
+        interrupted += proc.returncode != 0
+    assert interrupted >= 15  # the signals landed before the work was done
+    again = run_cli("run", str(root), "-w", str(workspace), "-q", "--executor", executor)
+    assert again.returncode == 0, again.stderr
+    assert_done_exactly_once(workspace, 6)
+    assert final_x(workspace) == final_x(baseline)
+    for log in [*(workspace / "exp").rglob("*.log"), workspace / "exp" / "logs" / "events.jsonl"]:
+        for line in log.read_bytes().splitlines():
+            json.loads(line)
 
 
 def test_a_signal_during_a_results_command_is_an_interruption(
