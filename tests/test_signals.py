@@ -392,7 +392,7 @@ def test_signals_at_random_moments_end_with_the_uninterrupted_results(
 
     root = make_experiment(
         base={
-            "pipeline": {"type": "hostile:Steps", "epochs": 12, "seconds": 0.1},
+            "pipeline": {"type": "hostile:Steps", "epochs": 30, "seconds": 0.1},
             "callbacks": [{"type": "hostile:EveryEpoch"}],
         },
         trials=[{"name": "a", "id": 1, "repeat": 3}, {"name": "b", "id": 2, "repeat": 3}],
@@ -414,7 +414,7 @@ def test_signals_at_random_moments_end_with_the_uninterrupted_results(
         assert proc.returncode in (0, 128 + signum), (attempt, delay, out, err)
         assert "Traceback" not in err, err
         interrupted += proc.returncode != 0
-    assert interrupted >= 15  # the signals landed before the work was done
+    assert interrupted >= 12  # most signals landed before the work was done
     again = run_cli("run", str(root), "-w", str(workspace), "-q", "--executor", executor)
     assert again.returncode == 0, again.stderr
     assert_done_exactly_once(workspace, 6)
