@@ -49,6 +49,14 @@ class Deadline:
     still: Callable[[], bool] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WatchdogStatistics:
+    """A snapshot of a watchdog: deadlines it holds, seconds since the loop's last beat."""
+
+    deadlines: int
+    silent_for: float
+
+
 class Watchdog:
     """Ends the process when a deadline is due and the event loop does not answer."""
 
@@ -98,6 +106,11 @@ class Watchdog:
             self._deadlines.pop(key, None)
 
     # -- the watchdog's side -------------------------------------------------------------
+
+    def statistics(self) -> WatchdogStatistics:
+        with self._lock:
+            held = len(self._deadlines)
+        return WatchdogStatistics(held, self.silent_for())
 
     def silent_for(self) -> float:
         """Seconds since the loop last beat."""
