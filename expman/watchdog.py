@@ -167,11 +167,15 @@ def describe_blocker(frame: FrameType | None) -> str:
     return f"{text} (at {where})" if where is not None else text
 
 
+_STDLIB = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
+
+
 def _is_library(filename: str, package: str) -> bool:
+    """expman's own code, the standard library's, anyio's: not where a pipeline is."""
     path = os.path.abspath(filename)
     return (
         path.startswith(package + os.sep)
-        or f"{os.sep}asyncio{os.sep}" in path
+        or (path.startswith(_STDLIB) and "site-packages" not in path)
         or f"{os.sep}anyio{os.sep}" in path
         or filename.startswith("<")
     )
