@@ -40,13 +40,18 @@ class Deadline:
     """Something due at ``when`` (monotonic): ``what`` for the message, ``code`` to exit with.
 
     ``still``, when given, says (from the watchdog's thread) whether it still matters;
-    a deadline for which it answers False is dropped.
+    a deadline for which it answers False is dropped.  ``moving``, when given, is the
+    time it is due now, in place of ``when`` (a stall deadline moves with each epoch).
     """
 
     when: float
     what: str
     code: int
     still: Callable[[], bool] | None = None
+    moving: Callable[[], float] | None = None
+
+    def due_at(self) -> float:
+        return self.moving() if self.moving is not None else self.when
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +129,8 @@ class Watchdog:
             for key, found in list(self._deadlines.items()):
                 if found.still is not None and not found.still():
                     del self._deadlines[key]
-            passed = [d for d in self._deadlines.values() if now - d.when >= self.blocked_after]
-        return min(passed, key=lambda d: d.when) if passed else None
+            passed = [d for d in self._deadlines.values() if now - d.due_at() >= self.blocked_after]
+        return min(passed, key=lambda d: d.due_at()) if passed else None
 
     def _watch(self) -> None:
         while not self._closed.wait(BEAT):
@@ -221,12 +226,20 @@ def watching(dog: Watchdog) -> Iterator[Watchdog]:
         dog.close()
 
 
-def expect(seconds: float, what: str, code: int, *, still: Callable[[], bool]) -> None:
+def expect(
+    seconds: float,
+    what: str,
+    code: int,
+    *,
+    still: Callable[[], bool],
+    moving: Callable[[], float] | None = None,
+) -> None:
     """Tell the current watchdog (if any) that ``what`` is due ``seconds`` from now.
 
     Given at once, not from a task that might start too late: a pipeline that blocks
-    the loop may do so before any other task runs.  ``still`` ends the deadline.
+    the loop may do so before any other task runs.  ``still`` ends the deadline;
+    ``moving`` makes it move (see :class:`Deadline`).
     """
     dog = _current
     if dog is not None:
-        dog.add(Deadline(time.monotonic() + seconds, what, code, still))
+        dog.add(Deadline(time.monotonic() + seconds, what, code, still, moving))

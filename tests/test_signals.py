@@ -471,17 +471,18 @@ def spinning(make_experiment: Callable[..., Path], tmp_path: Path, **env: Any) -
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("limit", ["timeout", "stall_timeout"])
 def test_a_timeout_ends_a_pipeline_that_blocks_the_loop(
-    make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path
+    make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path, limit: str
 ) -> None:
     """``while True: pass`` with execution.timeout 2: the command ends within ~5 s, exit 1."""
-    root, flag = spinning(make_experiment, tmp_path, timeout=2)
+    root, flag = spinning(make_experiment, tmp_path, **{limit: 2})
     started = time.monotonic()
     proc = run_cli("run", str(root), "-w", str(workspace), "-q", timeout=30)
     assert time.monotonic() - started < 10
     assert proc.returncode == 1, proc.stderr
     assert "run a/run_0 (at hostile.py:" in proc.stderr
-    assert "execution.timeout (2s) of a/run_0 is due" in proc.stderr
+    assert f"execution.{limit} (2s) of a/run_0 is due" in proc.stderr
     assert "Traceback" not in proc.stderr
     flag.unlink()
     again = run_cli("run", str(root), "-w", str(workspace), "-q")

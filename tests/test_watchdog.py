@@ -35,6 +35,18 @@ def test_a_deadline_that_no_longer_matters_is_dropped() -> None:
     assert dog.statistics().deadlines == 0
 
 
+def test_a_moving_deadline_is_due_from_where_it_has_moved() -> None:
+    """A stall deadline moves with each epoch: due only once its latest time has passed."""
+    dog = Watchdog(blocked_after=0.1)
+    now = time.monotonic()
+    last_epoch = [now - 10]
+    dog.add(Deadline(now, "a stall", 1, moving=lambda: last_epoch[0] + 1))
+    assert dog.due(now + 1) is not None
+    last_epoch[0] = now + 1
+    assert dog.due(now + 1) is None
+    assert dog.due(now + 2.2) is not None
+
+
 def test_the_earliest_due_deadline_wins() -> None:
     dog = Watchdog(blocked_after=0.1)
     now = time.monotonic()
