@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from expman.events import (
         CheckpointDue,
         CheckpointSaved,
+        CheckpointStaged,
         EpochEnd,
         Event,
         ExperimentFinished,
@@ -77,6 +78,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "CheckpointCallback": ("expman.subscribers.callbacks", "CheckpointCallback"),
     "CheckpointDue": ("expman.events", "CheckpointDue"),
     "CheckpointSaved": ("expman.events", "CheckpointSaved"),
+    "CheckpointStaged": ("expman.events", "CheckpointStaged"),
     "ConfigChanged": ("expman.errors", "ConfigChanged"),
     "ConfigError": ("expman.errors", "ConfigError"),
     "Delivery": ("expman.bus", "Delivery"),
@@ -157,6 +159,7 @@ __all__ = [
     "CheckpointCallback",
     "CheckpointDue",
     "CheckpointSaved",
+    "CheckpointStaged",
     "ConfigChanged",
     "ConfigError",
     "Delivery",

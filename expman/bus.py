@@ -92,6 +92,11 @@ class _Subscriber:
     receive: MemoryObjectReceiveStream[Event] | None = None
     active: bool = True
     drain_scope: anyio.CancelScope | None = None
+    # Invariant: handled <= enqueued; both count events (a batch counts its events).
+    enqueued: int = 0
+    handled: int = 0
+    ended: bool = False
+    waiters: list[anyio.Event] | None = None
 
 
 class Subscription(Generic[E]):
@@ -311,12 +316,15 @@ class EventBus:
                     await send.send(event)
                 except anyio.BrokenResourceError:
                     self._remove(sub)  # its reader went away
+                    continue
                 except anyio.ClosedResourceError:
                     continue
             except anyio.BrokenResourceError:
                 self._remove(sub)
+                continue
             except anyio.ClosedResourceError:
                 continue
+            sub.enqueued += 1
 
     async def _consume(self, sub: _Subscriber) -> None:
         receive = sub.receive
@@ -326,7 +334,11 @@ class EventBus:
             sub.drain_scope = scope
             if self._closed:
                 scope.deadline = anyio.current_time() + self.drain_timeout
-            await self._drain(sub, receive, stats)
+            try:
+                await self._drain(sub, receive, stats)
+            finally:
+                sub.ended = True
+                self._handled(sub, 0)
 
     async def _drain(
         self,
@@ -355,6 +367,7 @@ class EventBus:
                         self._report(sub, batch[-1], exc)
                     else:
                         stats.delivered += len(batch)
+                    self._handled(sub, len(batch))
                 else:
                     waiting = receive.statistics().current_buffer_used + 1
                     stats.max_waiting = max(stats.max_waiting, waiting)
@@ -364,6 +377,37 @@ class EventBus:
                         self._report(sub, first, exc)
                     else:
                         stats.delivered += 1
+                    self._handled(sub, 1)
+
+    @staticmethod
+    def _handled(sub: _Subscriber, count: int) -> None:
+        sub.handled += count
+        if sub.waiters:
+            waiters, sub.waiters = sub.waiters, None
+            for waiter in waiters:
+                waiter.set()
+
+    async def settled(self, name: str) -> bool:
+        """Wait until mailbox subscriber ``name`` has handled every event published so far.
+
+        True when it has never failed (a handler that raised, at any time, makes it
+        False: what it wrote may be incomplete).  Returns at once, True, when no
+        mailbox subscriber has that name; False once its consumer has ended before
+        handling them all.  Call it from a task other than that subscriber's own.
+        """
+        sub = next((s for s in self._subscribers if s.name == name and s.receive is not None), None)
+        if sub is None:
+            sub = next((s for s in self._closing if s.name == name), None)
+            if sub is None:
+                return True
+        target = sub.enqueued
+        while sub.handled < target and not sub.ended:
+            waiter = anyio.Event()
+            if sub.waiters is None:
+                sub.waiters = []
+            sub.waiters.append(waiter)
+            await waiter.wait()
+        return sub.handled >= target and sub.stats.errors == 0
 
     def _report(self, sub: _Subscriber, event: Event | None, exc: BaseException) -> None:
         sub.stats.errors += 1

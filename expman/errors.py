@@ -73,6 +73,13 @@ class PipelineError(ExpmanError):
     """A pipeline or callback named in a config cannot be built."""
 
 
+class CheckpointLoadError(PipelineError):
+    """A run's checkpoint could not be loaded (the message names the file and why).
+
+    Resume then falls back on the run's next older checkpoint, then on a fresh start.
+    """
+
+
 class CallbackError(ExpmanError):
     """A callback of a run raised (or refused the run's metrics): that run fails.
 

@@ -164,17 +164,39 @@ class CheckpointDue(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointStaged(Event):
+    """A complete checkpoint lies at the temporary name ``staged``, about to become ``path``.
+
+    The journal records it (durably) before the rename: whatever moment a crash
+    comes, the journal describes the file at ``path``, and resume finishes a rename
+    that was cut off.  ``epoch`` is the last epoch the saved state includes;
+    ``metrics`` the run's last reported metrics then; ``state`` the callbacks'
+    ``state_dict``s.
+    """
+
+    path: str
+    staged: str
+    epoch: int
+    reason: str = "interval"
+    state: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointSaved(Event):
     """The pipeline saved a complete checkpoint at ``path``.
 
     ``state`` holds the callbacks' ``state_dict`` at that epoch, so that resuming
-    from this checkpoint restores them too.
+    from this checkpoint restores them too; ``metrics`` the run's last reported
+    metrics then.  Published once the journal durably names the file (its
+    ``CheckpointStaged``), so a callback may delete older checkpoints on it.
     """
 
     path: str
     epoch: int
     reason: str = "interval"
     state: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,6 +80,14 @@ def checkpoint_args(load: Any, path: Any, ctx: Any) -> tuple[Any, ...]:
     return (path, ctx) if len(positional) >= 2 or takes_more else (path,)
 
 
+def checkpoint_load_error(path: Any, exc: BaseException) -> Exception:
+    """The error of a ``load_checkpoint`` that raised: names the file, keeps the cause."""
+    from expman.errors import CheckpointLoadError
+
+    what = type(exc).__qualname__ + (f": {exc}" if str(exc) else "")
+    return CheckpointLoadError(f"checkpoint {path} could not be loaded ({what})")
+
+
 def pipeline_class(config: Mapping[str, Any]) -> Any:
     """The class that ``settings.pipeline`` names (registered name or import path)."""
     from expman.serializable import resolve_type

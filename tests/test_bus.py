@@ -125,6 +125,36 @@ class TestMailboxSubscribers:
                 await bus.publish(epoch(n))
         assert got == list(range(500))
 
+    async def test_settled_waits_until_a_mailbox_handled_what_was_published(self) -> None:
+        """``settled(name)`` returns once the events published before it were handled."""
+        got: list[int] = []
+
+        async def slow(events: list[EpochEnd]) -> None:
+            await anyio.sleep(0.005)
+            got.extend(e.epoch for e in events)
+
+        async with EventBus() as bus:
+            bus.subscribe(EpochEnd, slow, mailbox=8, batch=True, name="slow")
+            for n in range(30):
+                await bus.publish(epoch(n))
+            assert len(got) < 30  # still queued: the check below can fail
+            assert await bus.settled("slow") is True
+            assert got == list(range(30))
+            assert await bus.settled("nobody") is True  # no such mailbox: nothing to wait for
+
+    async def test_settled_is_false_once_the_mailbox_failed(self) -> None:
+        async def broken(event: EpochEnd) -> None:
+            if event.epoch == 2:
+                raise OSError("disk gone")
+
+        async with EventBus() as bus:
+            bus.subscribe(EpochEnd, broken, mailbox=8, name="broken")
+            await bus.publish(epoch(1))
+            assert await bus.settled("broken") is True
+            await bus.publish(epoch(2))
+            await bus.publish(epoch(3))
+            assert await bus.settled("broken") is False
+
     async def test_full_mailbox_makes_the_publisher_wait(self) -> None:
         """With a stalled subscriber, publish blocks once its mailbox is full."""
         release = anyio.Event()

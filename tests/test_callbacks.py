@@ -33,7 +33,7 @@ CB_PIPES = textwrap.dedent(
         name = type(event).__name__
         if name in ("EpochEnd", "RunEnding"):
             return event.epoch
-        if name in ("CheckpointDue", "CheckpointSaved"):
+        if name in ("CheckpointDue", "CheckpointStaged", "CheckpointSaved"):
             return (event.path.rsplit("/", 1)[-1], event.reason)
         if name == "RunFinished":
             return event.status
@@ -233,6 +233,7 @@ async def test_hook_calls_happen_in_the_documented_order(
         ("yaml", "on_checkpoint_due", ckpt1),
         ("pipeline", "on_checkpoint_due", ckpt1),
         ("trainer", "save_checkpoint", 1),
+        *each("on_checkpoint_staged", ckpt1),
         *each("on_checkpoint_saved", ckpt1),
         *each("on_epoch_end", 2),
         ("trainer", "return", 2),
@@ -241,11 +242,14 @@ async def test_hook_calls_happen_in_the_documented_order(
         ("subscriber", "on_run_ending", 2),
         ("subscriber", "on_checkpoint_due", final),
         ("trainer", "save_checkpoint", 2),
+        ("subscriber", "on_checkpoint_staged", final),
         ("subscriber", "on_checkpoint_saved", final),
         ("yaml", "on_run_ending", 2),
         ("pipeline", "on_run_ending", 2),
         ("yaml", "on_checkpoint_due", final),
         ("pipeline", "on_checkpoint_due", final),
+        ("yaml", "on_checkpoint_staged", final),
+        ("pipeline", "on_checkpoint_staged", final),
         ("yaml", "on_checkpoint_saved", final),
         ("pipeline", "on_checkpoint_saved", final),
         *each("on_run_finished", "completed"),
@@ -287,6 +291,7 @@ async def test_hook_order_of_a_run_stopped_early(
         ("yaml", "on_run_ending", 1),
         ("trainer", "save_checkpoint", 1),
         ("yaml", "on_checkpoint_due", final),
+        ("yaml", "on_checkpoint_staged", final),
         ("yaml", "on_checkpoint_saved", final),
         ("yaml", "on_run_finished", "stopped"),
     ]

@@ -77,7 +77,7 @@ def saved(workspace: Path) -> list[tuple[str, str, int]]:
     return [
         (Path(e["path"]).name, e["reason"], e["epoch"])
         for e in entries
-        if e["type"] == "CheckpointSaved"
+        if e["type"] == "CheckpointStaged"
     ]
 
 

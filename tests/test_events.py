@@ -26,6 +26,16 @@ SAMPLES: list[ev.Event] = [
     ),
     ev.EpochEnd(experiment="e", trial="a", repeat=1, epoch=4, metrics={"loss": 0.5, "acc": 1}),
     ev.CheckpointDue(experiment="e", trial="a", repeat=1, path="/w/c", epoch=2, reason="best"),
+    ev.CheckpointStaged(
+        experiment="e",
+        trial="a",
+        repeat=1,
+        path="/w/c",
+        staged="/w/.c.tmp-1",
+        epoch=2,
+        state={"EarlyStopping": {"wait": 2}},
+        metrics={"loss": 0.5},
+    ),
     ev.CheckpointSaved(
         experiment="e",
         trial="a",

@@ -175,8 +175,8 @@ def baseline(make_experiment: Callable[..., Path], tmp_path: Path) -> dict[tuple
 
 
 KILL_POINTS = {
-    "while runs train": lambda ws: count(ws, "CheckpointSaved") >= 5,
-    "right after a checkpoint": lambda ws: count(ws, "CheckpointSaved", epoch=2) >= 1,
+    "while runs train": lambda ws: count(ws, "CheckpointStaged") >= 5,
+    "right after a checkpoint": lambda ws: count(ws, "CheckpointStaged", epoch=2) >= 1,
     "during a checkpoint write": lambda ws: any(
         p.name.startswith(".checkpoint-") for p in (ws / "exp").rglob(".checkpoint-*")
     ),
@@ -224,13 +224,13 @@ def test_resumed_run_continues_from_its_checkpoint_epoch(
     """After a kill, a run with a checkpoint at epoch k restarts at epoch k+1 (from events)."""
     root = make_crashy(make_experiment, runs=3, epochs=8, seconds=0.1)
     proc = start_cli(root, workspace)
-    wait_for(lambda: count(workspace, "CheckpointSaved", trial="t0", repeat=0, epoch=3) >= 1)
+    wait_for(lambda: count(workspace, "CheckpointStaged", trial="t0", repeat=0, epoch=3) >= 1)
     proc.kill()
     proc.wait()
     saved = [
         e["epoch"]
         for e in journal(workspace)
-        if e["type"] == "CheckpointSaved" and e["trial"] == "t0" and e["repeat"] == 0
+        if e["type"] == "CheckpointStaged" and e["trial"] == "t0" and e["repeat"] == 0
     ]
     assert run_cli("run", str(root), "-w", str(workspace)).returncode == 0
     starts = [
@@ -266,13 +266,13 @@ def test_early_stopping_state_survives_resume(
     )
     proc = start_cli(root, workspace)
     # A flat metric: epoch 0 sets the best, epochs 1 and 2 count, saved with checkpoint-2.
-    wait_for(lambda: count(workspace, "CheckpointSaved", trial="t0", repeat=0, epoch=2) >= 1)
+    wait_for(lambda: count(workspace, "CheckpointStaged", trial="t0", repeat=0, epoch=2) >= 1)
     proc.kill()
     proc.wait()
     state = next(
         e["state"]
         for e in journal(workspace)
-        if e["type"] == "CheckpointSaved"
+        if e["type"] == "CheckpointStaged"  # it holds the state
         and e["trial"] == "t0"
         and e["repeat"] == 0
         and e["epoch"] == 2
@@ -314,7 +314,7 @@ def test_sigint_checkpoints_running_runs_exits_130_and_resumes(
     saved = {
         (e["trial"], e["repeat"])
         for e in events
-        if e["type"] == "CheckpointSaved" and e["reason"] == "interrupt"
+        if e["type"] == "CheckpointStaged" and e["reason"] == "interrupt"
     }
     assert started == saved
     assert all(e["status"] == "cancelled" for e in events if e["type"] == "RunFinished")

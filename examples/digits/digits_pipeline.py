@@ -111,6 +111,8 @@ class DigitsMLP(Pipeline):
         if self.model is None:  # not restored from a checkpoint
             self.model = MLP.create(self.hidden, rng)
         for epoch in range(ctx.start_epoch, cfg.epochs):
+            if ctx.should_stop:  # e.g. early stopping decided before a crash and a resume
+                break
             order = rng.permutation(len(y_train))
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]

@@ -26,7 +26,7 @@ import anyio
 from expman.executors.base import Executor
 from expman.executors.devices import ResourcePool
 from expman.exits import guarding_os_exit, pipeline_exits
-from expman.pipeline import build_pipeline, call_hook, checkpoint_args
+from expman.pipeline import build_pipeline, call_hook, checkpoint_args, checkpoint_load_error
 from expman.run.context import RunContext
 from expman.seeding import run_entered, run_left
 
@@ -62,8 +62,11 @@ class LocalExecutor(Executor):
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                with pipeline_exits():
-                    await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                with pipeline_exits():  # an exit is the run's failure, not a bad file
+                    try:
+                        await call_hook(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                    except Exception as exc:
+                        raise checkpoint_load_error(ctx.checkpoint, exc) from exc
         run = pipeline.run
         run_entered()
         try:

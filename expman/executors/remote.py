@@ -27,6 +27,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from expman import errors
 from expman.errors import WorkerLost
 from expman.events import LogRecord, from_dict
 from expman.executors.channel import Message
@@ -66,7 +67,14 @@ def remote_exception(message: Mapping[str, Any]) -> RemoteError:
     name, module = str(message.get("type") or "Exception"), str(message.get("module") or "")
     cls = _remote_types.get((module, name))
     if cls is None:
-        cls = type(name, (RemoteError,), {"__module__": module, "__qualname__": name})
+        # expman's own errors keep their class (the runtime tells them apart).
+        own = getattr(errors, name, None) if module == errors.__name__ else None
+        bases = (
+            (RemoteError, own)
+            if isinstance(own, type) and issubclass(own, Exception)
+            else (RemoteError,)
+        )
+        cls = type(name, bases, {"__module__": module, "__qualname__": name})
         _remote_types[(module, name)] = cls
     exc = cls(message.get("message", ""))
     if message.get("traceback"):

@@ -66,7 +66,7 @@ from expman.executors.channel import MARK, Channel, Message, SocketChannel
 from expman.executors.worker_context import WorkerContext, describe
 from expman.executors.worker_logging import configure_logging, output_record
 from expman.exits import EXITS, PipelineExit, describe_exit, end_if_forked, real_exit
-from expman.pipeline import build_pipeline, checkpoint_args
+from expman.pipeline import build_pipeline, checkpoint_args, checkpoint_load_error
 from expman.serializable import import_path
 
 __all__ = ["MARK", "configure_logging", "main", "output_record", "run_worker"]
@@ -94,7 +94,10 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         if ctx.checkpoint is not None:
             load = getattr(pipeline, "load_checkpoint", None)
             if callable(load):
-                _call(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                try:
+                    _call(load, *checkpoint_args(load, ctx.checkpoint, ctx))
+                except Exception as exc:
+                    raise checkpoint_load_error(ctx.checkpoint, exc) from exc
         ready: Message = {"op": "ready"}
         ready["has_saver"] = callable(getattr(pipeline, "save_checkpoint", None))
         ready.update(_pickled_callbacks(pipeline))

@@ -32,7 +32,13 @@ from anyio.abc import TaskGroup
 from expman.bus import EventBus
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import WorkspaceError
-from expman.events import Event, ExperimentFinished, ExperimentStarted
+from expman.events import (
+    CheckpointStaged,
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    RunFinished,
+)
 from expman.executors.base import Executor
 from expman.executors.choice import make_executor
 from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
@@ -86,7 +92,12 @@ class ExperimentRun:
         self.handle._stream_sub, self.handle._stream = self.bus.open_stream(
             Event, size=STREAM_BUFFER, name="caller.events"
         )
-        self.journal = JournalWriter(layout.journal_file, on_error=self._workspace_failed)
+        self.journal = JournalWriter(
+            layout.journal_file,
+            on_error=self._workspace_failed,
+            before_durable=self._logs_durable,
+            on_unencodable=self._unencodable,
+        )
         self.outcomes: list[RunOutcome] = list(resume.done)
         self.max_concurrency = plan.execution.max_concurrency or os.cpu_count() or 1
         self.started = time.monotonic()
@@ -106,6 +117,35 @@ class ExperimentRun:
         )
         if self._task_group is not None:
             self._task_group.start_soon(self.handle.stop, f"workspace error: {exc.strerror}")
+
+    async def _logs_durable(self, events: Sequence[Event]) -> None:
+        """Before the journal durably says a run ended or saved: its logs are on disk."""
+        paths: set[str] = set()
+        for event in events:
+            if isinstance(event, (RunFinished, CheckpointStaged)) and event.trial is not None:
+                # A checkpoint: the metrics it continues from (MetricsTracker, results);
+                # a run's end: its metrics and its log.
+                run = self.layout.run(event.trial, event.repeat or 0)
+                paths.add(str(run.metrics_file))
+                if isinstance(event, RunFinished):
+                    paths.add(str(run.log_file))
+        if paths:
+            await self.bus.settled(EventLogWriter.name)
+            paths.add(str(self.layout.metrics_file))
+            await self.files.sync(paths)
+
+    def _unencodable(self, event: Event, exc: Exception) -> None:
+        """An event the journal could not encode: said in its run's log (or the experiment's)."""
+        trial, repeat = getattr(event, "trial", None), getattr(event, "repeat", None)
+        if isinstance(trial, str) and isinstance(repeat, int):
+            where, context = (
+                self.layout.run(trial, repeat).log_file,
+                {"trial": trial, "repeat": repeat},
+            )
+        else:
+            where, context = self.layout.log_file, {}
+        with log_to(self.files, str(where), experiment=self.plan.name, **context):
+            log.error("journal_event_unencodable", type=type(event).__name__, error=str(exc))
 
     async def execute(self) -> None:
         handle = self.handle

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -29,7 +30,7 @@ from expman.experiment.preflight import build_subscribers, prepare
 from expman.experiment.result import ExperimentResult
 from expman.run.records import ResumePlan
 from expman.runtime.admission import AdmissionPolicy
-from expman.runtime.resume import plan_resume
+from expman.runtime.resume import finish_staged, plan_resume
 from expman.subscribers.base import AnySubscriber
 from expman.subscribers.display import Display, LiveDisplay, choose_display
 from expman.workspace.journal import read_journal
@@ -89,7 +90,10 @@ async def start_experiment(
     lock = ExperimentLock(layout.lock_file)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
-        journal_state = await anyio.to_thread.run_sync(read_journal, layout.journal_file)
+        journal_state = await anyio.to_thread.run_sync(
+            functools.partial(read_journal, layout.journal_file, experiment=plan.name)
+        )
+        await anyio.to_thread.run_sync(finish_staged, journal_state)
         resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
         if on_plan is not None:
             on_plan(plan, resume)
@@ -102,6 +106,8 @@ async def start_experiment(
             admission=admission,
             run_callbacks=callbacks,
         )
+        for problem in resume.problems:
+            runner.notes.append(("journal_record_skipped", {"problem": problem}))
         if lock.previous.get("pid"):
             runner.notes.append(
                 (

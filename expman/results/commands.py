@@ -155,6 +155,12 @@ def _ranked_metric(view: ExperimentRecord) -> str | None:
         return None
 
 
+def warn_problems(view: ExperimentRecord) -> None:
+    """Say on stderr which journal records were skipped (stdout stays the table/data)."""
+    for problem in view.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     path = experiment_dir(Path(args.path), args.workspace)
     console = _console()
@@ -168,6 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_table(console, experiments_table(views))
         return 0
     view = read_experiment(path)
+    warn_problems(view)
     console.print(experiment_heading(view))
     print_table(console, runs_table(view, _ranked_metric(view)))
     console.print(f"path: {view.path}")
@@ -177,6 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     results = Results(read_experiment(experiment_dir(Path(args.path), args.workspace)))
     view = results.view
+    warn_problems(view)
     metric, mode = results.resolve_metric(args.metric, args.mode)
     if args.runs:
         ranked = ranked_runs(view, metric, mode, args.reduce)[: args.top]

@@ -52,10 +52,13 @@ class TrialRecord:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One run as the workspace records it: its latest attempt, and its status now.
+    """One run as the workspace records it: its latest attempt, its history, its status now.
 
     ``status`` is a RunStatus value once the run finished, else ``running``,
     ``interrupted``, ``waiting`` or ``not started`` (see the module's docstring).
+    Over the run's whole history (every attempt, every session): ``attempts``,
+    ``epochs_trained`` (epochs trained again after a crash count again) and
+    ``duration`` (the time all attempts took).  ``epochs`` is how far it got.
     """
 
     trial: str
@@ -65,6 +68,8 @@ class RunRecord:
     attempt: int = 0
     epochs: int = 0
     duration: float | None = None
+    attempts: int = 0
+    epochs_trained: int = 0
     metrics: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     reason: str | None = None
@@ -87,6 +92,8 @@ class RunRecord:
             "seed": self.seed,
             "epochs": self.epochs,
             "duration": self.duration,
+            "attempts": self.attempts,
+            "epochs_trained": self.epochs_trained,
         }
 
     @property
@@ -112,6 +119,8 @@ class ExperimentRecord:
     owner: Owner | None = None
     started: float | None = None
     finished: float | None = None
+    #: Journal records that were skipped (one line each, naming file and line).
+    problems: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -176,6 +185,7 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         owner=owner,
         started=journal.started_at,
         finished=journal.finished_at,
+        problems=tuple(journal.problems),
     )
 
 
@@ -276,7 +286,13 @@ def _run_record(
             path=path,
             attempt=entry.attempt,
             epochs=epochs_seen,
-            duration=(time.time() - started) if (live and started) else None,
+            duration=(
+                entry.closed_duration + time.time() - started
+                if (live and started)
+                else entry.total_duration or None
+            ),
+            attempts=entry.attempts,
+            epochs_trained=entry.epochs_trained,
             metrics=last_epoch_metrics,
             seed=entry.seed,
             config_hash=entry.config_hash,
@@ -292,7 +308,9 @@ def _run_record(
         path=path,
         attempt=entry.attempt,
         epochs=entry.epochs or epochs_seen,
-        duration=entry.duration,
+        duration=entry.total_duration,
+        attempts=entry.attempts,
+        epochs_trained=entry.epochs_trained or entry.epochs or epochs_seen,
         metrics=metrics,
         error=entry.error,
         reason=entry.reason,

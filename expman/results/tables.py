@@ -71,7 +71,9 @@ NOTE_WIDTH = 40
 
 
 def runs_table(view: ExperimentRecord, metric: str | None = None) -> Sheet:
-    """Every run: status, attempt, epochs done, duration, last metrics, error or reason.
+    """Every run: status, attempts, epochs done (and trained), time, last metrics, notes.
+
+    Attempts, epochs trained and time cover the run's whole history (every attempt).
 
     The metrics start with ``metric`` (the ranked one), so a narrow terminal shows it.
     """
@@ -82,13 +84,20 @@ def runs_table(view: ExperimentRecord, metric: str | None = None) -> Sheet:
         (
             Column("run", [run.label for run in runs], place="key"),
             Column("status", [status_text(run.status) for run in runs], place="first"),
-            Column("attempt", [str(run.attempt or "-") for run in runs]),
-            Column("epochs", [str(run.epochs) for run in runs]),
+            Column("attempts", [str(run.attempts or "-") for run in runs]),
+            Column("epochs", [_epochs(run) for run in runs]),
             Column("duration", [fmt_duration(run.duration) for run in runs], priority=1),
             _metrics_column("last metrics", metrics, metric),
             *_notes_column(notes),
         )
     )
+
+
+def _epochs(run: RunRecord) -> str:
+    """Epochs done, and how many were trained when some were trained twice (resumed)."""
+    if run.epochs_trained > run.epochs:
+        return f"{run.epochs} ({run.epochs_trained} trained)"
+    return str(run.epochs)
 
 
 def experiments_table(views: Sequence[ExperimentRecord]) -> Sheet:

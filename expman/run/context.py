@@ -57,6 +57,7 @@ class RunContext(RunView):
         checkpoint: Path | None = None,
         devices: tuple[str, ...] = (),
         callback_state: Mapping[str, Any] | None = None,
+        resumed_metrics: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.experiment = experiment
@@ -83,8 +84,10 @@ class RunContext(RunView):
         self._stop_scope: str | None = None
         self._stop_event = anyio.Event()
         self.epochs_reported = 0
-        self.last_epoch: int | None = None
-        self.last_metrics: Mapping[str, Any] = {}
+        # A run resumed from a checkpoint continues from it: its last epoch and metrics
+        # are the checkpoint's until it reports a new one.
+        self.last_epoch: int | None = start_epoch - 1 if start_epoch > 0 else None
+        self.last_metrics: Mapping[str, Any] = dict(resumed_metrics or {})
         self.last_report = time.monotonic()
         #: The run's callbacks: from YAML, then the pipeline's own.
         self.callbacks = RunCallbacks(self._bind, callback_state)

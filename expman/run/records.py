@@ -24,9 +24,13 @@ class ResumePoint:
     """Where a run continues from: its latest complete checkpoint."""
 
     checkpoint: Path | None
-    epoch: int
+    epoch: int  # the first epoch to run: the checkpoint's epoch + 1
     state: Mapping[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    #: The run's last reported metrics when the checkpoint was saved.
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: Older checkpoints to fall back on, newest first, should this one not load.
+    fallbacks: tuple[ResumePoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class ResumePlan:
     resumed: bool = False
 
     previously_run: frozenset[tuple[str, int]] = frozenset()
+    #: Journal records that were skipped (one line each, naming file and line).
+    problems: tuple[str, ...] = ()
 
     @property
     def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:

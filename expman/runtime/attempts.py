@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import traceback
@@ -28,6 +29,7 @@ import structlog
 
 from expman.bus import EventBus
 from expman.config import ExecutionSettings, ExperimentPlan, RunSpec
+from expman.errors import CheckpointLoadError
 from expman.events import RunFinished, RunRetrying, RunStarted, StopRequested
 from expman.executors.base import Executor
 from expman.run.context import RunContext
@@ -145,8 +147,18 @@ class Attempts:
             attempt = (point.attempts if point else 0) + 1
             retries_left = self.execution.max_retries
             while True:
-                outcome = await self._attempt(spec, attempt, point, devices)
+                outcome, failure = await self._attempt(spec, attempt, point, devices)
                 status = outcome.status
+                if (
+                    isinstance(failure, CheckpointLoadError)
+                    and point is not None
+                    and point.checkpoint is not None
+                    and not self._stopping.stopping(spec)
+                ):
+                    # Not a retry: the next older checkpoint, then a fresh start.
+                    point = await self._fall_back(spec, point, failure, attempt + 1)
+                    attempt += 1
+                    continue
                 if not status.is_failure or retries_left <= 0 or self._stopping.stopping(spec):
                     break
                 retries_left -= 1
@@ -176,13 +188,39 @@ class Attempts:
                 await self._trials.run_done(spec, status)
             release()
 
+    async def _fall_back(
+        self, spec: RunSpec, point: ResumePoint, failure: Exception, attempt: int
+    ) -> ResumePoint:
+        """The point after ``point``'s checkpoint failed to load: older, else from scratch."""
+        if point.fallbacks:
+            older = dataclasses.replace(point.fallbacks[0], fallbacks=point.fallbacks[1:])
+            instead = f"resuming from the older {older.checkpoint} (epoch {older.epoch})"
+        else:
+            older = ResumePoint(checkpoint=None, epoch=0, attempts=point.attempts)
+            instead = "no older checkpoint loads: starting from scratch"
+        self._resume[spec.key] = older
+        message = f"{failure}; {instead}"
+        paths = self.layout.run(spec.trial.name, spec.repeat)
+        with log_to(self.files, str(paths.log_file), trial=spec.trial.name, repeat=spec.repeat):
+            log.warning("checkpoint_unloadable", message=message)
+        await self.bus.publish(
+            RunRetrying(
+                experiment=self.plan.name,
+                trial=spec.trial.name,
+                repeat=spec.repeat,
+                attempt=attempt,
+                error=message,
+            )
+        )
+        return older
+
     async def _attempt(
         self,
         spec: RunSpec,
         attempt: int,
         point: ResumePoint | None,
         devices: tuple[str, ...],
-    ) -> RunOutcome:
+    ) -> tuple[RunOutcome, BaseException | None]:
         paths = self.layout.run(spec.trial.name, spec.repeat)
         if point is not None:
             await anyio.to_thread.run_sync(remove_partial_files, paths.artifacts)
@@ -196,6 +234,7 @@ class Attempts:
             start_epoch=point.epoch if point else 0,
             checkpoint=point.checkpoint if point else None,
             callback_state=point.state if point else None,
+            resumed_metrics=point.metrics if point else None,
         )
         ctx.save_deferred = functools.partial(self._checkpoints.save, ctx)
         run = ActiveRun(ctx)
@@ -276,7 +315,7 @@ class Attempts:
                         )
                     )
             self._active.remove(spec.key)
-        return outcome
+        return outcome, failure
 
 
 def outcome_of(

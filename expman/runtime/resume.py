@@ -3,7 +3,11 @@
 * A run whose last record is ``completed`` or ``stopped`` is skipped; its recorded
   result is reported as before.
 * ``failed``, ``cancelled`` and unfinished runs run again; one that saved a
-  checkpoint restarts from its latest complete checkpoint (whose file must exist).
+  checkpoint restarts from its newest recorded checkpoint whose file exists, with
+  the older ones as fallbacks should it not load (:class:`ResumePoint.fallbacks`).
+  A checkpoint whose rename a crash cut off (its ``CheckpointStaged`` is in the
+  journal, its temporary file complete beside it) is renamed into place first:
+  :func:`finish_staged`.
 * A trial whose resolved config differs from the recorded one is refused unless the
   change is accepted explicitly: a resumed experiment never silently mixes configs.
 """
@@ -18,7 +22,51 @@ from expman.config import ExperimentPlan, RunSpec
 from expman.errors import ConfigChanged
 from expman.run.records import ResumePlan, ResumePoint, RunOutcome
 from expman.status import run_status
-from expman.workspace.journal import JournalState
+from expman.workspace.atomic import replace_into_place
+from expman.workspace.journal import JournaledCheckpoint, JournaledRun, JournalState
+
+
+def finish_staged(journal: JournalState) -> None:
+    """Complete the renames a crash cut off: the journal names their staged files.
+
+    Call it under the experiment's lock, before anything removes temporary files.
+    """
+    for run in journal.runs.values():
+        for checkpoint in run.checkpoints.values():
+            staged = checkpoint.staged
+            if staged is not None and staged.exists() and not staged.is_symlink():
+                replace_into_place(staged, checkpoint.path)
+
+
+def resume_point(record: JournaledRun) -> ResumePoint:
+    """Where ``record``'s run continues: its newest checkpoint on disk, older ones behind it."""
+    found = [c for c in reversed(record.checkpoints.values()) if _on_disk(c)]
+    points = [_point(c, record.attempts) for c in found]
+    if not points:
+        return ResumePoint(checkpoint=None, epoch=0, attempts=record.attempts)
+    first, *rest = points
+    return ResumePoint(
+        checkpoint=first.checkpoint,
+        epoch=first.epoch,
+        state=first.state,
+        attempts=first.attempts,
+        metrics=first.metrics,
+        fallbacks=tuple(rest),
+    )
+
+
+def _on_disk(checkpoint: JournaledCheckpoint) -> bool:
+    return checkpoint.path.exists() and not checkpoint.path.is_symlink()
+
+
+def _point(checkpoint: JournaledCheckpoint, attempts: int) -> ResumePoint:
+    return ResumePoint(
+        checkpoint=checkpoint.path,
+        epoch=checkpoint.epoch + 1,
+        state=checkpoint.state,
+        attempts=attempts,
+        metrics=checkpoint.metrics,
+    )
 
 
 def plan_resume(
@@ -26,7 +74,12 @@ def plan_resume(
 ) -> ResumePlan:
     """Split ``plan`` into what to run and what the journal says is done."""
     if not journal.runs:
-        return ResumePlan(todo=plan.runs, done=(), resumed=journal.lines > 0)
+        return ResumePlan(
+            todo=plan.runs,
+            done=(),
+            resumed=journal.lines > 0,
+            problems=tuple(journal.problems),
+        )
     if not accept_changes:
         changed = [
             t.name
@@ -63,13 +116,8 @@ def plan_resume(
             )
             continue
         todo.append(spec)
-        if same_config and record.checkpoint and Path(record.checkpoint).exists():
-            points[spec.key] = ResumePoint(
-                checkpoint=Path(record.checkpoint),
-                epoch=record.checkpoint_epoch + 1,
-                state=record.checkpoint_state,
-                attempts=record.attempts,
-            )
+        if same_config and record.checkpoints:
+            points[spec.key] = resume_point(record)
         elif record.attempts:
             points[spec.key] = ResumePoint(checkpoint=None, epoch=0, attempts=record.attempts)
     return ResumePlan(
@@ -78,6 +126,7 @@ def plan_resume(
         points=points,
         resumed=True,
         previously_run=frozenset(journal.runs),
+        problems=tuple(journal.problems),
     )
 
 

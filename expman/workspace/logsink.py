@@ -191,6 +191,34 @@ class LogFiles:
             return
         await self._flush_once()
 
+    async def sync(self, paths: Iterable[str]) -> None:
+        """Return once what was queued for ``paths`` is written and fsync'd (durable)."""
+        await self.flush()
+        wanted = list(paths)
+        if self._loop is None:
+            self._fsync(wanted)
+            return
+        async with self._flush_lock:  # the handles belong to one thread at a time
+            await anyio.to_thread.run_sync(self._fsync, wanted)
+
+    def _fsync(self, paths: list[str]) -> None:
+        for path in paths:
+            fd = self._handles.get(path)
+            try:
+                if fd is not None:
+                    os.fsync(fd)
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except FileNotFoundError:
+                continue  # nothing was ever written there
+            except OSError as exc:
+                self.stats.errors += 1
+                self._errors.append((exc, path))
+
     async def aclose(self) -> None:
         """Ask the flusher to write what is queued and stop."""
         self._closing = True

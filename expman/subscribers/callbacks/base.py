@@ -20,7 +20,8 @@ Per run, hooks are called in this order (checkpoints where a callback asks for t
     on_run_started
     on_epoch_end            once per reported epoch
       on_checkpoint_due     a callback asked for a checkpoint during that epoch_end
-      on_checkpoint_saved   the pipeline's save_checkpoint wrote it
+      on_checkpoint_staged  the pipeline's save_checkpoint wrote it (temporary name)
+      on_checkpoint_saved   renamed into place, and the journal durably names it
       on_stop_requested     a callback (or the pipeline) asked to stop
     on_run_ending           run() returned; a final checkpoint may still be asked for
     on_run_finished         the outcome, with run_summary() merged into its metrics
@@ -36,6 +37,7 @@ from expman.bus import CONTROL, Delivery
 from expman.events import (
     CheckpointDue,
     CheckpointSaved,
+    CheckpointStaged,
     EpochEnd,
     Event,
     ExperimentFinished,
@@ -246,8 +248,11 @@ class Callback(YAMLSerializable, HookedCallback):
     async def on_checkpoint_due(self, event: CheckpointDue) -> None:
         """A checkpoint was asked for (saved once every callback has seen the epoch)."""
 
+    async def on_checkpoint_staged(self, event: CheckpointStaged) -> None:
+        """A complete checkpoint is written under its temporary name (being recorded)."""
+
     async def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
-        """A complete checkpoint is on disk."""
+        """A complete checkpoint is on disk at its path, and the journal names it."""
 
     async def on_stop_requested(self, event: StopRequested) -> None:
         """Someone asked this run (its trial, the experiment) to stop."""

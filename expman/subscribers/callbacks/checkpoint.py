@@ -14,8 +14,13 @@ callback records.  Files land in the run's ``artifacts/``:
 =========================  ==========================================================
 
 A checkpoint is never half-written (temporary name, then rename); an older one is
-deleted only after the newer one exists; a NaN score is never among the best; a
-missing ``monitor`` metric fails the run (a typo would otherwise keep nothing).
+deleted only after the newer one exists and the journal durably names it; a NaN
+score is never among the best; a missing ``monitor`` metric fails the run (a typo
+would otherwise keep nothing).  Its state (saved with every checkpoint) names files
+relative to ``artifacts/``, and it only ever deletes a plain file or folder directly
+in ``artifacts/`` whose name starts with ``checkpoint-``: never through a link, never
+elsewhere.  With ``save_top_k: -1`` nothing is deleted and only the best is kept in
+its state, so the state stays the same size however long the run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,7 +184,7 @@ class CheckpointCallback(Callback):
             return
         for path in self._ranked()[self.save_top_k :]:
             del self.kept[path]
-            await anyio.to_thread.run_sync(_delete, Path(path))
+            await anyio.to_thread.run_sync(_delete, self.paths.artifacts, Path(path).name)
 
     # -- state for resume ------------------------------------------------------------------
 
@@ -186,25 +192,53 @@ class CheckpointCallback(Callback):
         # The checkpoint being saved right now is pending: it is kept once it exists,
         # so a run resumed from it must keep (and later prune) it too.
         kept = {**self.kept, **{p: v for p, v in self._pending.items() if _is_epoch(p)}}
+        if self.save_top_k < 0 and kept:  # nothing is ever deleted: the best is all to keep
+            best = self._best_of(kept)
+            kept = {best: kept[best]}
         return {
-            "kept": [[path, epoch, score] for path, (epoch, score) in kept.items()],
-            "last_path": self.last_path,
+            "kept": [[Path(path).name, epoch, score] for path, (epoch, score) in kept.items()],
+            "last_path": Path(self.last_path).name if self.last_path else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        artifacts = self.paths.artifacts
         self.kept = {
-            str(path): (int(epoch), None if score is None else float(score))
-            for path, epoch, score in state.get("kept", [])
+            str(artifacts / name): (int(epoch), None if score is None else float(score))
+            for name, epoch, score in state.get("kept", [])
+            if _own_name(name)
         }
-        self.last_path = state.get("last_path")
+        last = state.get("last_path")
+        self.last_path = str(artifacts / Path(str(last)).name) if _own_name(last) else None
+
+    def _best_of(self, kept: dict[str, tuple[int, float | None]]) -> str:
+        saved, self.kept = self.kept, kept
+        try:
+            return self._ranked()[0]
+        finally:
+            self.kept = saved
+
+
+def _own_name(name: Any) -> bool:
+    """A name this callback writes: ``checkpoint-...`` (any folder part is dropped)."""
+    return isinstance(name, str) and Path(name).name.startswith(PREFIX)
 
 
 def _is_epoch(path: str) -> bool:
     return Path(path).name.removeprefix(PREFIX).lstrip("-").isdigit()
 
 
-def _delete(path: Path) -> None:
-    if path.is_dir():
+def _delete(artifacts: Path, name: str) -> None:
+    """Delete ``artifacts/name``: a plain file or folder of ours, never through a link."""
+    path = artifacts / name
+    if not name.startswith(PREFIX) or artifacts.is_symlink():
+        return
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return  # a link someone planted: not ours to follow
+    if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

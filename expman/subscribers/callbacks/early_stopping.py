@@ -38,7 +38,7 @@ from expman.direction import (
     resolve_mode,
 )
 from expman.errors import CallbackError
-from expman.events import EpochEnd
+from expman.events import EpochEnd, RunStarted
 from expman.serializable import YAMLSerializable
 from expman.subscribers.callbacks.base import Callback, environment_first
 
@@ -165,6 +165,13 @@ class EarlyStopping(Callback):
 
     # -- the callback ----------------------------------------------------------------------
 
+    async def on_run_started(self, event: RunStarted) -> None:
+        # A decision restored from a checkpoint holds: a run stopped before a crash
+        # starts again already stopped (``ctx.should_stop``), and ends ``stopped``.
+        if self.stopped_epoch is not None:
+            reason = self.stop_reason or f"stopped at epoch {self.stopped_epoch}"
+            await self.request_stop(f"early stopping: {reason}", event=event)
+
     async def on_epoch_end(self, event: EpochEnd) -> None:
         reason = self.check(event.epoch, event.metrics)
         if reason is not None:
@@ -177,6 +184,7 @@ class EarlyStopping(Callback):
             "wait": self.wait,
             "seen": self.seen,
             "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -185,3 +193,4 @@ class EarlyStopping(Callback):
         self.wait = int(state.get("wait", 0))
         self.seen = int(state.get("seen", 0))
         self.stopped_epoch = state.get("stopped_epoch")
+        self.stop_reason = state.get("stop_reason")

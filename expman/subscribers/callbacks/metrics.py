@@ -19,6 +19,7 @@ from typing import Any
 
 from expman.direction import Mode, as_number, improves, infer_mode, resolve_mode
 from expman.events import EpochEnd
+from expman.jsonlines import read_lines
 from expman.serializable import InvalidParam, YAMLSerializable
 from expman.subscribers.callbacks.base import Callback, environment_first
 
@@ -51,8 +52,10 @@ class MetricsTracker(Callback):
             self._default_mode = mode
         else:
             raise InvalidParam("mode", f"expected 'min', 'max', 'auto' or a mapping, got {mode!r}")
-        # Invariant: _history[name] lists (epoch, value) in report order.
+        # Invariant: _history[name] lists (epoch, value) in report order; _through is
+        # the latest epoch seen (None: none yet).
         self._history: dict[str, list[tuple[int, Any]]] = {}
+        self._through: int | None = None
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
@@ -98,6 +101,7 @@ class MetricsTracker(Callback):
 
     async def on_epoch_end(self, event: EpochEnd) -> None:
         metrics, epoch, history = event.metrics, event.epoch, self._history
+        self._through = epoch
         for name in metrics if self.metrics is None else self.metrics:
             if name in metrics:
                 points = history.get(name)
@@ -117,11 +121,38 @@ class MetricsTracker(Callback):
     # -- state for resume ------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        history = {name: [list(p) for p in points] for name, points in self._history.items()}
-        return {"history": history}
+        # The history is the run's metrics.log (made durable before a checkpoint is
+        # recorded): the state only says how far, so it stays one number long.
+        return {"through_epoch": self._through}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._history = {
-            str(name): [(int(epoch), value) for epoch, value in points]
-            for name, points in (state.get("history") or {}).items()
-        }
+        if "history" in state:  # written by an earlier version: the history itself
+            self._history = {
+                str(name): [(int(epoch), value) for epoch, value in points]
+                for name, points in (state.get("history") or {}).items()
+            }
+            return
+        through = state.get("through_epoch")
+        if isinstance(through, int) and not isinstance(through, bool):
+            self._history = self._read_history(through)
+            self._through = through
+
+    def _read_history(self, through: int) -> dict[str, list[tuple[int, Any]]]:
+        """The run's metric history up to ``through``, from its metrics.log.
+
+        A resumed run reported some epochs more than once (an attempt cut off after
+        its checkpoint): the last report of each epoch is the one its checkpoint's
+        lineage continued from.
+        """
+        latest: dict[int, Mapping[str, Any]] = {}
+        for record in read_lines(self.paths.metrics_file):
+            epoch, metrics = record.get("epoch"), record.get("metrics")
+            if isinstance(epoch, int) and epoch <= through and isinstance(metrics, Mapping):
+                latest[epoch] = metrics
+        history: dict[str, list[tuple[int, Any]]] = {}
+        for epoch in sorted(latest):
+            metrics = latest[epoch]
+            for name in metrics if self.metrics is None else self.metrics:
+                if name in metrics:
+                    history.setdefault(str(name), []).append((epoch, metrics[name]))
+        return history

@@ -51,6 +51,8 @@ class Display:
             if epochs is not None:
                 self.state.max_epochs[trial.name] = epochs
         self.state.done_before = len(resume.done)
+        if resume.problems:
+            self.note("\n".join(f"warning: {problem}" for problem in resume.problems))
         if resume.done:
             lines = [
                 f"resuming {plan.path}: {len(resume.done)} run(s) already done, "
