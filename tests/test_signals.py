@@ -400,12 +400,13 @@ def final_x(workspace: Path) -> dict[tuple[str, int], Any]:
 def test_signals_at_random_moments_end_with_the_uninterrupted_results(
     make_experiment: Callable[..., Path], workspace: Path, tmp_path: Path, executor: str
 ) -> None:
-    """20 SIGINT/SIGTERM at random moments, then a last run: every run once, exact metrics."""
+    """12 SIGINT/SIGTERM at random moments (from the first instruction on), then a last run:
+    no traceback, every run once, exact metrics (test_interruption_loops goes on longer)."""
     import random
 
     root = make_experiment(
         base={
-            "pipeline": {"type": "hostile:Steps", "epochs": 30, "seconds": 0.1},
+            "pipeline": {"type": "hostile:Steps", "epochs": 20, "seconds": 0.1},
             "callbacks": [{"type": "hostile:EveryEpoch"}],
         },
         trials=[{"name": "a", "id": 1, "repeat": 3}, {"name": "b", "id": 2, "repeat": 3}],
@@ -416,7 +417,7 @@ def test_signals_at_random_moments_end_with_the_uninterrupted_results(
     assert run_cli("run", str(root), "-w", str(baseline), "-q").returncode == 0
     chance = random.Random(13)
     interrupted = 0
-    for attempt in range(20):
+    for attempt in range(12):
         signum = chance.choice([signal.SIGINT, signal.SIGTERM])
         proc = start_cli(root, workspace, "-q", "--executor", executor)
         wait_for_expman_handlers(proc)
@@ -427,7 +428,7 @@ def test_signals_at_random_moments_end_with_the_uninterrupted_results(
         assert proc.returncode in (0, 128 + signum), (attempt, delay, out, err)
         assert "Traceback" not in err, err
         interrupted += proc.returncode != 0
-    assert interrupted >= 12  # most signals landed before the work was done
+    assert interrupted >= 8  # most signals landed before the work was done
     again = run_cli("run", str(root), "-w", str(workspace), "-q", "--executor", executor)
     assert again.returncode == 0, again.stderr
     assert_done_exactly_once(workspace, 6)
