@@ -23,6 +23,7 @@ import anyio
 
 from expman import __version__, interrupts, watchdog
 from expman.errors import ConfigChanged, ConfigError, ExpmanError, WorkspaceError, WorkspaceLocked
+from expman.escaping import printable
 from expman.exits import real_exit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,7 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage errors exit 2 with one line
         self.print_usage(sys.stderr)
-        print(f"expman: error: {message}", file=sys.stderr)
+        print(printable(f"expman: error: {message}"), file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -122,23 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("-j/--max-concurrency must be at least 1")
             return _exit_now(anyio.run(cmd_run, args))
     except ConfigError as exc:
-        print(f"expman: config error: {exc}", file=sys.stderr)
+        print(printable(f"expman: config error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_USAGE
     except (WorkspaceLocked, ConfigChanged) as exc:
-        print(f"expman: error: {exc}", file=sys.stderr)
+        print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
         return EXIT_USAGE
     except WorkspaceError as exc:
         # While running, a workspace that fails (disk full, read-only) fails the run.
-        print(f"expman: error: {exc}", file=sys.stderr)
+        print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_FAILED if args.command == "run" else EXIT_USAGE
     except ExpmanError as exc:
-        print(f"expman: error: {exc}", file=sys.stderr)
+        print(printable(f"expman: error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         return EXIT_USAGE
     except KeyboardInterrupt:  # raised by code of the user's (signals never raise it)
         print("expman: interrupted", file=sys.stderr)
@@ -148,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE
+
+
+def _print_traceback() -> None:
+    """``--debug``: the traceback, its messages escaped like every other line."""
+    print(printable(traceback.format_exc(), newlines=True), end="", file=sys.stderr)
 
 
 def _exit_now(code: int) -> int:
@@ -173,20 +179,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
     print(
-        f"experiment {plan.name} (id {plan.id}): {plural(len(plan.trials), 'trial')}, "
-        f"{plural(len(plan.runs), 'run')} -> {plan.path}"
+        printable(
+            f"experiment {plan.name} (id {plan.id}): {plural(len(plan.trials), 'trial')}, "
+            f"{plural(len(plan.runs), 'run')} -> {plan.path}"
+        )
     )
     for trial in plan.trials:
         pipeline = trial.settings.get("pipeline", {})
         kind = pipeline.get("type") if isinstance(pipeline, dict) else pipeline
         print(
-            f"  trial {trial.name} (id {trial.id}): repeat {trial.repeat}, "
-            f"pipeline {kind}, config {trial.config_hash}"
+            printable(
+                f"  trial {trial.name} (id {trial.id}): repeat {trial.repeat}, "
+                f"pipeline {kind}, config {trial.config_hash}"
+            )
         )
         for spec in (r for r in plan.runs if r.trial is trial):
             print(f"    run_{spec.repeat}: seed {spec.seed}")
     for note in parameter_notes(plan):
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     print("configs are valid; nothing was run")
     return EXIT_OK
 

@@ -7,7 +7,8 @@ escaping expman is a bug in expman itself::
      ├── ConfigError            a config file or override is wrong (file, key, expectation)
      ├── WorkspaceError         the workspace cannot be used (permissions, disk full, ...)
      │    ├── WorkspaceLocked   another process runs this experiment directory
-     │    └── ConfigChanged     resuming would silently run a different config
+     │    ├── ConfigChanged     resuming would silently run a different config
+     │    └── WorkspaceLinkError  a link (or a non-file) planted where expman writes
      ├── PipelineError          a pipeline or callback cannot be built from its config
      ├── CallbackError          a run's callback raised: that run fails
      ├── ResultsError           a results query names a metric or mode that does not fit
@@ -17,6 +18,8 @@ escaping expman is a bug in expman itself::
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -67,6 +70,49 @@ class WorkspaceLocked(WorkspaceError):
 
 class ConfigChanged(WorkspaceError):
     """The config differs from what the experiment's journal recorded."""
+
+
+class WorkspaceLinkError(WorkspaceError, OSError):
+    """A symbolic or hard link (or a FIFO, a device) stands where expman writes or deletes.
+
+    expman never writes, truncates or deletes through a link it did not create: the
+    error names the link and where it points.  It is an :class:`OSError` too
+    (``errno`` ELOOP), so every place that turns a failed workspace write into
+    "runs were stopped" handles it the same way.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        self.message = (
+            f"{self.path} {problem}: expman does not write or delete through what it did "
+            "not make there; remove it and run again"
+        )
+        super().__init__(errno.ELOOP, self.message, self.path)
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> WorkspaceLinkError:
+        """The error for whatever unexpected thing ``path`` is (read with ``lstat``)."""
+        try:
+            target = os.readlink(path)
+        except OSError:
+            pass
+        else:
+            return cls(path, f"is a symbolic link to {target}")
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return cls(path, "is not a plain file or folder")
+        if info.st_nlink > 1 and not os.path.isdir(path):
+            names = info.st_nlink
+            return cls(path, f"is a hard link ({names} names for one file; a copy would do)")
+        return cls(path, "is not a plain file")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[WorkspaceLinkError], tuple[str, str]]:
+        return type(self), (self.path, self.problem)
 
 
 class PipelineError(ExpmanError):

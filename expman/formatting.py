@@ -2,6 +2,9 @@
 
 Shared by the progress displays and the results tables, so a run reads the same
 while it trains and afterwards.
+
+Text someone else wrote (names, metric keys, errors) passes through
+:func:`~expman.escaping.printable` on its way here (re-exported for the displays).
 """
 
 from __future__ import annotations
@@ -12,7 +15,22 @@ from typing import Any, TypeGuard
 
 from rich.text import Text
 
+from expman.escaping import csv_cell, printable, printable_json
 from expman.status import RunStatus
+
+__all__ = [
+    "STATUS_STYLE",
+    "counts_text",
+    "csv_cell",
+    "error_line",
+    "fmt",
+    "fmt_duration",
+    "fmt_metrics",
+    "is_number",
+    "printable",
+    "printable_json",
+    "status_text",
+]
 
 
 def is_number(value: Any) -> TypeGuard[float]:
@@ -44,7 +62,7 @@ def fmt(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return printable(str(value))
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -66,16 +84,16 @@ def fmt_metrics(metrics: Mapping[str, Any], limit: int = 4, first: str | None = 
     shown = [(k, v) for k, v in metrics.items() if is_number(v) or isinstance(v, str)]
     if first is not None:
         shown.sort(key=lambda item: item[0] != first)  # stable: the others keep their order
-    text = "  ".join(f"{k}={fmt(v)}" for k, v in shown[:limit])
+    text = "  ".join(f"{printable(str(k))}={fmt(v)}" for k, v in shown[:limit])
     return text + ("  ..." if len(shown) > limit else "")
 
 
 def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, ""))
+    return Text(printable(status), style=STATUS_STYLE.get(status, ""))
 
 
 def counts_text(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
+    return printable(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
 
 
 def error_line(text: str | None) -> str:
@@ -84,5 +102,5 @@ def error_line(text: str | None) -> str:
     if not lines:
         return ""
     if lines[0].startswith("Traceback") or len(lines) == 1:
-        return lines[-1]
-    return lines[0] + " ..."
+        return printable(lines[-1])
+    return printable(lines[0]) + " ..."

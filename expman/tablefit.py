@@ -17,6 +17,10 @@ in the order given.  Without a width (output that is not a terminal) there is on
 part with every column at its natural width and nothing wraps.
 
 :func:`print_table` prints a :class:`Sheet`'s parts without trailing spaces.
+
+Cells and headers are shown as written: control characters escaped
+(:func:`~expman.formatting.printable`), no rich markup (``[red]``) or emoji codes
+read in a name, a metric key or an error.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from expman.formatting import printable
 
 #: Spaces between two columns.
 GAP = 2
@@ -55,6 +61,8 @@ class Column:
     natural: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "header", printable(self.header))
+        object.__setattr__(self, "cells", [_shown(cell) for cell in self.cells])
         widths = [_width(cell) for cell in self.cells]
         object.__setattr__(self, "natural", max([cell_len(self.header), *widths, 1]))
 
@@ -62,6 +70,15 @@ class Column:
     def least(self) -> int:
         """The narrowest it may be made: its natural width unless it wraps."""
         return min(self.natural, self.min_width) if self.wrap else self.natural
+
+
+def _shown(cell: Cell) -> Text:
+    """A cell as literal text: escaped controls; a str is never read as markup."""
+    if isinstance(cell, Text):
+        plain = cell.plain
+        safe = printable(plain)
+        return cell if safe is plain else Text(safe, style=cell.style)
+    return Text(printable(cell))
 
 
 def _width(cell: Cell) -> int:
@@ -161,7 +178,7 @@ def tables(
         for placed in part:
             column = placed.column
             table.add_column(
-                column.header,
+                Text(column.header),
                 justify=column.justify,
                 width=placed.width,
                 no_wrap=not placed.wraps,

@@ -65,7 +65,8 @@ SAMPLES: list[ev.Event] = [
 
 def test_every_event_type_has_a_sample() -> None:
     """The round-trip table covers every event class expman defines."""
-    assert {type(e).__name__ for e in SAMPLES} == set(ev.event_types())
+    ours = {name for name, cls in ev.event_types().items() if cls.__module__.startswith("expman.")}
+    assert {type(e).__name__ for e in SAMPLES} == ours  # other tests' own events aside
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)

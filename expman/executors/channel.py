@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any, Protocol
 
-from expman.jsonlines import dumps, loads
+from expman.jsonlines import dump_message, load_message
 
 Message = dict[str, Any]
 _HEADER = struct.Struct(">I")
@@ -50,7 +50,7 @@ class SocketChannel:
             message["mark"] = self._marks
             with contextlib.suppress(OSError):
                 os.write(1, MARK + str(self._marks).encode() + b"\n")
-            body = dumps(message)
+            body = dump_message(message)
             self._sock.sendall(_HEADER.pack(len(body)) + body)
 
     def receive(self, timeout: float | None) -> Message | None:
@@ -60,7 +60,7 @@ class SocketChannel:
                 return None
         header = self._read(_HEADER.size)
         (size,) = _HEADER.unpack(header)
-        message: Message = loads(self._read(size))
+        message: Message = load_message(self._read(size))
         return message
 
     def _read(self, size: int) -> bytes:

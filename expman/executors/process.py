@@ -52,7 +52,7 @@ from expman.executors.base import Executor
 from expman.executors.channel import Message
 from expman.executors.remote import RemoteRun, start_message
 from expman.executors.worker import MARK, output_record
-from expman.jsonlines import dumps, loads
+from expman.jsonlines import dump_message, load_message, loads
 
 if TYPE_CHECKING:
     from expman.executors.devices import ResourcePool
@@ -212,7 +212,7 @@ class ProcessExecutor(Executor):
         output = _Output(process.stdout)
 
         async def send(message: Message) -> None:
-            body = dumps(message)
+            body = dump_message(message)
             await stream.send(_HEADER.pack(len(body)) + body)
 
         remote = RemoteRun(ctx, send, before=output.wait_for_mark)
@@ -294,7 +294,7 @@ async def _frames(stream: ByteStream) -> AsyncIterator[Message]:
                 break
             body = bytes(buffer[_HEADER.size : _HEADER.size + size])
             del buffer[: _HEADER.size + size]
-            yield loads(body)
+            yield load_message(body)
         try:
             buffer += await stream.receive()
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):

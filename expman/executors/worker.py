@@ -119,7 +119,7 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         )
         return
     end_if_forked(0)
-    channel.send({"op": "result", "value": result})
+    channel.send(ctx.result_message(result))
     ctx.linger()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from expman.events import Event, to_dict
+from expman.events import Event
 from expman.executors.channel import Channel, Message
 from expman.run.view import RunView, epoch_number, metric_values
 from expman.workspace.layout import RunPaths
@@ -69,7 +69,10 @@ class WorkerContext(RunView):
     def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None, **more: Any) -> Any:
         # The same checks as in the driver's RunContext: a clear TypeError here.
         epoch = epoch_number(epoch)
-        values = metric_values(metrics, more)
+        notes: list[tuple[str, str]] = []
+        values = metric_values(metrics, more, notes)
+        if notes:
+            self.note_values(notes)
         self.epochs_reported += 1
         self.last_epoch = epoch
         self.last_metrics = values
@@ -77,7 +80,16 @@ class WorkerContext(RunView):
         return self._request(message, lambda reply: bool(reply.get("stop")))
 
     def publish(self, event: Event) -> Any:
-        return self._request({"op": "publish", "event": to_dict(event)}, lambda reply: None)
+        # Plain data, as the logs will hold it: the driver rebuilds the event from it.
+        message = {"op": "publish", "event": self.event_values(event)}
+        return self._request(message, lambda reply: None)
+
+    def result_message(self, result: Any) -> Message:
+        """The ``result`` message of ``run``'s return value, as plain data, changes noted."""
+        if isinstance(result, Mapping):
+            return {"op": "result", "value": self.final_metrics(result)}
+        # The driver stores any other value as the metric "result": named so here too.
+        return {"op": "result", "value": self.final_metrics({"result": result})["result"]}
 
     # -- the conversation ------------------------------------------------------------
 

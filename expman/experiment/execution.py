@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 
 from expman.bus import EventBus
 from expman.config import ExperimentPlan, RunSpec
-from expman.errors import WorkspaceError
+from expman.errors import WorkspaceError, WorkspaceLinkError
 from expman.events import (
     CheckpointStaged,
     Event,
@@ -83,7 +83,7 @@ class ExperimentRun:
         self.admission = admission
         #: Callbacks every run gets a fresh copy of (after its YAML ones).
         self.run_callbacks = tuple(run_callbacks)
-        self.files = LogFiles(on_error=self._workspace_failed)
+        self.files = LogFiles(on_error=self._workspace_failed, within=layout.root)
         self.subscriber_errors = SubscriberErrors(self.files, str(layout.log_file), plan.name)
         self.bus = EventBus(on_error=self.subscriber_errors)
         self.handle = ExperimentHandle(plan, self.bus)
@@ -111,8 +111,13 @@ class ExperimentRun:
         if self.fault is not None:
             return
         where = path or exc.filename or self.plan.path
+        problem = (
+            str(exc)
+            if isinstance(exc, WorkspaceLinkError)
+            else f"cannot write {where}: {exc.strerror or exc}"
+        )
         self.fault = WorkspaceError(
-            f"cannot write {where}: {exc.strerror or exc}. Runs were stopped and what was "
+            f"{problem}. Runs were stopped and what was "
             "recorded is intact; fix the workspace (space, permissions) and run again to resume."
         )
         if self._task_group is not None:
@@ -153,6 +158,8 @@ class ExperimentRun:
         try:
             with handle._cancel_scope:
                 await self._execute()
+        except WorkspaceLinkError as exc:
+            handle._error = exc  # it names the link already
         except OSError as exc:
             handle._error = WorkspaceError(
                 f"cannot write {exc.filename or self.plan.path}: {exc.strerror or exc}"

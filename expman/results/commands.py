@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from expman.errors import ExpmanError, ResultsError, WorkspaceError
+from expman.formatting import printable, printable_json
 from expman.jsonlines import dumps
 from expman.results.loaded import Results
 from expman.results.reading import (
@@ -141,10 +142,15 @@ def _metric_options(parser: argparse.ArgumentParser) -> None:
 
 def _console() -> Console:
     """stdout for people: tables fit a terminal; in a pipe nothing is wrapped or cut."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)
     if not console.is_terminal:
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
     return console
+
+
+def _write_csv(text: str) -> None:
+    """CSV on stdout: as data in a pipe or file; controls escaped on a terminal."""
+    sys.stdout.write(printable(text, newlines=True) if sys.stdout.isatty() else text)
 
 
 def _ranked_metric(view: ExperimentRecord) -> str | None:
@@ -170,14 +176,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise WorkspaceError(
                 f"{path.absolute()}: neither an experiment folder nor a workspace holding any"
             )
-        console.print(f"workspace {path.absolute()}: {len(views)} experiment(s)")
+        console.print(printable(f"workspace {path.absolute()}: {len(views)} experiment(s)"))
         print_table(console, experiments_table(views))
         return 0
     view = read_experiment(path)
     warn_problems(view)
     console.print(experiment_heading(view))
     print_table(console, runs_table(view, _ranked_metric(view)))
-    console.print(f"path: {view.path}")
+    console.print(printable(f"path: {view.path}"))
     return 0
 
 
@@ -189,26 +195,34 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.runs:
         ranked = ranked_runs(view, metric, mode, args.reduce)[: args.top]
         if args.format == "json":
-            print(dumps(runs_records(view, ranked, metric)).decode())
+            print(printable_json(dumps(runs_records(view, ranked, metric)).decode()))
         elif args.format == "csv":
-            sys.stdout.write(runs_csv(runs_records(view, ranked, metric), metric))
+            _write_csv(runs_csv(runs_records(view, ranked, metric), metric))
         else:
             console = _console()
-            console.print(f"{view.name}: runs ranked by {metric} ({mode}, {args.reduce} value)")
+            console.print(
+                printable(f"{view.name}: runs ranked by {metric} ({mode}, {args.reduce} value)")
+            )
             print_table(console, runs_ranked_table(view, ranked, metric))
         return 0
     every = results.summary(metric, mode, args.reduce)
     rows = every[: args.top]
     if args.format == "json":
-        print(results_json(view, rows, metric, mode, args.reduce))
+        print(printable_json(results_json(view, rows, metric, mode, args.reduce)))
     elif args.format == "csv":
-        sys.stdout.write(results_csv(rows, results.metrics))
+        _write_csv(results_csv(rows, results.metrics))
     else:
         console = _console()
         console.print(
-            f"{view.name} ({view.state}): trials ranked by the mean of {metric} over repeats"
-            f" ({mode} is better, {args.reduce} value of each run; * marks the best)"
-            + (f"; the {len(rows)} best of {len(every)} trials" if len(rows) < len(every) else "")
+            printable(
+                f"{view.name} ({view.state}): trials ranked by the mean of {metric} over repeats"
+                f" ({mode} is better, {args.reduce} value of each run; * marks the best)"
+                + (
+                    f"; the {len(rows)} best of {len(every)} trials"
+                    if len(rows) < len(every)
+                    else ""
+                )
+            )
         )
         print_table(console, results_table(rows, results.metrics))
     return 0
@@ -223,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ExpmanError(str(exc)) from None
     except OSError as exc:
         raise WorkspaceError(f"cannot write {output}: {exc.strerror or exc}") from None
-    print(f"report: {written.absolute()}")
+    print(printable(f"report: {written.absolute()}"))
     return 0
 
 

@@ -24,6 +24,8 @@ from expman.results.reading import ExperimentRecord
 from expman.results.summary import Mode, Reduce, Stats, TrialSummary
 from expman.results.tables import fmt_stats
 from expman.status import RunStatus, run_status
+from expman.workspace.atomic import atomic_write
+from expman.workspace.safepaths import inside
 
 #: At most this many metrics get a learning-curve plot.
 MAX_CURVES = 6
@@ -247,6 +249,9 @@ def write_report(
     """Render the report and write it to ``output``; returns the path written."""
     path = Path(output)
     text = render(results, metric, mode, reduce, top=top)
+    if inside(path, results.path):  # never through a link planted in the experiment folder
+        atomic_write(path, text.encode("utf-8"), within=results.path)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path

@@ -13,10 +13,12 @@ from rich.text import Text
 from expman.formatting import (
     STATUS_STYLE,
     counts_text,
+    csv_cell,
     error_line,
     fmt,
     fmt_duration,
     fmt_metrics,
+    printable,
     status_text,
 )
 from expman.jsonlines import dumps
@@ -44,11 +46,11 @@ def fmt_stats(stats: Stats) -> str:
 
 
 def experiment_heading(view: ExperimentRecord) -> Text:
-    heading = Text(f"experiment {view.name}: ")
-    heading.append(view.state, style=STATUS_STYLE.get(view.state, ""))
+    heading = Text(printable(f"experiment {view.name}: "))
+    heading.append(printable(view.state), style=STATUS_STYLE.get(view.state, ""))
     heading.append(f" ({counts_text(view.counts)})")
     if view.status:
-        heading.append(f", last session {view.status}")
+        heading.append(printable(f", last session {view.status}"))
     return heading
 
 
@@ -211,9 +213,9 @@ def results_csv(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> str:
     header = ["rank", "best", "trial", *setting_keys, "runs", "n"]
     for name in metrics:
         header += [f"{name}_mean", f"{name}_std", f"{name}_min", f"{name}_max"]
-    writer.writerow(header)
+    writer.writerow([_cell(name) for name in header])
     for row in rows:
-        line: list[Any] = [row.rank, row.best, row.trial]
+        line: list[Any] = [row.rank, row.best, _cell(row.trial)]
         line += [_cell(row.settings.get(k)) for k in setting_keys]
         line += [row.runs, row.n]
         for name in metrics:
@@ -224,7 +226,7 @@ def results_csv(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> str:
 
 
 def _cell(value: Any) -> Any:
-    return "" if value is None else value
+    return csv_cell(value)  # None as empty; no cell may start a formula
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -288,11 +290,15 @@ def runs_csv(records: Sequence[Mapping[str, Any]], metric: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
-        ["trial", "repeat", "status", "seed", "epochs", *setting_keys, metric, *metric_keys]
+        [
+            _cell(name)
+            for name in ("trial", "repeat", "status", "seed", "epochs", *setting_keys, metric)
+        ]
+        + [_cell(name) for name in metric_keys]
     )
     for r in records:
         writer.writerow(
-            [r["trial"], r["repeat"], r["status"], _cell(r["seed"]), r["epochs"]]
+            [_cell(r["trial"]), r["repeat"], _cell(r["status"]), _cell(r["seed"]), r["epochs"]]
             + [_cell(r["settings"].get(k)) for k in setting_keys]
             + [_cell(r[metric])]
             + [_cell(r["metrics"].get(k)) for k in metric_keys]

@@ -111,13 +111,21 @@ class RunContext(RunView):
         lists/dicts of those: anything else is a TypeError here, naming the value.
         """
         epoch = epoch_number(epoch)
-        values = metric_values(metrics, more)
+        notes: list[tuple[str, str]] = []
+        values = metric_values(metrics, more, notes)
+        if notes:
+            self.note_values(notes)
         if threading.get_ident() == self._loop_thread:
             return EpochReport(self.report_epoch(epoch, values))
         return anyio.from_thread.run(self.report_epoch, epoch, values, token=self._loop_token)
 
     def publish(self, event: Event) -> Any:
-        """Publish an event on the experiment's bus (awaitable, or plain in a thread)."""
+        """Publish an event on the experiment's bus (awaitable, or plain in a thread).
+
+        In-process subscribers get ``event`` as it is; a value in it that the logs
+        cannot hold as itself is noted in the run's log with what they store instead.
+        """
+        self.event_values(event)
         if threading.get_ident() == self._loop_thread:
             return self._bus.publish(event)
         return anyio.from_thread.run(self._bus.publish, event, token=self._loop_token)

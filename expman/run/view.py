@@ -10,16 +10,17 @@ in the event loop.
 from __future__ import annotations
 
 import abc
-import numbers
 import operator
 import random
 from collections.abc import Coroutine, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
-from expman.events import Event, StopRequested
+from expman.events import Event, StopRequested, to_dict
+from expman.values import INT_MAX, INT_MIN, Conversion, UnloggableValue
 from expman.workspace.layout import RunPaths
 
 log = structlog.get_logger("expman.runtime")
@@ -37,8 +38,15 @@ def epoch_number(epoch: Any) -> int:
     raise TypeError(f"ctx.epoch_end: epoch must be an int; got {epoch!r}")
 
 
-def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
-    """The epoch's metrics as a dict (scalars as Python numbers); a TypeError for the rest."""
+def metric_values(
+    metrics: Any, more: Mapping[str, Any], notes: list[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The epoch's metrics as plain JSON data; a TypeError naming a value it cannot hold.
+
+    numpy and torch scalars become Python numbers, arrays lists; an int beyond 64 bits
+    becomes a float, a set a sorted list, bytes text, each with a note appended to
+    ``notes`` (the rules: :mod:`expman.values`).  NaN and infinities stay floats.
+    """
     if metrics is None:
         values: dict[str, Any] = {}
     elif isinstance(metrics, Mapping):
@@ -50,67 +58,52 @@ def metric_values(metrics: Any, more: Mapping[str, Any]) -> dict[str, Any]:
         )
     if more:
         values.update(more)
+    conversion: Conversion | None = None
     for name, value in values.items():
         if type(name) is not str:
             raise TypeError(f"ctx.epoch_end: metric names must be strings; got {name!r}")
         kind = type(value)
-        if kind is float or kind is int:
+        if kind is float or kind is str or kind is bool or value is None:
             continue
-        plain = _plain_scalar(value)
-        if plain is not _NOT_SCALAR:
-            values[name] = plain  # a numpy or torch scalar: a Python number from here on
+        if kind is int and INT_MIN <= value <= INT_MAX:
             continue
-        if _json_like(value, 0):
-            continue
-        raise TypeError(
-            f"ctx.epoch_end: metric {name!r} ({kind.__name__}) cannot be written to the logs; "
-            "expected a number, bool, string, None, or a list/dict of those"
-        )
+        if conversion is None:
+            conversion = Conversion(strict=True)
+        try:
+            values[name] = conversion.convert(value, f"metric {name!r}")
+        except UnloggableValue as exc:
+            raise TypeError(
+                f"ctx.epoch_end: metric {name!r} ({kind.__name__}) cannot be written to the "
+                f"logs: {exc}; expected a number, bool, string, None, or a list/dict of those"
+            ) from None
+    if conversion is not None and notes is not None:
+        notes.extend(conversion.notes)
     return values
 
 
-_NOT_SCALAR = object()
+def plain_values(value: Any, name: str, notes: list[tuple[str, str]]) -> Any:
+    """``value`` as plain JSON data, never refused: what has no JSON form becomes its repr.
 
-
-def _plain_scalar(value: Any) -> Any:
-    """``value`` as a Python bool/int/float/str/None if it is a scalar, else _NOT_SCALAR.
-
-    A numpy scalar, a 0-d array or a 0-d tensor becomes the Python number ``.item()``
-    gives, where metrics enter: every callback, log and result then sees a number.
+    For what a run hands over at its end (its result, its callbacks' summaries and
+    state): converting costs nothing the run did, refusing would cost all of it.
     """
-    if value is None or type(value) in (bool, str):
-        return value
-    item = getattr(value, "item", None)
-    if callable(item) and (
-        isinstance(value, numbers.Number) or getattr(value, "shape", None) == ()
-    ):
-        try:
-            plain = item()
-        except (TypeError, ValueError, RuntimeError):
-            return _NOT_SCALAR
-        if isinstance(plain, (bool, int, float)):
-            return plain
-    return _NOT_SCALAR
+    conversion = Conversion()
+    plain = conversion.convert(value, name)
+    notes.extend(conversion.notes)
+    return plain
 
 
-def _json_like(value: Any, depth: int) -> bool:
-    # What the JSON logs hold as itself: not the repr() they fall back to for the rest.
-    if value is None or isinstance(value, (str, int, float, numbers.Real)):
-        return True
-    if depth > 32:  # a list that holds itself
+def is_plain_data(value: Any) -> bool:
+    """True if ``value`` is plain JSON data already (NaN and infinities allowed)."""
+    try:
+        orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
         return False
-    if isinstance(value, (list, tuple)):
-        return all(_json_like(item, depth + 1) for item in value)
-    if isinstance(value, Mapping):
-        return all(
-            isinstance(key, (str, int, float)) and _json_like(item, depth + 1)
-            for key, item in value.items()
-        )
-    # numpy.bool_, 0-d arrays and tensors: scalars through .item()
-    item = getattr(value, "item", None)
-    if getattr(value, "shape", None) == () and callable(item):
-        return isinstance(item(), (bool, int, float))
-    return False
+    return True
+
+
+#: How many converted values one run's log notes.
+_MAX_NOTES = 100
 
 
 class EpochReport:
@@ -225,6 +218,56 @@ class RunView(abc.ABC):
     @property
     def stop_scope(self) -> str | None:
         return self._stop_scope
+
+    def note_values(self, notes: list[tuple[str, str]]) -> None:
+        """Say in the run's log how each value was stored: once per value, at most 100."""
+        if not notes:
+            return
+        seen: set[str] = self.__dict__.setdefault("_noted_values", set())
+        for label, sentence in notes:
+            if label in seen or len(seen) > _MAX_NOTES:
+                continue
+            seen.add(label)
+            if len(seen) > _MAX_NOTES:
+                log.warning("value_converted", note="further converted values are not noted")
+            else:
+                log.warning("value_converted", note=sentence)
+
+    def final_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The metrics of the run's end (its result, summaries) as plain data, noted."""
+        notes: list[tuple[str, str]] = []
+        try:
+            if is_plain_data(metrics):
+                return dict(metrics)
+            items = list(metrics.items())
+        except Exception as exc:  # a Mapping whose own code raised: the run keeps its record
+            self.note_values([("metrics", f"the metrics cannot be read ({exc!r}); none stored")])
+            return {}
+        plain: dict[str, Any] = {}
+        for name, value in items:
+            key = name if type(name) is str else str(name)
+            if key is not name:
+                notes.append((f"metric {name!r}", f"metric {name!r} is named {key!r}"))
+            plain[key] = plain_values(value, f"metric {name!r}", notes)
+        self.note_values(notes)
+        return plain
+
+    def event_values(self, event: Event) -> dict[str, Any]:
+        """``to_dict(event)`` as plain data, each change noted (what the logs will hold)."""
+        data = to_dict(event)
+        if is_plain_data(data):
+            return data
+        plain: dict[str, Any] = self.plain_value(data, f"event {type(event).__name__}")
+        return plain
+
+    def plain_value(self, value: Any, name: str) -> Any:
+        """``value`` (a result, a callback's state) as plain data, each change noted."""
+        if is_plain_data(value):
+            return value
+        notes: list[tuple[str, str]] = []
+        plain = plain_values(value, name, notes)
+        self.note_values(notes)
+        return plain
 
     @abc.abstractmethod
     def publish(self, event: Event) -> Any:

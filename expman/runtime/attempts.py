@@ -43,6 +43,7 @@ from expman.workspace.atomic import remove_partial_files
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.logrouting import log_to
 from expman.workspace.logsink import LogFiles
+from expman.workspace.safepaths import check_folders
 
 CallbackFactory = Callable[[RunSpec], Sequence[Any]]
 #: How long cleanup (the final RunFinished) may take when the run is being cancelled.
@@ -275,6 +276,10 @@ class Attempts:
                         try:
                             if ctx.callbacks.error is not None:  # nothing to run with
                                 raise ctx.callbacks.error
+                            # A link planted in its folders: the run never writes there.
+                            check_folders(
+                                self.layout.root, paths.configs, paths.logs, paths.artifacts
+                            )
                             result = await self.executor.execute(ctx)
                             # Executors announce it while the pipeline is alive; this
                             # covers one that did not (a no-op otherwise).
@@ -288,17 +293,18 @@ class Attempts:
             raise
         finally:
             with anyio.move_on_after(CLEANUP_DEADLINE, shield=True):
-                outcome = outcome_of(
-                    spec,
-                    run,
-                    attempt=attempt,
-                    duration=time.monotonic() - started,
-                    result=result,
-                    failure=failure,
-                    cancelled_from_outside=cancelled_from_outside,
-                    execution=self.execution,
-                )
+                # In the run's log: notes on values its metrics could not hold as they were.
                 with log_to(self.files, run_log, **context):
+                    outcome = outcome_of(
+                        spec,
+                        run,
+                        attempt=attempt,
+                        duration=time.monotonic() - started,
+                        result=result,
+                        failure=failure,
+                        cancelled_from_outside=cancelled_from_outside,
+                        execution=self.execution,
+                    )
                     await self.bus.publish(
                         RunFinished(
                             experiment=self.plan.name,
@@ -357,14 +363,14 @@ def outcome_of(
         status = RunStatus.COMPLETED
     if not status.is_failure and result is not None:
         if isinstance(result, Mapping):
-            metrics.update(result)
+            metrics.update(ctx.final_metrics(result))  # a Mapping that raises costs nothing
         else:
             metrics["result"] = result
     return RunOutcome(
         trial=spec.trial.name,
         repeat=spec.repeat,
         status=status,
-        metrics=metrics,
+        metrics=ctx.final_metrics(metrics),  # plain JSON data, conversions noted
         error=error,
         reason=reason,
         duration=duration,

@@ -78,7 +78,7 @@ class Checkpoints:
         # A relative path is relative to the run's artifacts folder.
         path = ctx.paths.artifacts / event.path
         epoch = ctx.last_epoch if ctx.last_epoch is not None else ctx.start_epoch - 1
-        state = ctx.callbacks.state()
+        state = ctx.plain_value(ctx.callbacks.state(), "callback state")
         metrics = dict(ctx.last_metrics)
         fields: dict[str, Any] = {
             "experiment": event.experiment,

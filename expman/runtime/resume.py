@@ -24,6 +24,7 @@ from expman.run.records import ResumePlan, ResumePoint, RunOutcome
 from expman.status import run_status
 from expman.workspace.atomic import replace_into_place
 from expman.workspace.journal import JournaledCheckpoint, JournaledRun, JournalState
+from expman.workspace.safepaths import first_link
 
 
 def finish_staged(journal: JournalState) -> None:
@@ -31,11 +32,15 @@ def finish_staged(journal: JournalState) -> None:
 
     Call it under the experiment's lock, before anything removes temporary files.
     """
+    root = journal.root
     for run in journal.runs.values():
         for checkpoint in run.checkpoints.values():
             staged = checkpoint.staged
-            if staged is not None and staged.exists() and not staged.is_symlink():
-                replace_into_place(staged, checkpoint.path)
+            if staged is None or root is None:
+                continue
+            if first_link(staged, root) is None and first_link(checkpoint.path, root) is None:
+                if staged.exists():
+                    replace_into_place(staged, checkpoint.path)
 
 
 def resume_point(record: JournaledRun) -> ResumePoint:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from typing import Any, overload
 import anyio
 
 from expman.delivery import mailbox
+from expman.errors import WorkspaceLinkError
 from expman.events import (
     CheckpointStaged,
     Event,
@@ -70,6 +72,8 @@ from expman.events import (
 )
 from expman.jsonlines import dumps_fields, loads, repair_tail
 from expman.status import RunStatus
+from expman.values import restore_line
+from expman.workspace.safepaths import open_append
 
 #: The journal writer's subscriber name (what ``EventBus.settled`` waits for).
 JOURNAL = "writer.journal"
@@ -142,8 +146,8 @@ class JournalWriter:
     def open(self) -> None:
         """Repair a torn tail and open for append (call before the experiment starts)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = open_append(self.path, within=self.path.parent.parent)  # never via a link
+        repair_tail(self._fd)
         st = os.fstat(self._fd)
         self._inode = (st.st_dev, st.st_ino)
 
@@ -181,7 +185,7 @@ class JournalWriter:
                 event = dataclasses.replace(event, checkpoint=_relative(event.checkpoint, root))
             try:
                 lines.append(encode(event))
-            except (TypeError, ValueError) as exc:  # orjson's errors are TypeErrors
+            except Exception as exc:  # dumps never raises; a field's own property might
                 if self._on_unencodable is not None:
                     self._on_unencodable(event, exc)
                 else:
@@ -323,6 +327,8 @@ class JournalState:
     problems: list[str] = field(default_factory=list)
     #: Where the experiment folder was in earlier sessions (ExperimentStarted paths).
     roots: list[str] = field(default_factory=list)
+    #: The experiment folder the journal was read from (its paths are inside it).
+    root: Path | None = None
 
     @property
     def session_open(self) -> bool:
@@ -394,17 +400,28 @@ class _Skip(Exception):
 def _numbered(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value or the exception) of every complete line."""
     try:
-        f = open(path, "rb")  # closed below; a missing file is an empty journal
+        # Never blocks on a FIFO planted there (nor reads a device): plain files only.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return
-    with f:
+        return  # no journal yet: an empty one
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise WorkspaceLinkError.at(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 return  # a torn last line (a crash mid-write): not a record yet
             try:
-                yield number, loads(raw)
+                value = loads(raw)
             except ValueError as exc:
                 yield number, exc
+                continue
+            if isinstance(value, dict) and (b'NaN"' in raw or b'Infinity"' in raw):
+                restore_line(value)  # the non-finite floats dumps wrote as text
+            yield number, value
 
 
 def _check(entry: Any, kind: Any) -> None:
@@ -474,7 +491,7 @@ def read_journal(path: Path, *, experiment: str | None = None) -> JournalState:
     ``experiment`` is the name it must belong to (default: that of its first
     ``ExperimentStarted``); records of any other experiment are skipped.
     """
-    state = JournalState()
+    state = JournalState(root=path.parent.parent)
     runs = state.runs
     paths = _Paths(path.parent.parent, state)
     skipped = 0

@@ -3,7 +3,10 @@
 The lock is an advisory ``flock`` on ``<experiment>/.lock``, which also holds the
 holder's pid, host and start time for error messages.  The kernel drops the lock
 when its process dies, even by SIGKILL, so a lock left by a killed process is
-simply taken over by the next run.
+simply taken over by the next run.  ``.lock`` is opened without following a link
+(a link planted there would have its target truncated): a link is a
+:class:`~expman.errors.WorkspaceLinkError`; a disk too full to write the holder's
+record is a :class:`~expman.errors.WorkspaceError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,24 +21,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from expman.errors import WorkspaceError, WorkspaceLocked
+from expman.errors import WorkspaceError, WorkspaceLinkError, WorkspaceLocked
+from expman.workspace.safepaths import SAFE_FLAGS, open_file
 
 
 def read_holder(path: Path) -> dict[str, Any]:
     """What the lock file says about its (last) holder; empty if unreadable."""
     try:
-        data = json.loads(path.read_text() or "{}")
+        fd = os.open(path, os.O_RDONLY | SAFE_FLAGS | os.O_NONBLOCK)  # no link, no FIFO wait
+    except OSError:
+        return {}
+    try:
+        data = json.loads(os.read(fd, 64 * 1024) or b"{}")
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     return data if isinstance(data, dict) else {}
 
 
 def lock_holder(path: Path) -> dict[str, Any] | None:
     """The live holder of the lock at ``path``, or None when nobody holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | SAFE_FLAGS | os.O_NONBLOCK)
     except OSError:
-        return None
+        return None  # missing, or a link: nobody holds a lock there
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,7 +68,9 @@ class ExperimentLock:
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_file(self.path, os.O_RDWR | os.O_CREAT)
+        except WorkspaceLinkError:
+            raise
         except OSError as exc:
             raise WorkspaceError(
                 f"cannot create {exc.filename or self.path}: {exc.strerror}"
@@ -79,8 +91,13 @@ class ExperimentLock:
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+        except OSError as exc:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise WorkspaceError(f"cannot write {self.path}: {exc.strerror}") from None
         self._fd = fd
 
     def release(self) -> None:

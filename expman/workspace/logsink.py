@@ -7,11 +7,18 @@ waits while more than ``max_pending_bytes`` are queued).  One flusher task hands
 whole batch to a worker thread (through aiofiles' executor wrapper) that makes one
 ``write`` per file per batch.  Files are opened for append, created with their
 folders on first use, and kept open in a small LRU.
+
+Files are opened through :mod:`expman.workspace.safepaths`: never through a link
+(given ``within``, the experiment folder, no folder below it may be one either).  A
+file stays a sequence of whole lines: a write that fails half-way (a full disk) is
+cut back to the last whole line, and that file takes no more lines (they are
+counted in ``dropped``): nothing is ever appended after a torn fragment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import threading
@@ -23,6 +30,7 @@ import anyio
 from aiofiles.os import wrap
 
 from expman.jsonlines import repair_tail
+from expman.workspace.safepaths import APPEND_FLAGS, PathLike, inside, make_dirs, open_file
 
 #: File handles kept open at once; older ones are closed and reopened on demand.
 MAX_OPEN_FILES = 128
@@ -38,6 +46,7 @@ class LogFilesStatistics:
     pending_bytes: int = 0
     max_pending_bytes: int = 0
     errors: int = 0
+    dropped: int = 0  # lines for a file that failed earlier (never written)
 
 
 class LogFiles:
@@ -48,6 +57,7 @@ class LogFiles:
         *,
         max_pending_bytes: int = 4 * 1024 * 1024,
         on_error: Callable[[OSError, str], None] | None = None,
+        within: PathLike | None = None,
     ) -> None:
         self._lock = threading.Lock()
         # Invariant: _pending holds, per path, lines not yet handed to the writer
@@ -68,6 +78,9 @@ class LogFiles:
         # (in the event loop) after the batch that raised them.
         self._errors: list[tuple[OSError, str]] = []
         self._repaired: set[str] = set()
+        self._within = within
+        # Invariant: a path in _failed had a write fail; it is never written again.
+        self._failed: set[str] = set()
         self._write_batch = wrap(self._write_all)
         self._flush_lock = asyncio.Lock()
 
@@ -208,7 +221,8 @@ class LogFiles:
                 if fd is not None:
                     os.fsync(fd)
                     continue
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                # Never through a planted link, never waiting on a FIFO.
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
                 try:
                     os.fsync(fd)
                 finally:
@@ -226,38 +240,63 @@ class LogFiles:
 
     def _write_all(self, batch: dict[str, list[bytes]], close: bool = False) -> None:
         for path, lines in batch.items():
+            if path in self._failed:
+                self.stats.dropped += len(lines)
+                continue
+            fd = None
+            done = 0
             try:
                 fd = self._open(path)
                 data = b"".join(lines)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
+                    done += written
                     view = view[written:]
             except OSError as exc:
                 # Counted, and reported from the event loop after this batch.
                 self.stats.errors += 1
                 self._errors.append((exc, path))
+                self._give_up(path, fd, done)
         if close:
             for fd in self._handles.values():
                 os.close(fd)
             self._handles.clear()
+
+    def _give_up(self, path: str, fd: int | None, written: int) -> None:
+        """Stop writing ``path``; cut off what a failed write left of this batch."""
+        self._failed.add(path)
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if written:
+                # Only whole lines before this batch stay: a line cut by a full disk
+                # would otherwise stand in the middle of the file.
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        if self._handles.pop(path, None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _open(self, path: str) -> int:
         fd = self._handles.get(path)
         if fd is not None:
             self._handles.move_to_end(path)
             return fd
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        within = self._within
         if path in self._repaired:
-            fd = _open_creating_folders(path, flags)
+            fd = _open_creating_folders(path, APPEND_FLAGS, within)
         else:
             self._repaired.add(path)
             try:  # most files are new (a run's logs): one call, nothing to repair
-                fd = _open_creating_folders(path, flags | os.O_EXCL)
+                fd = _open_creating_folders(path, APPEND_FLAGS | os.O_EXCL, within)
             except FileExistsError:
                 # A line torn by an earlier crash must not run into the first new one.
-                repair_tail(path)
-                fd = os.open(path, flags, 0o644)
+                fd = open_file(path, APPEND_FLAGS, within)
+                try:
+                    repair_tail(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
         self._handles[path] = fd
         if len(self._handles) > MAX_OPEN_FILES:
             _, old = self._handles.popitem(last=False)
@@ -269,9 +308,13 @@ class LogFiles:
         return dataclasses.replace(self.stats, pending_bytes=self._pending_bytes)
 
 
-def _open_creating_folders(path: str, flags: int) -> int:
+def _open_creating_folders(path: str, flags: int, within: PathLike | None) -> int:
     try:
-        return os.open(path, flags, 0o644)
+        return open_file(path, flags, within)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, flags, 0o644)
+        folder = os.path.dirname(path)
+        if within is not None and inside(folder, within):
+            make_dirs(folder, within)
+        else:
+            os.makedirs(folder, exist_ok=True)
+        return open_file(path, flags, within)

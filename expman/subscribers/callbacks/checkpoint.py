@@ -25,10 +25,7 @@ its state, so the state stays the same size however long the run.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import shutil
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,7 @@ from expman.errors import CallbackError
 from expman.events import CheckpointDue, CheckpointSaved, EpochEnd, RunEnding
 from expman.serializable import YAMLSerializable
 from expman.subscribers.callbacks.base import Callback
+from expman.workspace.safepaths import remove_tree
 
 PREFIX = "checkpoint-"
 
@@ -184,7 +182,8 @@ class CheckpointCallback(Callback):
             return
         for path in self._ranked()[self.save_top_k :]:
             del self.kept[path]
-            await anyio.to_thread.run_sync(_delete, self.paths.artifacts, Path(path).name)
+            # Only inside this run's artifacts/, never through a link (safepaths).
+            await anyio.to_thread.run_sync(remove_tree, path, self.paths.artifacts)
 
     # -- state for resume ------------------------------------------------------------------
 
@@ -225,21 +224,3 @@ def _own_name(name: Any) -> bool:
 
 def _is_epoch(path: str) -> bool:
     return Path(path).name.removeprefix(PREFIX).lstrip("-").isdigit()
-
-
-def _delete(artifacts: Path, name: str) -> None:
-    """Delete ``artifacts/name``: a plain file or folder of ours, never through a link."""
-    path = artifacts / name
-    if not name.startswith(PREFIX) or artifacts.is_symlink():
-        return
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        return  # a link someone planted: not ours to follow
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()

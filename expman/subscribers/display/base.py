@@ -16,6 +16,7 @@ import anyio
 
 from expman.bus import mailbox
 from expman.events import Event
+from expman.formatting import printable
 from expman.subscribers.display.state import ProgressState, epochs_of
 from expman.subscribers.display.summary import plain_summary
 
@@ -79,7 +80,7 @@ class Display:
             self.state.apply(event)
             line = self.line_for(event)
             if line is not None:
-                lines.append(line + "\n")
+                lines.append(self.shown_line(line) + "\n")
         if lines:
             await anyio.to_thread.run_sync(self._write, "".join(lines))
 
@@ -87,11 +88,19 @@ class Display:
         """The line to show for ``event`` once the state has seen it (subclasses)."""
         return None
 
+    def shown(self, text: str) -> str:
+        """``text`` as it may reach a terminal: control characters escaped, lines kept."""
+        return printable(text, newlines=True)
+
+    def shown_line(self, line: str) -> str:
+        """One event's line: a newline inside (a metric key, a reason) is escaped too."""
+        return printable(line)
+
     def _write(self, text: str) -> None:
         if self._broken:
             return
         try:
-            self.out.write(text)
+            self.out.write(self.shown(text))
             self.out.flush()
         except (BrokenPipeError, ValueError):  # the reader went away / stream closed
             self._broken = True

@@ -15,7 +15,7 @@ from expman.events import (
     RunStarted,
     to_dict,
 )
-from expman.formatting import error_line, fmt, fmt_metrics
+from expman.formatting import error_line, fmt, fmt_metrics, printable, printable_json
 from expman.jsonlines import dumps
 from expman.subscribers.display.base import Display
 from expman.subscribers.display.summary import plain_summary
@@ -87,8 +87,14 @@ class JsonDisplay(Display):
     def line_for(self, event: Event) -> str | None:
         return dumps(to_dict(event)).decode()
 
+    def shown(self, text: str) -> str:
+        return printable_json(text)  # still the same JSON
+
+    def shown_line(self, line: str) -> str:
+        return printable_json(line)
+
     def note(self, text: str) -> None:
-        print(text, file=sys.stderr)
+        print(printable(text, newlines=True), file=sys.stderr)
 
     def summary(self, result: Any) -> None:
-        print(plain_summary(result), end="", file=sys.stderr)
+        print(printable(plain_summary(result), newlines=True), end="", file=sys.stderr)

@@ -24,7 +24,14 @@ from rich.text import Text
 
 from expman.direction import preferred_metric
 from expman.events import Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying
-from expman.formatting import STATUS_STYLE, counts_text, fmt_duration, fmt_metrics, is_number
+from expman.formatting import (
+    STATUS_STYLE,
+    counts_text,
+    fmt_duration,
+    fmt_metrics,
+    is_number,
+    printable,
+)
 from expman.status import RunStatus
 from expman.subscribers.display.base import Display
 from expman.subscribers.display.lines import failure_line
@@ -64,7 +71,7 @@ class LiveDisplay(Display):
         self._root: Path | None = None
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(printable(text, newlines=True), highlight=False, markup=False)
 
     async def __call__(self, events: Sequence[Event] | Event) -> None:
         if isinstance(events, Event):  # subscribed without batch=True
@@ -80,11 +87,14 @@ class LiveDisplay(Display):
                     stop = True
                 elif isinstance(event, RunFinished) and event.status == "failed":
                     log = self._run_log(event)
-                    printed.append(Text(failure_line(event, log), style="bold red"))
+                    printed.append(Text(printable(failure_line(event, log)), style="bold red"))
                 elif isinstance(event, RunRetrying):
                     printed.append(
                         Text(
-                            f"{event.trial}/run_{event.repeat}: retrying (attempt {event.attempt})",
+                            printable(
+                                f"{event.trial}/run_{event.repeat}: retrying"
+                                f" (attempt {event.attempt})"
+                            ),
                             style="yellow",
                         )
                     )
@@ -129,7 +139,7 @@ class LiveDisplay(Display):
                 for r in s.active.values()
             ]
         width = options.max_width
-        title = Text(name or "expman", style="bold")
+        title = Text(printable(name or "expman"), style="bold")
         pace = Text(
             f"{done}/{total} runs  {fmt_duration(elapsed)} elapsed"
             f"  {'~' + fmt_duration(eta) + ' left' if eta is not None and done < total else ''}"
@@ -168,7 +178,7 @@ class LiveDisplay(Display):
                 where += f" (attempt {attempt})"
             metric = preferred_metric([k for k, v in metrics.items() if is_number(v)])
             shown = fmt_metrics(metrics, first=metric)
-            rows.append(("  " + label, where, fmt_duration(now - started), shown))
+            rows.append(("  " + printable(label), where, fmt_duration(now - started), shown))
         fixed = [max((cell_len(row[i]) for row in rows), default=0) for i in range(3)]
         runs = Table.grid(padding=(0, 2))
         for size in fixed:
@@ -178,12 +188,12 @@ class LiveDisplay(Display):
             runs.add_column(no_wrap=True, overflow="ellipsis", width=room)
         for label, where, duration, shown in rows:
             cells: list[RenderableType] = [Text(label, style="cyan"), where, duration]
-            runs.add_row(*cells, *([shown] if room >= MIN_METRICS_WIDTH else []))
+            runs.add_row(*cells, *([Text(shown)] if room >= MIN_METRICS_WIDTH else []))
         return runs
 
     def summary(self, result: Any) -> None:
         self.close()
-        heading = Text(f"experiment {result.name}: ", style="bold")
+        heading = Text(printable(f"experiment {result.name}: "), style="bold")
         heading.append(result.status, style=STATUS_STYLE.get(result.status, ""))
         heading.append(f" ({counts_text(result.counts)}) in {fmt_duration(result.duration)}")
         console = self.console
@@ -192,12 +202,12 @@ class LiveDisplay(Display):
             print_table(console, runs_sheet(result.runs))
         else:
             found = digest(result)
-            console.print(best_heading(result, found), highlight=False)
+            console.print(Text(printable(best_heading(result, found))), highlight=False)
             if found.best:
                 print_table(console, best_sheet(found))
             if found.failed:
                 console.print(Text(f"failed runs ({found.failed}):", style="bold red"))
                 print_table(console, failures_sheet(found.failures))
             for line in more_text(result, found):
-                console.print(line, highlight=False, soft_wrap=True)
-        console.print(f"workspace: {result.path}", highlight=False)
+                console.print(Text(printable(line)), highlight=False, soft_wrap=True)
+        console.print(Text(printable(f"workspace: {result.path}")), highlight=False)

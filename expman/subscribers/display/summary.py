@@ -27,7 +27,15 @@ from typing import Protocol
 from rich.cells import cell_len
 
 from expman.direction import Mode, infer_mode, preferred_metric
-from expman.formatting import error_line, fmt, fmt_duration, fmt_metrics, is_number, status_text
+from expman.formatting import (
+    error_line,
+    fmt,
+    fmt_duration,
+    fmt_metrics,
+    is_number,
+    printable,
+    status_text,
+)
 from expman.run.records import RunOutcome
 from expman.status import RunStatus, run_status
 from expman.tablefit import MIN_WRAP, Column, Sheet
@@ -234,4 +242,5 @@ def plain_summary(result: EndedExperiment) -> str:
                 lines.append(f"    {run_label(run)}: {error_line(run.error) or 'failed'}")
         lines += more_text(result, found)
     lines.append(f"workspace: {result.path}")
-    return "\n".join(lines) + "\n"
+    # Line by line: a newline in a metric key or a reason cannot forge a line.
+    return "\n".join(map(printable, lines)) + "\n"

@@ -21,6 +21,7 @@ variable, so concurrent runs never mix their lines.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from expman.events import (
     RunStarted,
     to_dict,
 )
-from expman.jsonlines import JSON_OPTIONS, dumps, json_default
+from expman.jsonlines import dumps, fast_body
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.logrouting import iso
 from expman.workspace.logsink import LogFiles
@@ -59,10 +60,9 @@ def event_record(event: Event) -> dict[str, Any]:
 
 def render_event(event: Event) -> bytes:
     """The log line of an event: ``dumps(event_record(event))`` plus a newline, built faster."""
-    try:
-        # orjson reads the dataclass's fields itself; every event has some (experiment).
-        body = orjson.dumps(event, default=json_default, option=JSON_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):
+    # orjson reads the dataclass's fields itself; every event has some (experiment).
+    body = fast_body(event)
+    if body is None:
         return dumps(event_record(event)) + b"\n"
     return _head(event) + body[1:] + b"\n"
 
@@ -86,14 +86,24 @@ def render_epoch(event: EpochEnd) -> tuple[bytes, bytes]:
         "epoch": event.epoch,
         "metrics": event.metrics,
     }
-    try:
-        body = orjson.dumps(fields, default=json_default, option=orjson.OPT_SERIALIZE_NUMPY)
-    except (TypeError, orjson.JSONEncodeError):
-        try:
-            body = orjson.dumps(fields, default=json_default, option=JSON_OPTIONS)
-        except (TypeError, orjson.JSONEncodeError):
-            return dumps(event_record(event)) + b"\n", dumps(metrics_record(event)) + b"\n"
+    body = fast_body(fields, orjson.OPT_SERIALIZE_NUMPY) or fast_body(fields)
+    if body is None:  # a NaN, a big int, a value orjson does not know
+        return dumps(event_record(event)) + b"\n", dumps(metrics_record(event)) + b"\n"
     return _head(event) + body[1:] + b"\n", body + b"\n"
+
+
+def _unwritable(event: Event, exc: BaseException) -> bytes:
+    """The line that stands for an event that could not be written (experiment.log)."""
+    entry = {
+        "timestamp": iso(time.time()),
+        "level": "error",
+        "event": "event_unwritable",
+        "type": type(event).__name__,
+        "trial": getattr(event, "trial", None),
+        "repeat": getattr(event, "repeat", None),
+        "error": repr(exc),
+    }
+    return dumps(entry) + b"\n"
 
 
 def _head(event: Event) -> bytes:
@@ -166,34 +176,38 @@ class EventLogWriter:
         epoch_lists: dict[tuple[str, int], tuple[list[bytes], list[bytes]]] = {}
         experiment_metrics: list[bytes] | None = None
         for event in events:
-            trial, repeat = event.trial, event.repeat
-            if isinstance(event, EpochEnd) and trial is not None and repeat is not None:
-                lists = epoch_lists.get((trial, repeat))
-                if lists is None:
-                    run_log, run_metrics, _ = self._run(trial, repeat)
-                    lists = out.setdefault(run_log, []), out.setdefault(run_metrics, [])
-                    epoch_lists[(trial, repeat)] = lists
-                if experiment_metrics is None:
-                    experiment_metrics = out.setdefault(self._experiment_metrics, [])
-                log_line, line = render_epoch(event)
-                lists[0].append(log_line)
-                lists[1].append(line)
-                experiment_metrics.append(line)
-                continue
-            if trial is None:
-                paths: tuple[str, ...] = (self._experiment,)
-                line = render_event(event)
-            elif repeat is None:
-                paths, line = self._trial(trial), render_event(event)
-            else:
-                run_log, _, lifecycle = self._run(trial, repeat)
-                if isinstance(event, LogRecord):
-                    paths, line = (run_log,), event.line.encode() + b"\n"
-                elif isinstance(event, _LIFECYCLE):
-                    paths, line = lifecycle, render_event(event)
+            try:
+                trial, repeat = event.trial, event.repeat
+                if isinstance(event, EpochEnd) and trial is not None and repeat is not None:
+                    lists = epoch_lists.get((trial, repeat))
+                    if lists is None:
+                        run_log, run_metrics, _ = self._run(trial, repeat)
+                        lists = out.setdefault(run_log, []), out.setdefault(run_metrics, [])
+                        epoch_lists[(trial, repeat)] = lists
+                    if experiment_metrics is None:
+                        experiment_metrics = out.setdefault(self._experiment_metrics, [])
+                    log_line, line = render_epoch(event)
+                    lists[0].append(log_line)
+                    lists[1].append(line)
+                    experiment_metrics.append(line)
+                    continue
+                if trial is None:
+                    paths: tuple[str, ...] = (self._experiment,)
+                    line = render_event(event)
+                elif repeat is None:
+                    paths, line = self._trial(trial), render_event(event)
                 else:
-                    paths, line = (run_log,), render_event(event)
-            for path in paths:
-                out.setdefault(path, []).append(line)
+                    run_log, _, lifecycle = self._run(trial, repeat)
+                    if isinstance(event, LogRecord):
+                        paths, line = (run_log,), event.line.encode() + b"\n"
+                    elif isinstance(event, _LIFECYCLE):
+                        paths, line = lifecycle, render_event(event)
+                    else:
+                        paths, line = (run_log,), render_event(event)
+                for path in paths:
+                    out.setdefault(path, []).append(line)
+            except Exception as exc:  # dumps never raises; an event's own code might
+                line = _unwritable(event, exc)
+                out.setdefault(self._experiment, []).append(line)
         self.files.emit_batch(out)
         await self.files.wait_writable()

@@ -3,6 +3,9 @@
 It is a control subscriber so that a run's folders exist before its pipeline is
 called.  All file work happens in a worker thread; every file is written atomically
 (temporary file, then ``os.replace``) so a crash never leaves a half-written config.
+Nothing is made through a link (:mod:`expman.workspace.safepaths`): an existing
+folder must be a real one and a snapshot's name must not be a link, else the run
+never starts and the error names the link.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from expman.config import ExperimentPlan, RunSpec, TrialSpec
 from expman.events import Event, RunStarted
 from expman.workspace.atomic import atomic_write, make_folders
 from expman.workspace.layout import ExperimentLayout
+from expman.workspace.safepaths import make_dirs
 from expman.workspace.snapshots import dump_yaml
 
 #: One run's folders to make: its trial, repeat, and what its run.yaml records.
@@ -84,11 +88,12 @@ class WorkspaceWriter:
 
     def prepare_experiment(self) -> None:
         layout = self.layout
+        root = layout.root
         for folder in (layout.configs, layout.logs, layout.artifacts, layout.trials / "logs"):
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder, root)
         for name, doc in self.plan.documents.items():
-            atomic_write(layout.configs / name, doc.path.read_bytes())
-        atomic_write(layout.configs / "resolved.yaml", dump_yaml(self.plan.describe()))
+            atomic_write(layout.configs / name, doc.path.read_bytes(), within=root)
+        atomic_write(layout.configs / "resolved.yaml", dump_yaml(self.plan.describe()), within=root)
 
     # -- runs' folders, ahead of need --------------------------------------------------
 
@@ -224,7 +229,9 @@ class WorkspaceWriter:
                 trial_created = self._make_trial(trial)
                 trials_made.add(trial.name)
             paths = self.layout.run(trial.name, repeat)
-            run_created = make_folders(paths.root, "configs", "logs", "artifacts")
+            run_created = make_folders(
+                paths.root, "configs", "logs", "artifacts", within=self.layout.root
+            )
             written: int | None = None
             # A first attempt has no earlier run.yaml to keep (its folder may exist:
             # the log writer makes a run's logs folder if its first line comes first).
@@ -245,7 +252,13 @@ class WorkspaceWriter:
         return made
 
     def _make_trial(self, trial: TrialSpec) -> bool:
-        created = make_folders(self.layout.trial_dir(trial.name), "configs", "logs", "artifacts")
+        created = make_folders(
+            self.layout.trial_dir(trial.name),
+            "configs",
+            "logs",
+            "artifacts",
+            within=self.layout.root,
+        )
         head = {
             "name": trial.name,
             "id": trial.yaml_id,
