@@ -5,13 +5,13 @@ Each command imports what it uses when it runs (a function-local import on purpo
 the report's matplotlib; ``benchmarks/startup.py`` measures it).
 
 Exit codes: 0 every run completed (or was stopped on purpose), 1 some run failed,
-2 usage or config error, 130 interrupted.
+2 usage or config error, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the
+signal's number, whenever it arrives: :mod:`expman.interrupts`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -21,9 +21,10 @@ from typing import Any
 
 import anyio
 
-from expman import __version__
+from expman import __version__, interrupts, watchdog
 from expman.errors import ConfigChanged, ConfigError, ExpmanError, WorkspaceError, WorkspaceLocked
 from expman.escaping import printable
+from expman.exits import real_exit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupts.install()  # done already by ``expman.__main__``; here for other callers
     given = list(sys.argv[1:] if argv is None else argv)
     if given == ["--version"]:  # answered before the commands' modules load
         print(f"expman {__version__}")
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             _print_traceback()
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised by code of the user's (signals never raise it)
         print("expman: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -166,7 +168,7 @@ def _exit_now(code: int) -> int:
     if any(t.is_alive() for t in lingering):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        real_exit(code)
     return code
 
 
@@ -203,6 +205,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from expman.experiment import prepare, single_errors, start_experiment
     from expman.subscribers.display import choose_display
 
+    interrupts.starting_experiment()
     plan = await anyio.to_thread.run_sync(
         lambda: prepare(
             args.config_dir,
@@ -229,29 +232,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
         with single_errors():
             async with anyio.create_task_group() as tg:
 
-                async def watch_signals() -> None:
+                def on_signal(signum: int) -> None:
+                    # Called in the loop by expman.interrupts: first a stop, then at once.
                     nonlocal interrupted
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            if not interrupted:
-                                interrupted = True
-                                print(
-                                    f"\nexpman: {signal.Signals(signum).name}: stopping runs "
-                                    "(again to stop at once)",
-                                    file=sys.stderr,
-                                )
-                                await handle.stop(f"interrupted by {signal.Signals(signum).name}")
-                            else:
-                                print("expman: stopping now", file=sys.stderr)
-                                handle.cancel()
-                                return
+                    name = signal.Signals(signum).name
+                    if not interrupted:
+                        interrupted = True
+                        print(
+                            f"\nexpman: {name}: stopping runs (again to stop at once)",
+                            file=sys.stderr,
+                        )
+                        tg.start_soon(handle.stop, f"interrupted by {name}")
+                    else:
+                        print("expman: stopping now", file=sys.stderr)
+                        handle.cancel()
 
-                tg.start_soon(watch_signals)
-                try:
-                    result = await handle.wait()
-                finally:
-                    tg.cancel_scope.cancel()
+                dog = watchdog.Watchdog()
+                with watchdog.watching(dog), interrupts.listening(on_signal):
+                    tg.start_soon(dog.heartbeat)
+                    try:
+                        result = await handle.wait()
+                    finally:
+                        tg.cancel_scope.cancel()
     display.summary(result)
     if interrupted or result.status == "cancelled":
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     return EXIT_FAILED if result.status == "failed" else EXIT_OK

@@ -17,7 +17,9 @@ the pipeline and runs it in its main thread, whether ``run`` is sync or async.
   Output written at the C level (a segfault's report) is kept too.
 * **Death.** A worker that exits before reporting its end (``os._exit``, SIGKILL, a
   segfault) fails its run with :class:`~expman.errors.WorkerLost` naming the exit
-  code or signal; other runs go on.
+  code or signal; other runs go on.  A driver that dies takes its workers with it:
+  the worker is given the driver's pid and asks the kernel for SIGKILL when its parent
+  dies (Linux; elsewhere it watches its parent): ``worker.die_with_parent``.
 * **Cancellation** (grace period over, timeout) terminates the worker, then kills it
   after ``kill_after`` seconds.
 * **Devices.** With GPUs in the pool, a worker's ``CUDA_VISIBLE_DEVICES`` is its lease
@@ -147,7 +149,7 @@ class ProcessExecutor(Executor):
         parent, child = socket.socketpair()
         try:
             process = await anyio.open_process(
-                [sys.executable, "-c", _WORKER, str(child.fileno())],
+                [sys.executable, "-c", _WORKER, str(child.fileno()), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

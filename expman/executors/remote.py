@@ -27,7 +27,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from expman import errors
+import expman.errors as errors
 from expman.errors import WorkerLost
 from expman.events import LogRecord, from_dict
 from expman.executors.channel import Message

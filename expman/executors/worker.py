@@ -33,14 +33,19 @@ an epoch is answered before ``epoch_end`` returns) or else at the next of those
 calls; ``stop`` is noticed whenever the pipeline reads ``ctx.should_stop``.
 
 The process worker's entry point is :func:`main`: ``python -c "from
-expman.executors.worker import main; main()" FD`` with ``FD`` one end of a socket
-pair carrying length-prefixed JSON frames.
+expman.executors.worker import main; main()" FD PID`` with ``FD`` one end of a socket
+pair carrying length-prefixed JSON frames and ``PID`` the driver's process id.  The
+worker dies with the driver: on Linux the kernel sends it SIGKILL when the driver
+ends, however it ends (``PR_SET_PDEATHSIG``); elsewhere it ends when it finds the
+channel closed or its parent changed.  A child the pipeline forks ends when the
+pipeline returns in it (:mod:`expman.exits`); it never speaks on the channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import faulthandler
 import inspect
 import os
@@ -48,6 +53,8 @@ import pickle
 import signal
 import socket
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -58,6 +65,7 @@ import structlog
 from expman.executors.channel import MARK, Channel, Message, SocketChannel
 from expman.executors.worker_context import WorkerContext, describe
 from expman.executors.worker_logging import configure_logging, output_record
+from expman.exits import EXITS, PipelineExit, describe_exit, end_if_forked, real_exit
 from expman.pipeline import build_pipeline, checkpoint_args, checkpoint_load_error
 from expman.serializable import import_path
 
@@ -97,6 +105,9 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
         result = _call(pipeline.run, ctx)
         ctx.serve_pending()
     except BaseException as exc:  # everything the run raised is its result
+        end_if_forked(1)  # a child the pipeline forked never speaks for the run
+        if isinstance(exc, EXITS):
+            exc = PipelineExit(describe_exit(exc))
         channel.send(
             {
                 "op": "error",
@@ -107,6 +118,7 @@ def run_worker(start: Mapping[str, Any], channel: Channel) -> None:
             }
         )
         return
+    end_if_forked(0)
     channel.send(ctx.result_message(result))
     ctx.linger()
 
@@ -133,8 +145,40 @@ async def _await(pending: Awaitable[Any]) -> Any:
     return await pending
 
 
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process as soon as the process ``parent`` (the driver) ends.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); a
+    parent that died before that call is caught by comparing ``os.getppid()`` after it.
+    Elsewhere a daemon thread checks the parent every 0.2 s.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        real_exit(70)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.2)
+            real_exit(70)
+
+        threading.Thread(target=watch, name="expman-parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Entry point of a worker process: serve the one run the driver sends on fd ``argv[1]``."""
+    if len(sys.argv) > 2:
+        die_with_parent(int(sys.argv[2]))
     # The driver decides what Ctrl-C means (a graceful stop); the worker does not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A crash (segfault, abort) prints the Python stack to stderr, hence to run.log.

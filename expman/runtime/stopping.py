@@ -13,6 +13,10 @@
   and fails (cause ``timeout``).
 * ``execution.stall_timeout``: a run that reports no epoch for that long is
   cancelled and fails (cause ``stalled``), after a ``RunStalled`` event.
+* A pipeline that blocks the event loop cannot be cancelled from it: each timeout (and
+  stall timeout, moving with each epoch) is also a deadline of the watchdog outside
+  the loop (:mod:`expman.watchdog`, running under ``expman run``), which ends the
+  process (exit 1) when the loop stays silent past it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import get_args
 import anyio
 import structlog
 
+import expman.watchdog as watchdog
 from expman.bus import EventBus
 from expman.config import ExecutionSettings, RunSpec
 from expman.events import RunStalled, StopRequested, StopScope
@@ -86,10 +91,27 @@ class Stopping:
     def start_watchers(self, run: ActiveRun) -> None:
         """Start the run's timeout and stall watchers (and grace, if already stopping)."""
         assert run.watchers is not None
+        label = run.ctx.spec.label
+
+        def active() -> bool:  # asked from the watchdog's thread
+            return self._active.get(run.ctx.spec.key) is run
+
         if self._execution.timeout:
-            run.watchers.start_soon(self._timeout_watch, run, self._execution.timeout)
+            seconds = self._execution.timeout
+            watchdog.expect(
+                seconds, f"the execution.timeout ({seconds:g}s) of {label}", 1, still=active
+            )
+            run.watchers.start_soon(self._timeout_watch, run, seconds)
         if self._execution.stall_timeout:
-            run.watchers.start_soon(self._stall_watch, run, self._execution.stall_timeout)
+            stall = self._execution.stall_timeout
+            watchdog.expect(
+                stall,
+                f"the execution.stall_timeout ({stall:g}s) of {label}",
+                1,
+                still=active,
+                moving=lambda: run.ctx.last_report + stall,
+            )
+            run.watchers.start_soon(self._stall_watch, run, stall)
         if run.ctx.should_stop:
             run.watchers.start_soon(self.grace_watch, run)
 
