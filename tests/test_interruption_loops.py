@@ -26,8 +26,9 @@ from expman.workspace.journal import read_journal
 
 from .conftest import run_cli
 from .test_resume import CRASHY, start_cli
+from .test_signals import wait_for_expman_handlers
 
-EPOCHS = 12
+EPOCHS = 16
 CALLBACKS = [
     {"type": "CheckpointCallback", "interval": 1, "save_top_k": 2, "save_last": True},
     {"type": "MetricsTracker"},
@@ -131,10 +132,14 @@ def test_interrupted_at_random_moments_ends_exactly(
     rng = random.Random(f"{executor}-{sig}")
     interruptions = 0
     journal = workspace / "exp" / "logs" / "events.jsonl"
-    for _ in range(60):
+    for _ in range(100):
         if interruptions >= 20:
             break
         proc = start_cli(root, workspace)
+        if sig != signal.SIGKILL:
+            # From expman's first instruction on (Python's own start-up, before it, is
+            # the interpreter's: there is no expman code yet to answer a signal).
+            wait_for_expman_handlers(proc)
         at_moment(proc, journal, rng)
         if proc.poll() is None:
             proc.send_signal(sig)

@@ -543,7 +543,7 @@ async def test_resume_and_results_read_the_same_journal_the_same_way(
         # An attempt that reported no epoch (broken's second) shows those metrics.log has.
         assert run.epochs == (folded.epochs or max(record.curves[key]) + 1)
         assert (run.duration, run.error, run.reason) == (
-            folded.duration,
+            folded.total_duration,
             folded.error,
             folded.reason,
         )

@@ -221,7 +221,7 @@ def test_piped_tables_keep_every_column_without_trailing_spaces(digits: Path) ->
     runs = piped("results", str(digits), "--runs")
     assert words(runs[1])[:6] == ["run", "status", "seed", "epochs", "val_acc", "metrics"]
     status = piped("status", str(digits))
-    assert words(status[1])[:6] == ["run", "status", "attempt", "epochs", "duration", "last"]
+    assert words(status[1])[:6] == ["run", "status", "attempts", "epochs", "duration", "last"]
     for lines in (results, runs, status):
         assert not [line for line in lines if line != line.rstrip()]
         assert not any("…" in line or "\x1b" in line for line in lines)

@@ -112,7 +112,7 @@ def plan_resume(
                     metrics=record.metrics,
                     error=record.error,
                     reason=record.reason,
-                    duration=record.duration,
+                    duration=record.total_duration,  # every attempt's time
                     epochs=record.epochs,
                     attempt=record.attempts,
                     seed=spec.seed,
