@@ -64,6 +64,10 @@ async def test_a_policy_drops_runs_as_stopped_and_resume_keeps_the_decision(
     assert by_repeat[1].reason == "not started: odd repeat"
     assert by_repeat[3].status == "stopped"
     assert {r.repeat for r in result.runs if r.status == "completed"} == {0, 2}
+    # The dropped runs' folders stay, their run.log saying why they never started.
+    for repeat in (1, 3):
+        run_log = workspace / "exp" / "trials" / "a" / f"run_{repeat}" / "logs" / "run.log"
+        assert "not started: odd repeat" in run_log.read_text()
     # A decision, not an interruption: resuming runs nothing again.
     again = await expman.run_experiment(root, workspace=workspace)
     assert all(r.skipped for r in again.runs)

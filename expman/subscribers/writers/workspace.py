@@ -18,7 +18,7 @@ import anyio
 
 from expman.bus import CONTROL
 from expman.config import ExperimentPlan, RunSpec, TrialSpec
-from expman.events import Event, RunStarted
+from expman.events import Event, RunFinished, RunStarted
 from expman.workspace.atomic import atomic_write, make_folders
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.safepaths import make_dirs
@@ -37,12 +37,14 @@ class WorkspaceWriter:
     runs past the newest started one.  The RunStarted handler (a control subscriber, so a
     pipeline never starts without its folders) then only waits for its run's batch,
     which is normally done already.  Folders made for runs that never started (a
-    stop came first) are removed again when the experiment ends.
+    stop came first) are removed again when the experiment ends, unless the run was
+    settled without starting (a RunFinished, e.g. a policy dropped it): its run.log
+    records that, so its folder stays.
     """
 
     #: The events to subscribe it to (it is a control subscriber: only these).  An
     #: experiment calls :meth:`prepare_experiment` itself before its journal opens.
-    events = (RunStarted,)
+    events = (RunStarted, RunFinished)
     delivery = CONTROL
     name = "writer.workspace"
     #: Runs prepared per worker-thread hop.
@@ -78,7 +80,8 @@ class WorkspaceWriter:
         self._trials_made: set[str] = set()
         self._created_runs: set[tuple[str, int]] = set()
         self._created_trials: set[str] = set()
-        self._started: set[tuple[str, int]] = set()
+        # Runs whose folders are in use: started, or settled without starting.
+        self._used: set[tuple[str, int]] = set()
         self._failure: OSError | None = None
         self._closed = False
         self._changed: anyio.Event | None = None
@@ -121,7 +124,7 @@ class WorkspaceWriter:
         with anyio.move_on_after(10, shield=True):
             if self._ended is not None:
                 await self._ended.wait()
-            unused = [key for key in self._created_runs if key not in self._started]
+            unused = [key for key in self._created_runs if key not in self._used]
             if unused:
                 await anyio.to_thread.run_sync(self._remove_unused, unused)
 
@@ -150,10 +153,14 @@ class WorkspaceWriter:
                 self._signal()
 
     async def __call__(self, event: Event) -> None:
-        if not isinstance(event, RunStarted) or event.trial is None or event.repeat is None:
+        if event.trial is None or event.repeat is None:
             return
         key = (event.trial, event.repeat)
-        self._started.add(key)
+        # Before aclose can remove it: the event log writes this run's RunFinished
+        # into the folder whether or not the run started.
+        self._used.add(key)
+        if not isinstance(event, RunStarted):
+            return
         try:
             position = self._position.get(key)
             if position is not None and self._ended is not None:
@@ -288,8 +295,8 @@ class WorkspaceWriter:
             paths = self.layout.run(trial, repeat)
             _remove_tree(paths.root, paths.config_file)
             trials.add(trial)
-        started_trials = {trial for trial, _ in self._started}
-        for trial in (trials & self._created_trials) - started_trials:
+        used_trials = {trial for trial, _ in self._used}
+        for trial in (trials & self._created_trials) - used_trials:
             _remove_tree(self.layout.trial_dir(trial), self.layout.trial_config_file(trial))
 
 
