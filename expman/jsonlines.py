@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -133,6 +133,25 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+def open_plain_file(path: str | Path) -> BinaryIO | None:
+    """``path`` open for reading in binary, or None if there is no such file.
+
+    Never blocks on a FIFO planted there, nor reads a device: anything but a plain
+    file is a :class:`~expman.errors.WorkspaceLinkError`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise WorkspaceLinkError.at(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
+
+
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
     """Every complete JSON object in a JSON-lines file.
 
@@ -141,18 +160,10 @@ def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
     "Infinity" and "-Infinity" inside a line's ``metrics`` or ``state`` are read
     back as the floats :func:`dumps` wrote them for.
     """
-    try:
-        # Never blocks on a FIFO planted there (nor reads a device): plain files only.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
+    f = open_plain_file(path)
+    if f is None:
         return
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise WorkspaceLinkError.at(path)
-    except BaseException:
-        os.close(fd)
-        raise
-    with open(fd, "rb") as f:
+    with f:
         for raw in f:
             if not raw.endswith(b"\n"):
                 return

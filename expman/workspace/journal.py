@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,6 @@ from typing import Any, overload
 import anyio
 
 from expman.delivery import mailbox
-from expman.errors import WorkspaceLinkError
 from expman.events import (
     CheckpointStaged,
     Event,
@@ -70,7 +68,7 @@ from expman.events import (
     TrialFinished,
     TrialStarted,
 )
-from expman.jsonlines import dumps_fields, loads, repair_tail
+from expman.jsonlines import dumps_fields, loads, open_plain_file, repair_tail
 from expman.status import RunStatus
 from expman.values import restore_line
 from expman.workspace.safepaths import open_append
@@ -399,18 +397,10 @@ class _Skip(Exception):
 
 def _numbered(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value or the exception) of every complete line."""
-    try:
-        # Never blocks on a FIFO planted there (nor reads a device): plain files only.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
+    f = open_plain_file(path)
+    if f is None:
         return  # no journal yet: an empty one
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise WorkspaceLinkError.at(path)
-    except BaseException:
-        os.close(fd)
-        raise
-    with open(fd, "rb") as f:
+    with f:
         for number, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 return  # a torn last line (a crash mid-write): not a record yet
