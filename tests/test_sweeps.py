@@ -18,6 +18,7 @@ import yaml
 from expman.config import load_plan
 from expman.config.expansion import MAX_RUNS
 from expman.config.resolution import run_seed
+from expman.config.sweeps import HEX_DIGITS
 from expman.errors import ConfigError
 from expman.jsonlines import read_lines
 
@@ -76,8 +77,9 @@ def test_issue_example_expands_to_every_point(make_experiment: Make) -> None:
     assert len(plan.trials) == 4 * 2 * 3 * 2 * 5
     assert len(plan.runs) == 3 * len(plan.trials)
     first = plan.trials[0]
-    assert re.fullmatch(r"mlp-[0-9a-f]{8}", first.name)
+    assert re.fullmatch(rf"mlp-[0-9a-f]{{{HEX_DIGITS}}}", first.name)
     assert first.id == f"1.{first.name[4:]}"
+    assert len(first.name) == 4 + HEX_DIGITS
     assert first.settings["optimizer"] == "adam"
     assert first.settings["model"] == {"depth": 2, "width": 128}
     assert first.settings["dropout"] == 0.1
@@ -180,7 +182,7 @@ def test_name_template_with_dotted_fields(make_experiment: Make) -> None:
     assert [t.name for t in plan.trials] == [
         "mlp-lr1e-01-d2", "mlp-lr1e-01-d4", "mlp-lr1e-02-d2", "mlp-lr1e-02-d4",
     ]  # fmt: skip
-    assert all(re.fullmatch(r"1\.[0-9a-f]{8}", t.id) for t in plan.trials)
+    assert all(re.fullmatch(rf"1\.[0-9a-f]{{{HEX_DIGITS}}}", t.id) for t in plan.trials)
 
 
 def test_command_line_sweep_joins_every_entry(make_experiment: Make) -> None:

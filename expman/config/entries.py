@@ -93,8 +93,13 @@ class TrialEntry:
         }
 
 
-def check_entry(source: EntrySource, raw: object) -> TrialEntry:
-    """Validate one trial entry (keys, name, id, repeat, resources, settings' shape)."""
+def check_entry(
+    source: EntrySource, raw: object, *, swept: Mapping[str, Any] | None = None
+) -> TrialEntry:
+    """Validate one trial entry (keys, name, id, repeat, resources, settings' shape).
+
+    ``swept`` is a generated entry's swept values, kept on the entry it returns.
+    """
     entry = expect_mapping(source, "", raw, allow_null=False)
     check_keys(source, "", entry, TRIAL_KEYS, {"name", "id"})
     name = check_name(source, "name", entry["name"])
@@ -118,6 +123,7 @@ def check_entry(source: EntrySource, raw: object) -> TrialEntry:
         resources=resources,
         written_id=entry["id"],
         sweep=sweep,
+        swept=swept or {},
     )
 
 

@@ -56,14 +56,56 @@ def resolve_trial(
     ``caller`` those above it (override strings, values); ``experiment`` is the
     ``{name, id, desc}`` interpolations see.
     """
-    own = Layer(
-        entry.source.doc,
-        entry.source.at("settings"),
-        entry.settings,
-        note=entry.source.note,
-    )
-    layers = (*files, own, *caller)
-    settings = _merge(layers, experiment, entry)
+    return TrialResolver(files, caller, experiment).resolve(entry, index)
+
+
+class TrialResolver:
+    """:func:`resolve_trial` for many entries over the same layers (a sweep's trials).
+
+    What does not change from trial to trial is done once: the merge of the layers
+    below the entries, and whether any of them holds an interpolation.
+    """
+
+    def __init__(
+        self, files: Sequence[Layer], caller: Sequence[Layer], experiment: Mapping[str, str]
+    ) -> None:
+        self.files = tuple(files)
+        self.caller = tuple(caller)
+        self.experiment = experiment
+        self._below = deep_merge(layer.settings for layer in self.files)
+        self._interpolated = any(
+            has_interpolation(layer.settings) for layer in (*self.files, *self.caller)
+        )
+
+    def resolve(self, entry: TrialEntry, index: int) -> TrialSpec:
+        """The trial spec of ``entry``, ``index``-th in the plan."""
+        own = Layer(
+            entry.source.doc,
+            entry.source.at("settings"),
+            entry.settings,
+            note=entry.source.note,
+        )
+        layers = (*self.files, own, *self.caller)
+        if self._interpolated or _may_interpolate(entry.settings):
+            settings = _merge(layers, self.experiment, entry)
+        else:  # the same merge, from the layers below merged once
+            settings = deep_merge(
+                [self._below, entry.settings, *(layer.settings for layer in self.caller)]
+            )
+        return _trial(entry, index, settings, layers)
+
+
+def _may_interpolate(settings: Mapping[str, Any]) -> bool:
+    """False only if no string in ``settings`` holds ``${`` (a key may: then True)."""
+    try:  # one C call instead of a walk in Python: this runs for every trial of a sweep
+        return b"${" in orjson.dumps(settings, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # something JSON cannot hold: walk it
+        return has_interpolation(settings)
+
+
+def _trial(
+    entry: TrialEntry, index: int, settings: dict[str, Any], layers: tuple[Layer, ...]
+) -> TrialSpec:
     try:
         digest = config_hash(settings)
     except TypeError:  # what an interpolation made (${oc.decode:...}) that JSON cannot hold
