@@ -25,15 +25,16 @@ def deep_merge(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 #: Values copied as they are (immutable): most of what YAML gives.
-_ATOMS = (str, int, float, bool, type(None))
+_ATOMS = frozenset((str, int, float, bool, type(None)))
 
 
 def _merge_into(target: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    atoms = _ATOMS
     for key, value in layer.items():
         # type() first: the ABC check of isinstance(..., Mapping) is slow, and planning
         # a 100,000-trial sweep merges every trial's layers (benchmarks/sweep_planning.py).
         kind = type(value)
-        if kind in _ATOMS:
+        if kind in atoms:
             target[key] = value
         elif kind is dict or isinstance(value, Mapping):
             current = target.get(key)

@@ -33,7 +33,7 @@ from expman.errors import ConfigError
 def config_hash(settings: Mapping[str, Any]) -> str:
     """A short, stable digest of resolved settings (key order does not matter)."""
     blob = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return _digest(blob)
 
 
 def run_seed(experiment_seed: object, trial_id: str, repeat: int) -> int:
@@ -86,30 +86,42 @@ class TrialResolver:
             note=entry.source.note,
         )
         layers = (*self.files, own, *self.caller)
-        if self._interpolated or _may_interpolate(entry.settings):
-            settings = _merge(layers, self.experiment, entry)
-        else:  # the same merge, from the layers below merged once
+        if not self._interpolated:
+            # Only the entry's own settings may interpolate: merge as if none did, from
+            # the layers below merged once, and look for "${" in the JSON that is hashed
+            # anyway (one string of it the merge kept; a key "${" only costs the slow way).
             settings = deep_merge(
                 [self._below, entry.settings, *(layer.settings for layer in self.caller)]
             )
-        return _trial(entry, index, settings, layers)
+            blob = _hashable(settings)
+            if blob is not None and b"${" not in blob:
+                return _trial(entry, index, settings, layers, _digest(blob))
+        return _trial(entry, index, _merge(layers, self.experiment, entry), layers)
 
 
-def _may_interpolate(settings: Mapping[str, Any]) -> bool:
-    """False only if no string in ``settings`` holds ``${`` (a key may: then True)."""
-    try:  # one C call instead of a walk in Python: this runs for every trial of a sweep
-        return b"${" in orjson.dumps(settings, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # something JSON cannot hold: walk it
-        return has_interpolation(settings)
+def _hashable(settings: Mapping[str, Any]) -> bytes | None:
+    """The canonical JSON :func:`config_hash` digests, or None if JSON cannot hold it."""
+    try:
+        return orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return None
+
+
+def _digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _trial(
-    entry: TrialEntry, index: int, settings: dict[str, Any], layers: tuple[Layer, ...]
+    entry: TrialEntry,
+    index: int,
+    settings: dict[str, Any],
+    layers: tuple[Layer, ...],
+    digest: str | None = None,
 ) -> TrialSpec:
-    try:
-        digest = config_hash(settings)
-    except TypeError:  # what an interpolation made (${oc.decode:...}) that JSON cannot hold
-        digest = ""
+    if digest is None:
+        # "" for what an interpolation made (${oc.decode:...}) that JSON cannot hold
+        blob = _hashable(settings)
+        digest = "" if blob is None else _digest(blob)
     trial = TrialSpec(
         name=entry.name,
         id=entry.id,

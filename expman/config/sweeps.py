@@ -365,10 +365,13 @@ def _points(
     n_grid = len(sweep.grid)
     samples = (sweep.samples or 1) if sweep.has_random else 0
     for combo in itertools.product(*axes):
-        flat = list(combo[:n_grid])
-        for values in combo[n_grid:]:
-            flat.extend(values)
-        point = dict(zip(grid_keys, flat, strict=True))
+        if sweep.zips:
+            flat = list(combo[:n_grid])
+            for values in combo[n_grid:]:
+                flat.extend(values)
+            point = dict(zip(grid_keys, flat, strict=True))
+        else:
+            point = dict(zip(grid_keys, combo, strict=True))
         if not samples:
             yield _generated(entry, sweep, point, point_hash(point), fields)
             continue
@@ -398,10 +401,12 @@ def _generated(
         name = f"{entry.name}-{hexa}"
     trial_id = f"{entry.id}.{hexa}"
     # What check_entry would check again (the rest is the checked entry's): the name.
+    # A default name is the checked one and "-<hex>": only its length can be wrong.
     source = EntrySource(entry.source.doc, entry.source.key, name)
-    check_name(source, "name", name)
-    if name in RESERVED_TRIAL_NAMES:
-        raise source.error("name", f"{name!r} is reserved for expman's own folders")
+    if sweep.template is not None or len(name.encode()) > 200:
+        check_name(source, "name", name)
+        if name in RESERVED_TRIAL_NAMES:
+            raise source.error("name", f"{name!r} is reserved for expman's own folders")
     # Made directly, not by dataclasses.replace (several times slower, per trial).
     return TrialEntry(
         name=name,
