@@ -404,3 +404,14 @@ def test_validate_shows_a_short_table_of_swept_trials(make_experiment: Make) -> 
     assert "total: 241 trials, 721 runs" in out
     assert "trial plain (id 9)" in out
     assert len(out.splitlines()) < 40
+
+
+def test_the_readme_sweep_example_is_the_one_described(make_experiment: Make) -> None:
+    """The README's sweep example, as printed, expands to the 240 trials of 3 runs it says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Sweeps") :]
+    block = section[section.index("```yaml") + len("```yaml") : section.index("```\n", 10)]
+    entries = yaml.safe_load(block)
+    assert "240 trials of 3\nruns each" in section
+    plan = load_plan(swept(make_experiment, *entries))
+    assert (len(plan.trials), len(plan.runs)) == (240, 720)
