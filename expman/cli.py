@@ -205,8 +205,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if swept:
         for line in _swept_table(swept, VALIDATE_ROWS):
             print(printable(line))
-        swept_runs = sum(t.repeat for t in swept)
-        print(f"swept: {plural(len(swept), 'trial')}, {plural(swept_runs, 'run')}")
+        if written:
+            swept_runs = sum(t.repeat for t in swept)
+            print(f"swept: {plural(len(swept), 'trial')}, {plural(swept_runs, 'run')}")
     print(f"total: {plural(len(plan.trials), 'trial')}, {plural(len(plan.runs), 'run')}")
     for note in parameter_notes(plan):
         print(printable(f"note: {note}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -378,7 +379,10 @@ def test_growing_then_shrinking_a_sweep_end_to_end(make_experiment: Make, worksp
     assert shrunk.returncode == 0, shrunk.stderr
     results = run_cli("results", str(workspace / "exp"), "--format", "json")
     assert results.returncode == 0, results.stderr
-    assert removed in results.stdout
+    rows = {row["trial"]: row for row in json.loads(results.stdout)["trials"]}
+    assert rows[removed]["in_plan"] is False
+    assert rows[removed]["counts"] == {"completed": 2}
+    assert all(row["in_plan"] for name, row in rows.items() if name != removed)
     table = run_cli("results", str(workspace / "exp"))
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if removed in line)
