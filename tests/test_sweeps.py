@@ -419,3 +419,63 @@ def test_the_readme_sweep_example_is_the_one_described(make_experiment: Make) ->
     assert "240 trials of 3\nruns each" in section
     plan = load_plan(swept(make_experiment, *entries))
     assert (len(plan.trials), len(plan.runs)) == (240, 720)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "key", "words"),
+    [
+        ("grid", "[0].sweep", "expected a mapping, got a string"),
+        ({}, "[0].sweep", "expected at least one axis"),
+        ({"grdi": {"lr": [1]}}, "[0].sweep.grdi", "unknown key; expected one of"),
+        ({"grid": {"lr": [1]}, "random": {"lr": {"choice": [2]}}}, "[0].sweep.random.lr",
+         "'lr' is swept twice"),
+        ({"grid": {"lr": [1, 1]}}, "[0].name", "duplicate trial name"),
+        ({"zip": {"lr": [1, 2], "batch_size": [3]}}, "[0].sweep.zip.batch_size",
+         "equal lengths"),
+        ({"random": {"samples": 0}}, "[0].sweep.random.samples", "integer >= 1"),
+        ({"name": 3, "grid": {"lr": [1]}}, "[0].sweep.name", "expected a name template"),
+        ({"name": "x-{lr:d}", "grid": {"lr": [0.5]}}, "[0].sweep.name",
+         "the name template cannot format"),
+        ({"name": "a/{lr}", "grid": {"lr": [1]}}, "[0].name", "not usable as a directory name"),
+    ],
+)  # fmt: skip
+def test_sweep_block_mistakes(make_experiment: Make, sweep: Any, key: str, words: str) -> None:
+    """Each malformed sweep block is one ConfigError at its key in trials.yaml."""
+    root = swept(make_experiment, grid_entry(sweep))
+    with pytest.raises(ConfigError) as info:
+        load_plan(root)
+    assert info.value.file == str(root / "trials.yaml")
+    assert info.value.key == key
+    assert words in str(info.value)
+
+
+def test_one_zip_group_may_be_written_as_a_mapping(make_experiment: Make) -> None:
+    """`zip: {a: [...], b: [...]}` is one group of paired axes, like a one-item list."""
+    entry = grid_entry({"zip": {"lr": [0.1, 0.2], "batch_size": [8, 16]}})
+    plan = load_plan(swept(make_experiment, entry))
+    assert [(t.settings["lr"], t.settings["batch_size"]) for t in plan.trials] == [
+        (0.1, 8),
+        (0.2, 16),
+    ]
+
+
+def test_interpolations_see_the_swept_values(make_experiment: Make) -> None:
+    """`${settings.lr}` in a lower layer resolves to each trial's swept lr."""
+    settings = {**SETTINGS, "tag": "lr=${settings.lr}"}
+    entry = grid_entry({"grid": {"lr": [0.1, 0.2]}, "name": "t{lr}"})
+    plan = load_plan(swept(make_experiment, entry, settings=settings))
+    assert [t.settings["tag"] for t in plan.trials] == ["lr=0.1", "lr=0.2"]
+    own = grid_entry({"grid": {"lr": [0.3]}}, settings={"tag": "${trial.name}"})
+    (trial,) = load_plan(swept(make_experiment, own)).trials
+    assert trial.settings["tag"] == trial.name
+
+
+def test_command_line_sweep_options_must_agree_with_the_entry(make_experiment: Make) -> None:
+    """A command-line samples that differs from the entry's is refused, naming both."""
+    entry = grid_entry({"random": {"samples": 2, "p": {"uniform": [0.0, 1.0]}}})
+    root = swept(make_experiment, entry)
+    with pytest.raises(ConfigError) as info:
+        load_plan(root, sweep={"random": {"samples": 3}})
+    assert info.value.file == "<command line>"
+    assert "samples 3 differs from the entry's 2" in str(info.value)
+    assert len(load_plan(root, sweep={"random": {"samples": 2}}).trials) == 2
