@@ -214,11 +214,11 @@ def test_command_line_sweep_errors_name_the_command_line(make_experiment: Make) 
         load_plan(root, sweep={"grid": {"batch_sise": [1]}})
     assert str(info.value).startswith("<command line>: batch_sise:")
     assert "did you mean 'batch_size'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"^<command line>: a sweep needs at least one axis"):
+        load_plan(root, sweep={})
     with pytest.raises(ConfigError) as info:
         load_plan(root, sweep={"grid": {"wd": {"range": [0, 4, 0]}}})
-    assert str(info.value).startswith("<command line>: wd: step must not be 0") or (
-        info.value.file == "<command line>" and "step must not be 0" in str(info.value)
-    )
+    assert str(info.value) == "<command line>: wd.range: the step must not be 0"
 
 
 def test_swept_key_must_exist_in_the_merged_settings(make_experiment: Make) -> None:

@@ -251,6 +251,8 @@ class SweepExpander:
         self.extra = (
             parse_sweep(COMMAND_LINE_SITE, dict(sweep), prefix="") if sweep is not None else None
         )
+        if self.extra is not None and self.extra.is_empty:
+            raise COMMAND_LINE_SITE.error("", "a sweep needs at least one axis")
 
     def __repr__(self) -> str:
         return f"SweepExpander(command line: {self.extra is not None})"
