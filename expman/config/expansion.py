@@ -19,7 +19,6 @@ the file and line of the original key and which generated trial they are about.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 from expman.config.entries import EntrySource, TrialEntry, check_entry
@@ -42,6 +41,10 @@ class Expander(Protocol):
     - Expect every generated entry to be checked like one written in ``trials.yaml``;
       raise the entry's own :meth:`TrialEntry.error` for a mistake in what it holds
       (a sweep's ``grid`` that is not a list).
+    - Only an expander whose ``checks_entries`` attribute is ``True`` is trusted to
+      have made every entry as :func:`~expman.config.entries.check_entry` would (its
+      source marked with its name, its name checked): the sweep expander, which makes
+      100,000 entries from one checked entry and saves the walk a check of each.
     """
 
     def __call__(self, entry: TrialEntry, /) -> Iterable[TrialEntry]: ...
@@ -65,9 +68,10 @@ def expand_entry(entry: TrialEntry, expanders: Sequence[Expander]) -> Iterator[T
 
 
 def _through(expander: Expander, entries: Iterable[TrialEntry]) -> Iterator[TrialEntry]:
+    vouched = getattr(expander, "checks_entries", False) is True
     for entry in entries:
         for out in expander(entry):
-            yield out if out is entry else _checked(out, expander)
+            yield out if out is entry or vouched else _checked(out, expander)
 
 
 def _checked(generated: object, expander: Expander) -> TrialEntry:
@@ -76,8 +80,8 @@ def _checked(generated: object, expander: Expander) -> TrialEntry:
         raise TypeError(
             f"expander {expander!r} returned {type(generated).__name__}; expected TrialEntry"
         )
-    source = replace(generated.source, generated=str(generated.name))
-    return check_entry(source, generated.as_yaml())
+    source = EntrySource(generated.source.doc, generated.source.key, str(generated.name))
+    return check_entry(source, generated.as_yaml(), swept=generated.swept)
 
 
 def expand_entries(
@@ -93,9 +97,13 @@ def expand_entries(
         first = first or written
         for entry in expand_entry(written, expanders):
             if entry.name in names:
+                other = names[entry.name]
+                also = f"generated from trial {other.key}" if other.generated else other.key
+                hint = "; a sweep's name template must tell its points apart"
                 raise entry.error(
                     "name",
-                    f"duplicate trial name {entry.name!r} (also trial {names[entry.name].key})",
+                    f"duplicate trial name {entry.name!r} (also trial {also})"
+                    + (hint if entry.source.generated and other.generated else ""),
                 )
             if entry.id in ids:
                 raise entry.error(

@@ -24,27 +24,43 @@ def deep_merge(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Values copied as they are (immutable): most of what YAML gives.
+_ATOMS = frozenset((str, int, float, bool, type(None)))
+
+
 def _merge_into(target: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    atoms = _ATOMS
     for key, value in layer.items():
-        current = target.get(key)
-        if isinstance(value, Mapping) and isinstance(current, dict):
+        # type() first: the ABC check of isinstance(..., Mapping) is slow, and planning
+        # a 100,000-trial sweep merges every trial's layers (benchmarks/sweep_planning.py).
+        kind = type(value)
+        if kind in atoms:
+            target[key] = value
+        elif kind is dict or isinstance(value, Mapping):
+            current = target.get(key)
+            if type(current) is not dict:
+                current = target[key] = {}
             _merge_into(current, value)
-        elif isinstance(value, Mapping):
-            fresh: dict[str, Any] = {}
-            _merge_into(fresh, value)
-            target[key] = fresh
         else:
             target[key] = copy.deepcopy(value)
 
 
 def has_interpolation(value: Any) -> bool:
     """True when any string inside ``value`` contains an OmegaConf ``${...}``."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return "${" in value
-    if isinstance(value, Mapping):
-        return any(has_interpolation(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(has_interpolation(v) for v in value)
+    if kind in _ATOMS:
+        return False
+    if kind is dict or isinstance(value, Mapping):
+        items = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return isinstance(value, str) and "${" in value
+    for item in items:  # a loop, not any(<generator>): this runs for every trial of a sweep
+        if has_interpolation(item):
+            return True
     return False
 
 

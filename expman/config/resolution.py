@@ -33,7 +33,7 @@ from expman.errors import ConfigError
 def config_hash(settings: Mapping[str, Any]) -> str:
     """A short, stable digest of resolved settings (key order does not matter)."""
     blob = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return _digest(blob)
 
 
 def run_seed(experiment_seed: object, trial_id: str, repeat: int) -> int:
@@ -56,18 +56,72 @@ def resolve_trial(
     ``caller`` those above it (override strings, values); ``experiment`` is the
     ``{name, id, desc}`` interpolations see.
     """
-    own = Layer(
-        entry.source.doc,
-        entry.source.at("settings"),
-        entry.settings,
-        note=entry.source.note,
-    )
-    layers = (*files, own, *caller)
-    settings = _merge(layers, experiment, entry)
+    return TrialResolver(files, caller, experiment).resolve(entry, index)
+
+
+class TrialResolver:
+    """:func:`resolve_trial` for many entries over the same layers (a sweep's trials).
+
+    What does not change from trial to trial is done once: the merge of the layers
+    below the entries, and whether any of them holds an interpolation.
+    """
+
+    def __init__(
+        self, files: Sequence[Layer], caller: Sequence[Layer], experiment: Mapping[str, str]
+    ) -> None:
+        self.files = tuple(files)
+        self.caller = tuple(caller)
+        self.experiment = experiment
+        self._below = deep_merge(layer.settings for layer in self.files)
+        self._interpolated = any(
+            has_interpolation(layer.settings) for layer in (*self.files, *self.caller)
+        )
+
+    def resolve(self, entry: TrialEntry, index: int) -> TrialSpec:
+        """The trial spec of ``entry``, ``index``-th in the plan."""
+        own = Layer(
+            entry.source.doc,
+            entry.source.at("settings"),
+            entry.settings,
+            note=entry.source.note,
+        )
+        layers = (*self.files, own, *self.caller)
+        if not self._interpolated:
+            # Only the entry's own settings may interpolate: merge as if none did, from
+            # the layers below merged once, and look for "${" in the JSON that is hashed
+            # anyway (one string of it the merge kept; a key "${" only costs the slow way).
+            settings = deep_merge(
+                [self._below, entry.settings, *(layer.settings for layer in self.caller)]
+            )
+            blob = _hashable(settings)
+            if blob is not None and b"${" not in blob:
+                return _trial(entry, index, settings, layers, _digest(blob))
+        return _trial(entry, index, _merge(layers, self.experiment, entry), layers)
+
+
+def _hashable(settings: Mapping[str, Any]) -> bytes | None:
+    """The canonical JSON :func:`config_hash` digests, or None if JSON cannot hold it."""
     try:
-        digest = config_hash(settings)
-    except TypeError:  # what an interpolation made (${oc.decode:...}) that JSON cannot hold
-        digest = ""
+        return orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return None
+
+
+def _digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _trial(
+    entry: TrialEntry,
+    index: int,
+    settings: dict[str, Any],
+    layers: tuple[Layer, ...],
+    digest: str | None = None,
+) -> TrialSpec:
+    if digest is None:
+        # "" for what an interpolation made (${oc.decode:...}) that JSON cannot hold
+        blob = _hashable(settings)
+        digest = "" if blob is None else _digest(blob)
     trial = TrialSpec(
         name=entry.name,
         id=entry.id,
@@ -80,6 +134,7 @@ def resolve_trial(
         layers=layers,
         source=entry.source,
         written_id=entry.written_id,
+        swept=entry.swept,
     )
     if not digest:
         key, problem = _unstorable(settings, "") or ("", "cannot be stored as JSON")

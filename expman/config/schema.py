@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ EXECUTORS = ("local", "async", "thread", "process", "ray")
 
 EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers"}
 BASE_KEYS = {"settings"}
-TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources"}
+TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources", "sweep"}
 ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}
 EXECUTION_KEYS = {
     "executor",
@@ -121,6 +122,9 @@ def check_name(doc: ErrorSite, key: str, value: object) -> str:
     return value
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def name_problem(value: str) -> str | None:
     """Why ``value`` cannot be a directory name, or None."""
     if not value.strip():
@@ -131,7 +135,7 @@ def name_problem(value: str) -> str | None:
         return "it contains a path separator"
     if ".." in value:
         return "it contains '..'"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         return "it contains a control character"
     if len(value.encode()) > 200:
         return "it is longer than 200 bytes"

@@ -19,6 +19,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from expman.config import ExperimentPlan, TrialSpec, load_plan
 from expman.config.schema import EXECUTORS, shown, type_name
 from expman.delivery import calls_are_async
@@ -53,13 +55,17 @@ def prepare(
     max_concurrency: int | None = None,
     executor: str | None = None,
     values: Mapping[str, Any] | None = None,
+    sweep: Mapping[str, Any] | None = None,
 ) -> ExperimentPlan:
     """Load, validate and resolve an experiment; raises ConfigError, writes nothing.
 
     ``overrides`` are ``key=value`` strings (the command line's); ``values`` already
-    typed values (dotted or nested keys), applied after them.
+    typed values (dotted or nested keys), applied after them; ``sweep`` a sweep block
+    of trials.yaml's form (the command line's ``-m``), joined to every entry's own.
     """
-    plan = load_plan(config_dir, overrides=overrides, values=values, workspace=workspace)
+    plan = load_plan(
+        config_dir, overrides=overrides, values=values, workspace=workspace, sweep=sweep
+    )
     if executor is not None:
         if executor not in EXECUTORS:
             raise ConfigError(
@@ -147,12 +153,28 @@ def check_resources(plan: ExperimentPlan) -> None:
 
 def check_buildables(plan: ExperimentPlan) -> None:
     """Import the config folder's modules, then resolve and check every buildable type."""
+    # A config found buildable once is not checked again: a sweep's trials share theirs.
+    buildable: set[bytes] = set()
+
+    def seen(kind: str, config: Any) -> bool:
+        try:
+            mark = orjson.dumps([kind, config], option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # not plain data: checked every time
+            return False
+        if mark in buildable:
+            return True
+        buildable.add(mark)  # a config that fails raises before the next trial
+        return False
+
     with import_path(plan.config_dir):
         check_config_modules(plan)
         for trial in plan.trials:
             pipeline = _pipeline_entry(trial)
-            _check_buildable(_pipeline_error(trial), "pipeline", pipeline, "pipeline")
+            if not seen("pipeline", pipeline):
+                _check_buildable(_pipeline_error(trial), "pipeline", pipeline, "pipeline")
             for i, cb in enumerate(_callback_entries(trial)):
+                if seen("callback", cb):
+                    continue
                 target = _check_buildable(trial.error, f"callbacks.{i}", cb, "callback")
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
         for entry in plan.subscribers:
