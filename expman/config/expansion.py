@@ -77,7 +77,8 @@ def _checked(generated: object, expander: Expander) -> TrialEntry:
             f"expander {expander!r} returned {type(generated).__name__}; expected TrialEntry"
         )
     source = replace(generated.source, generated=str(generated.name))
-    return check_entry(source, generated.as_yaml())
+    checked = check_entry(source, generated.as_yaml())
+    return replace(checked, swept=generated.swept) if generated.swept else checked
 
 
 def expand_entries(

@@ -67,6 +67,8 @@ class TrialSpec:
     source: EntrySource | None = None
     #: The id as written in trials.yaml (``1`` or ``"a1"``), for the snapshots.
     written_id: str | int | None = None
+    #: A swept trial's swept values ``{dotted key: value}`` (empty for a written trial).
+    swept: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def yaml_id(self) -> str | int:
@@ -181,17 +183,21 @@ class ExperimentPlan:
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in ((f, getattr(self.execution, f)) for f in ExecutionSettings.__slots__)
             },
-            "trials": [
-                {
-                    "name": t.name,
-                    "id": t.yaml_id,
-                    "repeat": t.repeat,
-                    "config_hash": t.config_hash,
-                    "resources": dict(t.resources),
-                    "settings": t.settings,
-                }
-                for t in self.trials
-            ],
+            "trials": [_describe_trial(t) for t in self.trials],
             "runs": len(self.runs),
             "subscribers": [dict(entry.config) for entry in self.subscribers],
         }
+
+
+def _describe_trial(trial: TrialSpec) -> dict[str, Any]:
+    out = {
+        "name": trial.name,
+        "id": trial.yaml_id,
+        "repeat": trial.repeat,
+        "config_hash": trial.config_hash,
+        "resources": dict(trial.resources),
+        "settings": trial.settings,
+    }
+    if trial.swept:  # only a swept trial: the snapshots of a written one stay as they were
+        out["swept"] = dict(trial.swept)
+    return out
