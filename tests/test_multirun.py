@@ -476,3 +476,34 @@ class TestCommandLine:
         """The same refusal through `expman.cli.main`, as the test of a caller's script."""
         assert main(["validate", str(sweepable), "lr=0.01,0.1"]) == 2
         assert main(["validate", str(sweepable), "-m", "lr=0.01,0.1"]) == 0
+
+    def test_growing_an_axis_runs_only_the_new_points(
+        self, sweepable: Path, workspace: Path
+    ) -> None:
+        """`-m lr=0.01,0.1` then `-m lr=0.01,0.1,1 --accept-changes`: one new run per entry."""
+        first = run_cli("run", str(sweepable), "-w", str(workspace), "-q", "-m", "lr=0.01,0.1")
+        assert first.returncode == 0, first.stderr
+        grown = run_cli(
+            "run", str(sweepable), "-w", str(workspace), "-q", "-m", "lr=0.01,0.1,1",
+            "--accept-changes",
+        )  # fmt: skip
+        assert grown.returncode == 0, grown.stderr
+        lines = (workspace / "exp" / "logs" / "events.jsonl").read_text().splitlines()
+        started = [e for e in map(json.loads, lines) if e["type"] == "RunStarted"]
+        assert len(started) == 6
+        runs = {r["trial"]: r["settings"]["lr"] for r in _settings_of_runs(workspace / "exp")}
+        assert sorted(runs.values()) == [0.01, 0.01, 0.1, 0.1, 1, 1]
+        assert sorted(e["trial"] for e in started[4:]) == sorted(
+            t for t, lr in runs.items() if lr == 1
+        )
+
+
+def test_the_readme_multirun_example_validates(tmp_path: Path) -> None:
+    """The README's `validate -m` example stands in the README and plans 2x3 trials per entry."""
+    command = "expman validate examples/quickstart -m lr=0.01,0.1 'epochs=range(10,31,10)'"
+    root = Path(__file__).resolve().parents[1]
+    assert command in (root / "README.md").read_text()
+    args = ["validate", str(root / "examples" / "quickstart"), "-w", str(tmp_path / "ws")]
+    proc = run_cli(*args, "-m", "lr=0.01,0.1", "epochs=range(10,31,10)", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 trials, 36 runs" in proc.stdout
