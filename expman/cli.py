@@ -82,16 +82,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="one JSON event per line on stdout, nothing else"
     )
     run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    _add_multirun_options(run)
 
     validate = commands.add_parser("validate", help="check configs and print the plan")
     validate.add_argument("config_dir")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     validate.add_argument("-w", "--workspace")
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    _add_multirun_options(validate)
     from expman.results.commands import add_results_commands
 
     add_results_commands(commands)
     return parser
+
+
+def _add_multirun_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="sweep: lr=0.01,0.1 'bs=range(16,65,16)' 'wd=loguniform(1e-6,1e-2)' "
+        "make one trial per combination, for every trial entry",
+    )
+    command.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="with -m: how many draws the random axes (uniform, loguniform, randint) get",
+    )
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, KEY=VALUE overrides collected wherever they stand among options.
+
+    ``expman run CFG -m a=1,2 -j 2 b=3``: argparse's ``nargs="*"`` positional takes only
+    the overrides next to the config folder; the rest come back unknown and join them
+    (in the order given). Anything unknown that is not ``KEY=VALUE`` is a usage error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def sweep_arguments(args: argparse.Namespace) -> tuple[list[str], dict[str, Any] | None]:
+    """The plain overrides and the ``-m`` sweep block (None without -m or without axes)."""
+    if not args.multirun:
+        if args.samples is not None:
+            raise ConfigError(
+                "draws from the random axes of a sweep; add -m"
+                " (e.g. -m 'lr=loguniform(1e-5,1e-1)' --samples 8)",
+                file="<command line>",
+                key="--samples",
+            )
+        return list(args.overrides), None
+    from expman.config.multirun import parse_multirun
+
+    split = parse_multirun(args.overrides, samples=args.samples)
+    return list(split.overrides), split.sweep
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,13 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (sys.argv[1:] if argv is None else argv):
         parser.print_help(sys.stderr)  # bare `expman`: show what it can do
         return EXIT_USAGE
-    # KEY=VALUE overrides may stand before or after options: collect them from the rest.
-    args, extra = parser.parse_known_args(argv)
-    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
-    if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
+    args = parse_arguments(parser, given)
     try:
         if args.command == "validate":
             return cmd_validate(args)
@@ -177,7 +222,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from expman.experiment.preflight import parameter_notes
     from expman.subscribers.display.lines import plural
 
-    plan = prepare(args.config_dir, workspace=args.workspace, overrides=args.overrides)
+    overrides, sweep = sweep_arguments(args)
+    plan = prepare(args.config_dir, workspace=args.workspace, overrides=overrides, sweep=sweep)
     print(
         printable(
             f"experiment {plan.name} (id {plan.id}): {plural(len(plan.trials), 'trial')}, "
@@ -246,11 +292,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from expman.subscribers.display import choose_display
 
     interrupts.starting_experiment()
+    overrides, sweep = sweep_arguments(args)
     plan = await anyio.to_thread.run_sync(
         lambda: prepare(
             args.config_dir,
             workspace=args.workspace,
-            overrides=args.overrides,
+            overrides=overrides,
+            sweep=sweep,
             max_concurrency=args.max_concurrency,
             executor=args.executor,
         )

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from expman.config.loading import MAX_DEPTH, YamlDocument, int_problem, join_key
 from expman.config.merging import deep_merge
+from expman.config.override_syntax import sweep_shape
 from expman.config.schema import check_execution, type_name
 from expman.config.specs import Layer
 from expman.errors import ConfigError
@@ -71,6 +72,7 @@ def parse_overrides(overrides: Sequence[str]) -> CallerChanges:
                 file=COMMAND_LINE,
             )
         _check_override_key(item, key)
+        _refuse_sweep(item, key, _value)
         if key.startswith("execution."):
             execution.append(item[len("execution.") :])
         elif key.startswith("settings."):
@@ -107,6 +109,49 @@ def _check_override_key(item: str, key: str) -> None:
             f" expected at most {MAX_DEPTH} (nesting deeper than {MAX_DEPTH} levels)",
             file=COMMAND_LINE,
         )
+
+
+def _refuse_sweep(item: str, key: str, value: str) -> None:
+    """Refuse a value that is a sweep (``lr=0.01,0.1``): outside ``-m`` it is a mistake.
+
+    YAML alone would read it as the string ``'0.01,0.1'``, which is never what was meant.
+    """
+    shape = sweep_shape(value)
+    if shape is None:
+        return
+    text = value.strip()
+    short = len(text) <= 40
+    hints = [] if key.startswith("execution.") else ["to sweep, add -m (from Python: sweep=)"]
+    if shape == "an unquoted comma" and short:
+        hints.append(f"for a list, write {key}=[{text}]")
+    quoted = f"'{key}=\"{text}\"'" if short and '"' not in text else "the value"
+    hints.append(f"to pass a string, quote it: {quoted}")
+    raise ConfigError(
+        f"override {_shown(item)} has {shape}, which makes it a sweep; {'; '.join(hints)}",
+        file=COMMAND_LINE,
+        key=key,
+    )
+
+
+def parse_value(item: str, key: str, text: str) -> Any:
+    """The value the text of one override value stands for, typed as in ``key=text``.
+
+    The multirun parser types each value of a sweep with it, so ``lr=1e-3,1e-2`` gives
+    the same numbers as ``lr=1e-3`` and ``lr=1e-2`` would. ``item`` (the whole override)
+    and ``key`` name a mistake.
+    """
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]), resolve=False)
+    except Exception as exc:  # OmegaConf or the YAML parser under it
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"override {_shown(item)}: cannot parse value {_shown(text.strip())} ({reason});"
+            " expected a YAML value (quote strings with brackets or colons)",
+            file=COMMAND_LINE,
+            key=key,
+        ) from None
+    assert isinstance(parsed, dict)
+    return _plain(parsed.get("value"), key, 1, origin=COMMAND_LINE)
 
 
 def check_values(values: Mapping[str, Any]) -> CallerChanges:
