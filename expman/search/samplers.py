@@ -73,10 +73,15 @@ class Told:
 def suggest(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -> dict[str, Any]:
     """The values of trial ``number`` of ``study``: a key of ``spec.space`` each.
 
-    ``history`` must be the study's trials ``0 .. number - spec.lag`` (any order;
-    they are read in number order).
+    ``history`` holds the study's finished trials ``0 .. number - spec.lag`` (any
+    order; they are read in number order); any later trial in it is ignored.
     """
-    ordered = sorted(history, key=lambda told: told.number)
+    # Trials past number - lag are ignored even if given: the suggestion may not
+    # depend on which of them happened to finish first.
+    ordered = sorted(
+        (told for told in history if told.number <= number - spec.lag),
+        key=lambda told: told.number,
+    )
     if spec.sampler == "random":
         rng = random.Random(f"{spec.seed}/{study}/{number}")
         return {key: dist.sample(rng) for key, dist in spec.space.items()}
