@@ -258,9 +258,5 @@ def _space(site: ErrorSite, key: str, raw: object) -> dict[str, Distribution]:
                 f"{dist.kind} is a grid axis; a search dimension is one of {', '.join(SPACE_KINDS)}"
                 " (for integers: {randint: [lo, hi]})",
             )
-        if dist.num is not None:
-            raise site.error(
-                join_key(at, "num"), "num makes grid points; a search samples the whole range"
-            )
         space[name] = dist
     return space
