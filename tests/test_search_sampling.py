@@ -331,3 +331,21 @@ def test_tpe_beats_random_search_on_a_six_dimensional_objective() -> None:
 
 def _fields(spec: SearchSpec) -> dict[str, Any]:
     return {name: getattr(spec, name) for name in SearchSpec.__slots__}
+
+
+def test_more_trials_keep_every_hash_and_a_changed_search_changes_them(
+    searching: Callable[..., Path],
+) -> None:
+    """Raising `trials` keeps each trial's name, id, seeds and hashes; a new lag changes hashes."""
+    values = {"lr": 0.003, "depth": 5, "act": "gelu", "model.dropout": 0.25}
+    before = load_plan(searching())
+    grown = load_plan(searching(search_block(trials=9)))
+    assert [t.name for t in grown.trials[:6]] == [t.name for t in before.trials]
+    assert [t.config_hash for t in grown.trials[:6]] == [t.config_hash for t in before.trials]
+    assert [r.seed for r in grown.runs[:6]] == [r.seed for r in before.runs]
+    sampled = sampled_trial(before, "a-0001", values).config_hash
+    assert sampled_trial(grown, "a-0001", values).config_hash == sampled
+    for change in ({"lag": 3}, {"mode": "max"}, {"sampler": {"type": "tpe", "seed": 8}}):
+        changed = load_plan(searching(search_block(**change)))
+        assert sampled_trial(changed, "a-0001", values).config_hash != sampled, change
+        assert changed.trials[1].config_hash != before.trials[1].config_hash
