@@ -954,6 +954,18 @@ SEARCH: list[Mistake] = [
         "search.sampler.n_startup: unknown option of Optuna's TPESampler; expected type, seed",
     ),
     Mistake(
+        "search option the cmaes sampler does not take",
+        search(sampler={"type": "cmaes", "restart_strategy": "ipop"}),
+        "experiment.yaml",
+        "search.sampler.restart_strategy: unknown option of the cmaes sampler; expected type,",
+    ),
+    Mistake(
+        "search cmaes population of one",
+        search(sampler={"type": "cmaes", "popsize": 1}),
+        "experiment.yaml",
+        "search.sampler.popsize: expected an integer >= 2, got 1",
+    ),
+    Mistake(
         "search option of the random sampler",
         search(sampler={"type": "random", "n_startup_trials": 3}),
         "experiment.yaml",

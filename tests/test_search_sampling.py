@@ -349,3 +349,14 @@ def test_more_trials_keep_every_hash_and_a_changed_search_changes_them(
         changed = load_plan(searching(search_block(**change)))
         assert sampled_trial(changed, "a-0001", values).config_hash != sampled, change
         assert changed.trials[1].config_hash != before.trials[1].config_hash
+
+
+def test_cmaes_options_shape_its_steps(searching: Callable[..., Path]) -> None:
+    """cmaes's sigma0 and popsize reach its optimizer: other values, other suggestions."""
+    spec = spec_of(searching(search_block(sampler={"type": "cmaes", "popsize": 4})))
+    assert spec.options == {"popsize": 4}
+    wide = SearchSpec(**{**_fields(spec), "options": {"popsize": 4, "sigma0": 0.5}})
+    history = run_search(SearchSpec(**{**_fields(spec), "lag": 1, "trials": 8}), "1", objective)
+    assert suggest(spec, "1", 9, history) != suggest(wide, "1", 9, history)
+    default = SearchSpec(**{**_fields(spec), "options": {}})
+    assert suggest(spec, "1", 9, history) != suggest(default, "1", 9, history)
