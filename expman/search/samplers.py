@@ -203,7 +203,8 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
     rng = random.Random(f"{spec.seed}/{study}/{number}")
     out: dict[str, Any] = {}
     if numeric:
-        dims = len(numeric)
+        # The cmaes package needs two dimensions at least: one alone gets a constant twin.
+        dims = max(len(numeric), 2)
         options = dict(spec.options)
         sigma = float(options.get("sigma0", 1 / 6))
         optimizer = CMA(
@@ -220,6 +221,7 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
             if point is None or not told.usable:
                 continue
             assert told.value is not None
+            point += [0.5] * (dims - len(point))
             generation.append((np.array(point), sign * told.value))
             if len(generation) == optimizer.population_size:
                 optimizer.tell(generation)
@@ -227,7 +229,7 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
         # As Optuna does: the optimizer's own random state, reseeded for this trial.
         optimizer._rng.seed(derived_seed(spec.seed, study, number, "cma"))
         x = optimizer.ask()
-        for key, unit in zip(numeric, x, strict=True):
+        for key, unit in zip(numeric, x[: len(numeric)], strict=True):
             out[key] = _from_unit(spec.space[key], float(unit))
     for key, dist in spec.space.items():
         if dist.kind == "choice":
