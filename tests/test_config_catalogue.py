@@ -954,6 +954,18 @@ SEARCH: list[Mistake] = [
         "search.sampler.n_startup: unknown option of Optuna's TPESampler; expected type, seed",
     ),
     Mistake(
+        "search sampler type not a string",
+        search(sampler={"type": ["tpe"]}),
+        "experiment.yaml",
+        "search.sampler.type: unknown sampler ['tpe']; expected one of random, tpe,",
+    ),
+    Mistake(
+        "search sampler option of the wrong type",
+        search(sampler={"type": "tpe", "n_startup_trials": [3]}),
+        "experiment.yaml",
+        "search.sampler: Optuna's TPESampler refused the options:",
+    ),
+    Mistake(
         "search option the cmaes sampler does not take",
         search(sampler={"type": "cmaes", "restart_strategy": "ipop"}),
         "experiment.yaml",

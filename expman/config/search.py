@@ -167,7 +167,7 @@ def _sampler(site: ErrorSite, key: str, raw: object) -> tuple[str, int, dict[str
         raw = {"type": raw}
     block = expect_mapping(site, key, raw)
     kind = block.get("type", "random")
-    if kind not in SAMPLERS:
+    if not isinstance(kind, str) or kind not in SAMPLERS:
         raise site.error(
             join_key(key, "type"),
             f"unknown sampler {shown(kind)}; expected one of {', '.join(SAMPLERS)}",
@@ -235,10 +235,14 @@ def _check_options(
                 f"unknown option of Optuna's {cls.__name__}; expected type, seed"
                 f" or one of: {', '.join(accepted)}",
             )
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" lines
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cls(seed=seed, **options)
+            sampler = cls(seed=seed, **options)
+            # Most options are only read when the sampler samples: make it sample once.
+            study = optuna.create_study(sampler=sampler)
+            study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
     except Exception as exc:  # whatever Optuna says about a value is the user's mistake
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise site.error(key, f"Optuna's {cls.__name__} refused the options: {reason}") from None
