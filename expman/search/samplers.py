@@ -30,6 +30,7 @@ A NaN or infinite metric is told as a failed trial.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -102,24 +103,29 @@ def derived_seed(*parts: object) -> int:
 def _optuna(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -> dict[str, Any]:
     optuna = _quiet_optuna()
     cls = getattr(optuna.samplers, OPTUNA_SAMPLERS[spec.sampler])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = cls(seed=derived_seed(spec.seed, study, number), **spec.options)
-        direction = "minimize" if spec.mode == "min" else "maximize"
-        optimisation = optuna.create_study(direction=direction, sampler=sampler)
-        distributions = {key: _optuna_distribution(dist) for key, dist in spec.space.items()}
-        for told in history:
-            trial = _optuna_trial(optuna, spec.space, distributions, told)
-            if trial is not None:
-                optimisation.add_trial(trial)
-        asked = optimisation.ask(distributions)
+    sampler = cls(seed=derived_seed(spec.seed, study, number), **spec.options)
+    direction = "minimize" if spec.mode == "min" else "maximize"
+    optimisation = optuna.create_study(direction=direction, sampler=sampler)
+    distributions = {key: _optuna_distribution(dist) for key, dist in spec.space.items()}
+    for told in history:
+        trial = _optuna_trial(optuna, spec.space, distributions, told)
+        if trial is not None:
+            optimisation.add_trial(trial)
+    asked = optimisation.ask(distributions)
     return {key: _from_optuna(dist, asked.params[key]) for key, dist in spec.space.items()}
 
 
+@functools.cache
 def _quiet_optuna() -> Any:
+    """Optuna, told once to keep quiet: no line per study, no ExperimentalWarning.
+
+    A filter installed for good rather than ``catch_warnings`` around each call: the
+    runtime suggests in a worker thread, and ``catch_warnings`` is not thread-safe.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
