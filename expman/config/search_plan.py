@@ -5,9 +5,10 @@ sweep expansion) stands for ``trials`` trials of its own study (the study's key 
 E's id): ``<E.name>-<n:04d>`` with id ``<E.id>.<n>``, each with E's repeat and
 resources. Until the search samples it, a trial is a *placeholder*: its settings are
 E's merged settings and its config hash is its own (never that of a sampled trial).
-Every search trial's config hash also digests the search block but ``trials``
-(:func:`search_hash`): changing how the search samples is a config change on resume,
-asking for more trials is not.
+A sampled trial's config hash is that of its settings, as for any trial: whether
+the search block itself changed since trials were sampled is the resume plan's
+question (``expman.runtime.resume``), so accepting such a change keeps the results
+of trials already sampled; more ``trials`` only add trials.
 :func:`sampled_trial` re-resolves a placeholder with the sampled values as the top
 layer of its settings (above the caller's overrides, which may not name a searched
 key); its runs keep the placeholder's seeds (:func:`sampled_runs`).
@@ -80,7 +81,6 @@ def placeholder_trials(
     is a ConfigError; so are generated names that clash and a plan past MAX_RUNS.
     """
     _refuse_overridden(spec, caller)
-    digest = search_hash(spec)
     trials: list[TrialSpec] = []
     names: dict[str, str] = {}
     total_runs = 0
@@ -120,7 +120,7 @@ def placeholder_trials(
                     trial,
                     search_number=number,
                     study=entry.id,
-                    config_hash=_placeholder_hash(digest, trial, entry.id, number),
+                    config_hash=_placeholder_hash(trial, entry.id, number),
                 )
             )
     return tuple(trials)
@@ -191,15 +191,11 @@ def _sampled(plan: ExperimentPlan, placeholder: TrialSpec, values: Mapping[str, 
         caller=(*placeholder.layers[own + 1 :], layer),
         experiment={"name": plan.name, "id": plan.id, "desc": plan.desc},
     )
-    assert plan.search is not None  # a plan with search trials has its spec
     return replace(
         resolved,
         search_number=placeholder.search_number,
         study=placeholder.study,
         sampled=dict(values),
-        config_hash=config_hash(
-            {"settings": resolved.settings, "search": search_hash(plan.search)}
-        ),
     )
 
 
@@ -279,22 +275,8 @@ def _refuse_overridden(spec: SearchSpec, caller: Sequence[Layer]) -> None:
                 )
 
 
-def search_hash(spec: SearchSpec) -> str:
-    """What of the search block every search trial's config hash holds: all but ``trials``.
-
-    So changing the sampler, its seed or options, the metric, the mode, ``lag`` or the
-    space changes the config of every trial already sampled (resume refuses it unless
-    accepted), while raising ``trials`` only adds trials.
-    """
-    return config_hash({k: v for k, v in spec.describe().items() if k != "trials"})
-
-
-def _placeholder_hash(search: str, trial: TrialSpec, study: str, number: int) -> str:
+def _placeholder_hash(trial: TrialSpec, study: str, number: int) -> str:
     """A placeholder's own config hash: never equal to a sampled trial's."""
     return config_hash(
-        {
-            "placeholder": {"study": study, "number": number},
-            "settings": trial.settings,
-            "search": search,
-        }
+        {"placeholder": {"study": study, "number": number}, "settings": trial.settings}
     )
