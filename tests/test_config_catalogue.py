@@ -814,6 +814,78 @@ HOSTILE: list[Mistake] = [
     ),
 ]
 
+
+def sweep0(sweep: dict[str, Any], **changes: Any) -> Mutation:
+    """Trial 0 with settings lr and batch_size, and ``sweep`` as its sweep block."""
+    return trial0(settings={"lr": 0.1, "batch_size": 8}, sweep=sweep, **changes)
+
+
+#: The sweep errors of issue 14 (trial 0's settings on lines 5-6, its sweep from line 7).
+SWEEP = [
+    Mistake(
+        "unknown distribution",
+        sweep0({"grid": {"lr": {"logunifrom": [1.0e-4, 0.1]}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.lr.logunifrom: unknown distribution 'logunifrom'"
+        " (did you mean 'loguniform'?)",
+    ),
+    Mistake(
+        "range with step 0",
+        sweep0({"grid": {"batch_size": {"range": [0, 10, 0]}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.batch_size.range: the step must not be 0",
+    ),
+    Mistake(
+        "range with a step of the wrong sign",
+        sweep0({"grid": {"batch_size": {"range": [0, 10, -2]}}}),
+        "trials.yaml",
+        "[0].sweep.grid.batch_size.range: step -2 goes away from stop 10",
+    ),
+    Mistake(
+        "loguniform bound of zero",
+        sweep0({"grid": {"lr": {"loguniform": [0.0, 0.1], "num": 3}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.lr.loguniform: the bounds of a loguniform must be > 0",
+    ),
+    Mistake(
+        "zip axes of unequal lengths",
+        sweep0({"zip": [{"lr": [0.1, 0.2], "batch_size": [8, 16, 32]}]}),
+        "trials.yaml",
+        "trials.yaml:12: [0].sweep.zip[0].batch_size: zip axes must have equal lengths:"
+        " 'batch_size' has 3 values, 'lr' has 2",
+    ),
+    Mistake(
+        "swept key not in the settings",
+        sweep0({"grid": {"lrr": [0.1, 0.2]}}),
+        "trials.yaml",
+        "trials.yaml:9: [0].sweep.grid.lrr: the settings have no key 'lrr'",
+    ),
+    Mistake(
+        "name template with an unknown field",
+        sweep0({"name": "a-{lrr}", "grid": {"lr": [0.1, 0.2]}}),
+        "trials.yaml",
+        "trials.yaml:8: [0].sweep.name: unknown field {lrr} in the name template"
+        " (did you mean {lr}?)",
+    ),
+    Mistake(
+        "two generated trials with the same name",
+        sweep0({"name": "a-{lr}", "grid": {"lr": [0.1, 0.2], "batch_size": [8, 16]}}),
+        "trials.yaml",
+        "trials.yaml:1: [0].name: duplicate trial name 'a-0.1'"
+        " (also trial generated from trial [0])",
+    ),
+    Mistake(
+        "more than a million runs after expansion",
+        sweep0(
+            {"grid": {"lr": {"range": [0, 1000]}, "batch_size": {"range": [0, 1000]}}}, repeat=2
+        ),
+        "trials.yaml",
+        "trials.yaml:7: [0].sweep: the sweep expands to 1,000,000 trials of 2 repeat(s),"
+        " 2,000,000 runs; expected at most 1,000,000 runs in total",
+    ),
+]
+
+
 # -- issue 14: the search block of experiment.yaml (search-core) ------------------
 SEARCH_SPACE = {"lr": {"loguniform": [1.0e-5, 1.0e-1]}, "depth": {"randint": [2, 9]}}
 
@@ -1003,7 +1075,7 @@ if find_spec("torch") is None:
 
 
 #: Every mistake, the original catalogue's first.
-CATALOGUE: list[Mistake] = [Mistake(*m) for m in MISTAKES] + HOSTILE + SEARCH
+CATALOGUE: list[Mistake] = [Mistake(*m) for m in MISTAKES] + HOSTILE + SWEEP + SEARCH
 CASES = [pytest.param(m, id=m.case) for m in CATALOGUE]
 
 

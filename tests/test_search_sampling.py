@@ -378,3 +378,16 @@ def test_cmaes_searches_a_single_dimension(searching: Callable[..., Path]) -> No
     assert all(1e-5 <= t.values["lr"] <= 1e-1 for t in history)
     first, last = history[:4], history[-4:]
     assert statistics.mean(t.value for t in last) < statistics.mean(t.value for t in first)  # type: ignore[misc]
+
+
+def test_a_swept_entry_has_a_study_per_generated_trial(searching: Callable[..., Path]) -> None:
+    """After sweep expansion each generated entry gets its own study; sampling keeps `swept`."""
+    sweep = {"name": "w{model.width}", "grid": {"model.width": [8, 16]}}
+    plan = load_plan(searching(trials=[{"name": "a", "id": 1, "sweep": sweep}]))
+    names = [t.name for t in plan.trials]
+    assert names == [f"w{w}-{n:04d}" for w in (8, 16) for n in range(6)]
+    assert len({t.study for t in plan.trials}) == 2
+    values = {"lr": 0.003, "depth": 5, "act": "gelu", "model.dropout": 0.25}
+    trial = sampled_trial(plan, "w16-0003", values)
+    assert trial.swept == {"model.width": 16}
+    assert trial.settings["model"] == {"dropout": 0.25, "width": 16}

@@ -183,6 +183,7 @@ def _sampled(plan: ExperimentPlan, placeholder: TrialSpec, values: Mapping[str, 
         desc=placeholder.desc,
         resources=placeholder.resources,
         written_id=placeholder.written_id,
+        swept=placeholder.swept,
     )
     resolved = resolve_trial(
         entry,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +48,9 @@ class TrialRecord:
     repeat: int
     settings: Mapping[str, Any] = field(default_factory=dict)
     config_hash: str = ""
+    #: False for a trial the journal has runs of but the plan no longer holds
+    #: (a value removed from a sweep): its results stay visible, marked.
+    in_plan: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,10 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         runs.append(_run_record(layout, key, entry, curves.get(key), live))
     if not trials:
         trials = _trials_from_runs(runs)
+    else:
+        planned_names = {t.name for t in trials}
+        gone = [r for r in runs if r.trial not in planned_names]
+        trials.extend(replace(t, in_plan=False) for t in _trials_from_runs(gone))
     return ExperimentRecord(
         name=journal.name or root.name,
         path=root,
