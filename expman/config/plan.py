@@ -27,6 +27,7 @@ from expman.config.expansion import DEFAULT_EXPANDERS, Expander, expand_entries
 from expman.config.overrides import check_values, parse_overrides
 from expman.config.resolution import TrialResolver, plan_runs
 from expman.config.schema import ExecutionSettings
+from expman.config.search_plan import search_trials
 from expman.config.sources import read_config_dir
 from expman.config.specs import ExperimentPlan
 from expman.config.sweeps import SweepExpander
@@ -81,8 +82,12 @@ def load_plan(
     with _collector_paused():
         sweeps = SweepExpander(config.layers, sweep)
         entries = expand_entries(config.entries, (sweeps, *expanders))
-        resolver = TrialResolver(config.layers, caller, experiment)
-        trials = tuple(resolver.resolve(entry, i) for i, entry in enumerate(entries))
+        search = None
+        if config.search is not None:  # each entry stands for its study's placeholder trials
+            search, trials = search_trials(config, entries, execution, caller, experiment)
+        else:
+            resolver = TrialResolver(config.layers, caller, experiment)
+            trials = tuple(resolver.resolve(entry, i) for i, entry in enumerate(entries))
         runs = plan_runs(trials)
     workspace_path = Path(workspace) if workspace is not None else config.workspace
     return ExperimentPlan(
@@ -98,4 +103,5 @@ def load_plan(
         overrides=tuple(overrides),
         subscribers=config.subscribers,
         written_id=config.written_id,
+        search=search,
     )
