@@ -440,7 +440,7 @@ class TestCommandLine:
         proc = run_cli("validate", str(sweepable), "-w", str(workspace), "-m", "lr=0.01,0.1,1")
         assert proc.returncode == 0, proc.stderr
         assert "6 trials, 6 runs" in proc.stdout
-        rows = re.findall(r"^\s*([ab])-[0-9a-f]{8}\s+(\S+)", proc.stdout, re.M)
+        rows = re.findall(r"^\s*([ab])-[0-9a-f]{12}\s+(\S+)", proc.stdout, re.M)
         assert sorted(rows) == sorted((e, lr) for e in "ab" for lr in ("0.01", "0.1", "1"))
         assert not workspace.exists()
 
