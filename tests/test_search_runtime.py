@@ -26,8 +26,8 @@ def _write_journal(path: Path, lines: Sequence[bytes]) -> Path:
     return path
 
 
-def test_the_journal_folds_sampled_values_and_the_first_record_stands(tmp_path: Path) -> None:
-    """TrialSampled records give each trial's values; a second record of a trial changes nothing."""
+def test_the_journal_folds_sampled_values_and_the_newest_record_stands(tmp_path: Path) -> None:
+    """TrialSampled records give each trial's values; a trial sampled again has its newest."""
     first = TrialSampled(experiment="e", trial="a-0000", number=0, values={"lr": 0.1}, study="1")
     again = TrialSampled(experiment="e", trial="a-0000", number=0, values={"lr": 0.5}, study="1")
     other = TrialSampled(experiment="e", trial="a-0001", number=1, values={"d": 3}, study="1")
@@ -35,7 +35,7 @@ def test_the_journal_folds_sampled_values_and_the_first_record_stands(tmp_path: 
         tmp_path / "e" / "logs" / "events.jsonl", [encode(first), encode(again), encode(other)]
     )
     state = read_journal(path, experiment="e")
-    assert state.sampled == {"a-0000": {"lr": 0.1}, "a-0001": {"d": 3}}
+    assert state.sampled == {"a-0000": {"lr": 0.5}, "a-0001": {"d": 3}}
     assert state.problems == []
     assert state.runs == {}
 

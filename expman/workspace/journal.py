@@ -36,8 +36,9 @@ file and the line.  The fold, line by line:
   is not journaled; in journals written before ``CheckpointStaged`` existed, it
   holds the checkpoint's record, and is still read).
 * ``TrialSampled`` records the values an adaptive search chose for a trial
-  (``sampled``: trial name -> values); the first record of a trial stands (a trial
-  is sampled once; resume runs it with these values).
+  (``sampled``: trial name -> values; resume runs the trial with them).  A trial is
+  sampled once; only values a changed config cannot use (``--accept-changes``) are
+  sampled again, and then the newest record stands.
 * Any other line about a run (``RunRetrying``, a run's ``StopRequested``) only makes
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
@@ -325,7 +326,7 @@ class JournalState:
 
     runs: dict[tuple[str, int], JournaledRun] = field(default_factory=dict)
     trial_hashes: dict[str, str] = field(default_factory=dict)  # trial -> latest config hash
-    #: The values an adaptive search sampled for each trial (its first TrialSampled).
+    #: The values an adaptive search sampled for each trial (its newest TrialSampled).
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: int = 0  # ExperimentStarted lines: sessions so far
     finished: bool = False  # the last session wrote ExperimentFinished
@@ -553,7 +554,7 @@ def _fold(
     trial, repeat = entry.get("trial"), entry.get("repeat")
     if kind == "TrialSampled":
         if isinstance(trial, str):
-            state.sampled.setdefault(trial, entry["values"])
+            state.sampled[trial] = entry["values"]
         return
     if not isinstance(trial, str) or not isinstance(repeat, int):
         return
