@@ -15,6 +15,8 @@ from expman.config.merging import deep_merge, insert_value, multiply
 from expman.config.plan import load_plan
 from expman.config.resolution import config_hash, run_seed
 from expman.config.schema import ExecutionSettings, name_problem
+from expman.config.search import SearchSpec
+from expman.config.search_plan import sampled_runs, sampled_trial, with_sampled
 from expman.config.specs import ExperimentPlan, RunSpec, TrialSpec
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Expander",
     "ExperimentPlan",
     "RunSpec",
+    "SearchSpec",
     "TrialEntry",
     "TrialSpec",
     "YamlDocument",
@@ -35,6 +38,9 @@ __all__ = [
     "multiply",
     "name_problem",
     "run_seed",
+    "sampled_runs",
+    "sampled_trial",
+    "with_sampled",
 ]
 
 

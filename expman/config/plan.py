@@ -24,6 +24,7 @@ from expman.config.expansion import DEFAULT_EXPANDERS, Expander, expand_entries
 from expman.config.overrides import check_values, parse_overrides
 from expman.config.resolution import plan_runs, resolve_trial
 from expman.config.schema import ExecutionSettings
+from expman.config.search_plan import search_trials
 from expman.config.sources import read_config_dir
 from expman.config.specs import ExperimentPlan
 from expman.config.validation import validate_config
@@ -59,6 +60,9 @@ def load_plan(
         resolve_trial(entry, i, files=config.layers, caller=caller, experiment=experiment)
         for i, entry in enumerate(entries)
     )
+    search = None
+    if config.search is not None:  # each entry stands for its study's placeholder trials
+        search, trials = search_trials(config, entries, execution, caller, experiment)
     workspace_path = Path(workspace) if workspace is not None else config.workspace
     return ExperimentPlan(
         name=config.name,
@@ -73,4 +77,5 @@ def load_plan(
         overrides=tuple(overrides),
         subscribers=config.subscribers,
         written_id=config.written_id,
+        search=search,
     )

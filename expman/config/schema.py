@@ -17,7 +17,7 @@ from expman.errors import ConfigError
 
 EXECUTORS = ("local", "async", "thread", "process", "ray")
 
-EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers"}
+EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers", "search"}
 BASE_KEYS = {"settings"}
 TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources"}
 ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}

@@ -15,6 +15,7 @@ from typing import Any
 from expman.config.entries import EntrySource
 from expman.config.loading import YamlDocument, join_key
 from expman.config.schema import ExecutionSettings
+from expman.config.search import SearchSpec
 from expman.errors import ConfigError
 
 
@@ -67,6 +68,17 @@ class TrialSpec:
     source: EntrySource | None = None
     #: The id as written in trials.yaml (``1`` or ``"a1"``), for the snapshots.
     written_id: str | int | None = None
+    #: A trial of an adaptive search: its number in its study (None for any other trial).
+    search_number: int | None = None
+    #: The study (the trial entry's id) a search trial belongs to; None for any other trial.
+    study: str | None = None
+    #: The values sampled into ``settings``; None while the trial is a placeholder.
+    sampled: Mapping[str, Any] | None = None
+
+    @property
+    def is_placeholder(self) -> bool:
+        """A search trial whose values are not sampled yet (its settings are its entry's)."""
+        return self.search_number is not None and self.sampled is None
 
     @property
     def yaml_id(self) -> str | int:
@@ -155,6 +167,8 @@ class ExperimentPlan:
     subscribers: tuple[SubscriberEntry, ...] = ()
     #: The id as written in experiment.yaml (an int stays an int in resolved.yaml).
     written_id: str | int | None = None
+    #: experiment.yaml's ``search:`` block; its trials are placeholders until sampled.
+    search: SearchSpec | None = None
 
     @property
     def yaml_id(self) -> str | int:
@@ -181,17 +195,27 @@ class ExperimentPlan:
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in ((f, getattr(self.execution, f)) for f in ExecutionSettings.__slots__)
             },
-            "trials": [
-                {
-                    "name": t.name,
-                    "id": t.yaml_id,
-                    "repeat": t.repeat,
-                    "config_hash": t.config_hash,
-                    "resources": dict(t.resources),
-                    "settings": t.settings,
-                }
-                for t in self.trials
-            ],
+            "trials": [_describe_trial(t) for t in self.trials],
             "runs": len(self.runs),
             "subscribers": [dict(entry.config) for entry in self.subscribers],
+            **({"search": self.search.describe()} if self.search is not None else {}),
         }
+
+
+def _describe_trial(trial: TrialSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": trial.name,
+        "id": trial.yaml_id,
+        "repeat": trial.repeat,
+        "config_hash": trial.config_hash,
+        "resources": dict(trial.resources),
+        "settings": trial.settings,
+    }
+    if trial.search_number is not None:
+        # A placeholder: its settings are its entry's until the search samples it.
+        out["search"] = {
+            "study": trial.study,
+            "number": trial.search_number,
+            "sampled": None if trial.sampled is None else dict(trial.sampled),
+        }
+    return out

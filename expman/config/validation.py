@@ -3,7 +3,8 @@
 Shape, keys and types, file by file (see :mod:`expman.config.schema`):
 
 - ``experiment.yaml``: ``name`` and ``id`` (required), ``desc``, ``settings`` (a
-  mapping), ``execution``, ``subscribers`` (a list of ``{type: Name, ...}``);
+  mapping), ``execution``, ``subscribers`` (a list of ``{type: Name, ...}``),
+  ``search`` (a mapping, parsed by :mod:`~expman.config.search` in the plan stage);
 - ``base.yaml``: ``settings``;
 - ``env.yaml``: ``workspace`` (a path, relative to the config directory),
   ``execution``, ``subscribers``, and ``max_concurrency`` / ``devices`` as shorthands that win over
@@ -62,6 +63,9 @@ class ValidatedConfig:
     written_id: str | int | None = None
     #: ``subscribers:`` of experiment.yaml, then of env.yaml.
     subscribers: tuple[SubscriberEntry, ...] = ()
+    #: experiment.yaml's ``search:`` block, a mapping not yet parsed (its default
+    #: ``lag`` waits for the caller's execution changes); None without one.
+    search: Mapping[str, Any] | None = None
 
 
 def validate_config(sources: ConfigSources) -> ValidatedConfig:
@@ -99,6 +103,9 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         entries=validate_trials(sources.trials),
         subscribers=subscribers,
         written_id=exp["id"],
+        search=expect_mapping(experiment, "search", exp["search"], allow_null=False)
+        if "search" in exp
+        else None,
     )
 
 
