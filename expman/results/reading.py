@@ -7,8 +7,8 @@ decides from, so ``expman status`` and a resume never disagree about a run.
 
 An :class:`ExperimentRecord` holds a :class:`TrialRecord` per trial (from
 ``configs/resolved.yaml``; an adaptive search's trial with the values the journal's
-``TrialSampled`` records put into its settings, as its runs had them) and a :class:`RunRecord` per run (the journal, with the
-epoch curves of ``logs/metrics.log``).
+``TrialSampled`` records put into its settings, as its runs had them) and a
+:class:`RunRecord` per run (the journal, with the epoch curves of ``logs/metrics.log``).
 
 A run's status is its last ``RunFinished`` status (a
 :class:`~expman.status.RunStatus`: ``completed``, ``stopped``, ``failed``,

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
 
 from expman.bus import EventBus
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, sampled_trial
@@ -40,13 +39,11 @@ from expman.errors import WorkspaceError
 from expman.events import StopRequested, TrialSampled
 from expman.jsonlines import dumps, loads
 from expman.run.records import RunOutcome
-from expman.runtime.admission import Admit, AdmissionPolicy, Drop, PlanOrder
+from expman.runtime.admission import AdmissionPolicy, Admit, Drop, PlanOrder
 from expman.runtime.stopping import Stopping
 from expman.search.samplers import Told, suggest
 from expman.status import RunStatus, run_status
 from expman.workspace.journal import JOURNAL
-
-log = structlog.get_logger("expman.runtime")
 
 
 def materialise(
@@ -228,7 +225,8 @@ class SearchDriver:
             return True
         if self._stopping.stopping(spec):
             return True
-        assert trial.study is not None and trial.search_number is not None
+        assert trial.study is not None
+        assert trial.search_number is not None
         numbers = self._studies[trial.study]
         last = trial.search_number - self._search.lag
         return all(self._finished(numbers[k]) for k in range(last + 1) if k in numbers)
@@ -239,7 +237,8 @@ class SearchDriver:
     async def _sample(self, spec: RunSpec) -> TrialSpec | None:
         """Sample ``spec``'s trial, journal its values, and return the sampled trial."""
         trial = spec.trial
-        assert trial.study is not None and trial.search_number is not None
+        assert trial.study is not None
+        assert trial.search_number is not None
         number = trial.search_number
         history = self.history(trial.study, number - self._search.lag)
         values = await anyio.to_thread.run_sync(
