@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -14,12 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+import yaml
 
 import expman
 from expman import Admit, Drop, RunSpec
-from expman.events import RunFinished, RunStarted, TrialSampled
+from expman.errors import ConfigChanged
+from expman.events import RunFinished, RunStarted, StopRequested, TrialSampled
 from expman.jsonlines import read_lines
+from expman.results.reading import read_experiment
 from expman.run.records import RunOutcome
 from expman.runtime.search import told
 from expman.search.samplers import suggest
@@ -426,3 +431,253 @@ def test_sigint_during_a_wait_exits_130_promptly_and_resumes(tmp_path: Path) -> 
     after = sampled_sequence(workspace)
     assert after[0] == first[0]  # recorded before the interruption: never sampled again
     assert [trial for _, trial, _, _ in after] == [f"mlp-{n:04d}" for n in range(4)]
+
+
+# -- failures, drops, stops -----------------------------------------------------------------
+
+
+def test_told_says_how_a_trial_ended() -> None:
+    """complete with the mean over repeats; failed on any failure or no finite metric; pruned."""
+
+    def outcome(status: str, **metrics: Any) -> RunOutcome:
+        return RunOutcome("t", 0, RunStatus(status), metrics)
+
+    def state(*outcomes: RunOutcome) -> tuple[str, float | None]:
+        result = told(0, {"x": 1}, outcomes, metric="loss")
+        return result.state, result.value
+
+    assert state(outcome("completed", loss=1.0), outcome("completed", loss=2.0)) == (
+        "complete",
+        1.5,
+    )
+    assert state(outcome("completed", loss=1.0), outcome("failed")) == ("failed", None)
+    assert state(outcome("completed", loss=1.0), outcome("stopped", loss=0.5)) == ("pruned", None)
+    assert state(outcome("stopped"), outcome("failed")) == ("failed", None)
+    assert state(outcome("completed", acc=1.0)) == ("failed", None)  # no loss reported
+    assert state(outcome("completed", loss=float("nan"))) == ("failed", None)
+    assert state(outcome("completed", loss="low")) == ("failed", None)
+
+
+async def test_failed_trials_are_told_as_failed_and_the_search_goes_on(tmp_path: Path) -> None:
+    """Trials whose runs raise end failed; later trials are still sampled, from those failures."""
+    root = search_experiment(
+        tmp_path / "configs",
+        sampler={"type": "tpe", "seed": 3, "n_startup_trials": 4},
+        trials=14,
+        lag=2,
+        repeat=2,
+        pipeline={"fail_below": 5, "sleep": 0.0},
+    )
+    workspace = tmp_path / "ws"
+    result = await expman.run_experiment(root, workspace=workspace)
+    by_trial: dict[str, set[str]] = {}
+    for run in result.runs:
+        by_trial.setdefault(run.trial, set()).add(run.status)
+    assert len(by_trial) == 14
+    failed = {trial for trial, statuses in by_trial.items() if statuses == {"failed"}}
+    assert failed, "no trial failed: the test no longer tests failures"
+    assert len(failed) < 14
+    sampled = {trial: values for _, trial, _, values in sampled_sequence(workspace)}
+    assert failed == {trial for trial, values in sampled.items() if values["depth"] < 5}
+    assert_told_from_the_journal(root, workspace)
+    assert_sampled_after_the_lagged_results(workspace, lag=2, repeats=2)
+
+
+class DropTrialOne:
+    """Never starts trial mlp-0001 (its runs end stopped, 'not started')."""
+
+    async def choose(self, waiting: Sequence[RunSpec]) -> Admit | Drop:
+        spec = waiting[0]
+        return Drop(spec, "not this one") if spec.trial.name == "mlp-0001" else Admit(spec)
+
+
+async def test_a_trial_dropped_before_its_sampling_never_holds_the_search_up(
+    tmp_path: Path,
+) -> None:
+    """With lag 1 every trial waits for the one before; a dropped one counts as finished."""
+    root = search_experiment(tmp_path / "configs", sampler="random", trials=4, lag=1)
+    workspace = tmp_path / "ws"
+    with anyio.fail_after(30):
+        result = await expman.run_experiment(root, workspace=workspace, admission=DropTrialOne())
+    statuses = {run.trial: (run.status, run.reason) for run in result.runs}
+    assert statuses == {
+        "mlp-0000": ("completed", None),
+        "mlp-0001": ("stopped", "not started: not this one"),
+        "mlp-0002": ("completed", None),
+        "mlp-0003": ("completed", None),
+    }
+    assert [trial for _, trial, _, _ in sampled_sequence(workspace)] == [
+        "mlp-0000",
+        "mlp-0002",
+        "mlp-0003",
+    ]
+
+
+async def test_a_trial_stop_ends_a_wait_for_it(tmp_path: Path) -> None:
+    """A stop of a waiting, unsampled trial settles it at once; the others go on."""
+    root = search_experiment(
+        tmp_path / "configs",
+        sampler="random",
+        trials=3,
+        lag=1,
+        pipeline={"epochs": 1, "hold_while": str(tmp_path / "hold")},
+    )
+    (tmp_path / "hold").touch()
+    workspace = tmp_path / "ws"
+    with anyio.fail_after(30):
+        async with expman.start_experiment(root, workspace=workspace) as handle:
+            async for event in handle.events():
+                if isinstance(event, RunStarted) and event.trial == "mlp-0000":
+                    await handle.bus.publish(
+                        StopRequested(
+                            experiment="exp", trial="mlp-0001", scope="trial", reason="enough"
+                        )
+                    )
+                    (tmp_path / "hold").unlink()
+            result = await handle.wait()
+    statuses = {run.trial: (run.status, run.reason) for run in result.runs}
+    assert statuses["mlp-0001"] == ("stopped", "not started: enough")
+    assert statuses["mlp-0000"][0] == statuses["mlp-0002"][0] == "completed"
+    assert "mlp-0001" not in {trial for _, trial, _, _ in sampled_sequence(workspace)}
+
+
+# -- the workspace, results, resume ------------------------------------------------------------
+
+
+async def test_snapshots_and_results_hold_the_sampled_settings(tmp_path: Path) -> None:
+    """trial.yaml, run.yaml, resolved.yaml on resume and `results` show what each trial ran with."""
+    root = search_experiment(tmp_path / "configs", sampler="random", trials=3, repeat=2)
+    workspace = tmp_path / "ws"
+    async with capture_events() as events:
+        await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+    sampled = {e.trial: dict(e.values) for e in events.of_type(TrialSampled)}
+    hashes = {(e.trial, e.repeat): e.config_hash for e in events.of_type(RunStarted)}
+    assert len(sampled) == 3
+    exp = workspace / "exp"
+    for trial, values in sampled.items():
+        snapshot = yaml.safe_load((exp / "trials" / trial / "configs" / "trial.yaml").read_text())
+        assert {k: snapshot["settings"][k] for k in values} == values
+        for repeat in (0, 1):
+            run = yaml.safe_load(
+                (exp / "trials" / trial / f"run_{repeat}" / "configs" / "run.yaml").read_text()
+            )
+            assert {k: run["settings"][k] for k in values} == values
+            assert run["config_hash"] == snapshot["config_hash"] == hashes[(trial, repeat)]
+    record = read_experiment(exp)
+    assert {t.name: dict(t.sampled or {}) for t in record.trials} == sampled
+    assert all(t.settings["lr"] == sampled[t.name]["lr"] for t in record.trials)
+    shown = run_cli("results", str(exp), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["trial"]: row for row in json.loads(shown.stdout)["trials"]}
+    assert {trial: row["settings"]["lr"] for trial, row in rows.items()} == {
+        trial: values["lr"] for trial, values in sampled.items()
+    }
+    # Resumed (nothing to do), resolved.yaml records the sampled trials as such.
+    again = await expman.run_experiment(root, workspace=workspace)
+    assert all(run.skipped for run in again.runs)
+    resolved = yaml.safe_load((exp / "configs" / "resolved.yaml").read_text())
+    assert {t["name"]: t["search"]["sampled"] for t in resolved["trials"]} == sampled
+
+
+async def test_more_trials_on_resume_samples_only_the_new_ones(tmp_path: Path) -> None:
+    """Growing `trials` runs only the new trials; recorded ones keep their values and results."""
+    root = search_experiment(tmp_path / "configs", sampler={"type": "tpe", "seed": 1}, trials=5)
+    workspace = tmp_path / "ws"
+    await expman.run_experiment(root, workspace=workspace)
+    before = sampled_sequence(workspace)
+    text = (root / "experiment.yaml").read_text()
+    (root / "experiment.yaml").write_text(text.replace("trials: 5", "trials: 8"))
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    assert [e.trial for e in events.of_type(RunStarted)] == ["mlp-0005", "mlp-0006", "mlp-0007"]
+    after = sampled_sequence(workspace)
+    assert after[:5] == before
+    assert [trial for _, trial, _, _ in after[5:]] == ["mlp-0005", "mlp-0006", "mlp-0007"]
+    assert_told_from_the_journal(root, workspace)
+
+
+def test_a_changed_search_block_is_refused_on_resume_unless_accepted(tmp_path: Path) -> None:
+    """Changing how trials are sampled is a config change: exit 2 naming the key, or accepted."""
+    root = search_experiment(tmp_path / "configs", trials=3)
+    workspace = tmp_path / "ws"
+    first = run_cli("run", str(root), "-w", str(workspace))
+    assert first.returncode == 0, first.stderr
+    before = sampled_sequence(workspace)
+    text = (root / "experiment.yaml").read_text()
+    (root / "experiment.yaml").write_text(text.replace("lag: 4", "lag: 2"))
+    journal_before = (workspace / "exp" / "logs" / "events.jsonl").read_bytes()
+    refused = run_cli("run", str(root), "-w", str(workspace))
+    assert refused.returncode == 2
+    assert "changed keys: search.lag\n" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (workspace / "exp" / "logs" / "events.jsonl").read_bytes() == journal_before
+    accepted = run_cli("run", str(root), "-w", str(workspace), "--accept-changes")
+    assert accepted.returncode == 0, accepted.stderr
+    assert sampled_sequence(workspace) == before  # sampled before: kept, not run again
+    assert count(workspace, "RunStarted") == 3
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("seed: 7", "seed: 8", "search.sampler"),
+        ("mode: min", "mode: max", "search.mode"),
+        ("metric: val_loss", "metric: loss", "search.metric"),
+        ("- relu", "- tanh", "search.space"),
+    ],
+)
+async def test_every_key_of_the_search_block_but_trials_is_recorded_config(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """Sampler, mode, metric and space changes are refused like lag; more trials are not."""
+    root = search_experiment(tmp_path / "configs", sampler={"type": "tpe", "seed": 7}, trials=2)
+    workspace = tmp_path / "ws"
+    await expman.run_experiment(root, workspace=workspace)
+    text = (root / "experiment.yaml").read_text()
+    assert old in text
+    (root / "experiment.yaml").write_text(text.replace(old, new).replace("trials: 2", "trials: 3"))
+    with pytest.raises(ConfigChanged, match=rf"(?m)changed keys: {key}$"):
+        await expman.run_experiment(root, workspace=workspace)
+    (root / "experiment.yaml").write_text(text.replace("trials: 2", "trials: 3"))
+    grown = await expman.run_experiment(root, workspace=workspace)
+    assert [run.skipped for run in grown.runs] == [True, True, False]
+
+
+async def test_each_trial_entry_has_its_own_study(tmp_path: Path) -> None:
+    """Two entries: two studies numbered from 0, each with its own seed and its own waits."""
+    root = search_experiment(tmp_path / "configs", sampler="random", trials=3, entries=2, lag=1)
+    workspace = tmp_path / "ws"
+    await expman.run_experiment(root, workspace=workspace)
+    sequence = sampled_sequence(workspace)
+    assert [(study, trial, number) for study, trial, number, _ in sequence] == [
+        ("1", "mlp-0000", 0),
+        ("1", "mlp-0001", 1),
+        ("1", "mlp-0002", 2),
+        ("2", "mlp1-0000", 0),
+        ("2", "mlp1-0001", 1),
+        ("2", "mlp1-0002", 2),
+    ]
+    assert [v for *_, v in sequence[:3]] != [v for *_, v in sequence[3:]]
+
+
+def test_validate_prints_the_search_block(tmp_path: Path) -> None:
+    """`expman validate` says how trials will be sampled, and lists the placeholders."""
+    root = search_experiment(
+        tmp_path / "configs", sampler={"type": "tpe", "seed": 7, "n_startup_trials": 5}, trials=2
+    )
+    shown = run_cli("validate", str(root))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[1] == (
+        "search: tpe sampler (seed 7, n_startup_trials=5), min of val_loss,"
+        " 2 trials per entry sampled, lag 4"
+    )
+    assert lines[2:5] == [
+        "  lr: loguniform [0.00001,0.1]",
+        "  depth: randint [2,9]",
+        '  act: choice ["relu","gelu"]',
+    ]
+    assert "trial mlp-0001 (id 1.1)" in shown.stdout
