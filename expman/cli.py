@@ -187,7 +187,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if plan.search is not None:  # its trials are placeholders until sampled
         for line in _search_summary(plan.search):
             print(printable(line))
-    for trial in plan.trials:
+    runs: dict[int, list[Any]] = {}
+    for spec in plan.runs:
+        runs.setdefault(id(spec.trial), []).append(spec)
+    written = [t for t in plan.trials if not t.swept]
+    for trial in written[:VALIDATE_ROWS]:
         pipeline = trial.settings.get("pipeline", {})
         kind = pipeline.get("type") if isinstance(pipeline, dict) else pipeline
         print(
@@ -196,8 +200,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"pipeline {kind}, config {trial.config_hash}"
             )
         )
-        for spec in (r for r in plan.runs if r.trial is trial):
+        for spec in runs.get(id(trial), []):
             print(f"    run_{spec.repeat}: seed {spec.seed}")
+    if len(written) > VALIDATE_ROWS:
+        print(f"  ... and {len(written) - VALIDATE_ROWS:,} more trials")
+    swept = [t for t in plan.trials if t.swept]
+    if swept:
+        for line in _swept_table(swept, VALIDATE_ROWS):
+            print(printable(line))
+        swept_runs = sum(t.repeat for t in swept)
+        print(f"swept: {plural(len(swept), 'trial')}, {plural(swept_runs, 'run')}")
+    print(f"total: {plural(len(plan.trials), 'trial')}, {plural(len(plan.runs), 'run')}")
     for note in parameter_notes(plan):
         print(printable(f"note: {note}"))
     print("configs are valid; nothing was run")
@@ -219,6 +232,32 @@ def _search_summary(search: Any) -> list[str]:
     for key, dist in block["space"].items():
         form = dist.items() if isinstance(dist, dict) else [("values", dist)]
         lines.append(f"  {key}: " + ", ".join(f"{k} {dumps(v).decode()}" for k, v in form))
+    return lines
+
+
+#: How many trials ``expman validate`` lists before "... and K more".
+VALIDATE_ROWS = 20
+
+
+def _swept_table(trials: Sequence[Any], rows: int) -> list[str]:
+    """The first ``rows`` swept trials as a table: name, swept values, repeat."""
+    from expman.formatting import fmt
+
+    keys: list[str] = []
+    for trial in trials[:rows]:
+        keys.extend(k for k in trial.swept if k not in keys)
+    header = ["trial", *keys, "repeat"]
+    body = [
+        [t.name, *(fmt(t.swept[k]) if k in t.swept else "" for k in keys), str(t.repeat)]
+        for t in trials[:rows]
+    ]
+    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
+    lines = [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *body)
+    ]
+    if len(trials) > rows:
+        lines.append(f"  ... and {len(trials) - rows:,} more swept trials")
     return lines
 
 

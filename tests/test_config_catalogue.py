@@ -11,8 +11,12 @@ list, so no input in it may produce a traceback.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -810,8 +814,268 @@ HOSTILE: list[Mistake] = [
     ),
 ]
 
+
+def sweep0(sweep: dict[str, Any], **changes: Any) -> Mutation:
+    """Trial 0 with settings lr and batch_size, and ``sweep`` as its sweep block."""
+    return trial0(settings={"lr": 0.1, "batch_size": 8}, sweep=sweep, **changes)
+
+
+#: The sweep errors of issue 14 (trial 0's settings on lines 5-6, its sweep from line 7).
+SWEEP = [
+    Mistake(
+        "unknown distribution",
+        sweep0({"grid": {"lr": {"logunifrom": [1.0e-4, 0.1]}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.lr.logunifrom: unknown distribution 'logunifrom'"
+        " (did you mean 'loguniform'?)",
+    ),
+    Mistake(
+        "range with step 0",
+        sweep0({"grid": {"batch_size": {"range": [0, 10, 0]}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.batch_size.range: the step must not be 0",
+    ),
+    Mistake(
+        "range with a step of the wrong sign",
+        sweep0({"grid": {"batch_size": {"range": [0, 10, -2]}}}),
+        "trials.yaml",
+        "[0].sweep.grid.batch_size.range: step -2 goes away from stop 10",
+    ),
+    Mistake(
+        "loguniform bound of zero",
+        sweep0({"grid": {"lr": {"loguniform": [0.0, 0.1], "num": 3}}}),
+        "trials.yaml",
+        "trials.yaml:10: [0].sweep.grid.lr.loguniform: the bounds of a loguniform must be > 0",
+    ),
+    Mistake(
+        "zip axes of unequal lengths",
+        sweep0({"zip": [{"lr": [0.1, 0.2], "batch_size": [8, 16, 32]}]}),
+        "trials.yaml",
+        "trials.yaml:12: [0].sweep.zip[0].batch_size: zip axes must have equal lengths:"
+        " 'batch_size' has 3 values, 'lr' has 2",
+    ),
+    Mistake(
+        "swept key not in the settings",
+        sweep0({"grid": {"lrr": [0.1, 0.2]}}),
+        "trials.yaml",
+        "trials.yaml:9: [0].sweep.grid.lrr: the settings have no key 'lrr'",
+    ),
+    Mistake(
+        "name template with an unknown field",
+        sweep0({"name": "a-{lrr}", "grid": {"lr": [0.1, 0.2]}}),
+        "trials.yaml",
+        "trials.yaml:8: [0].sweep.name: unknown field {lrr} in the name template"
+        " (did you mean {lr}?)",
+    ),
+    Mistake(
+        "two generated trials with the same name",
+        sweep0({"name": "a-{lr}", "grid": {"lr": [0.1, 0.2], "batch_size": [8, 16]}}),
+        "trials.yaml",
+        "trials.yaml:1: [0].name: duplicate trial name 'a-0.1'"
+        " (also trial generated from trial [0])",
+    ),
+    Mistake(
+        "more than a million runs after expansion",
+        sweep0(
+            {"grid": {"lr": {"range": [0, 1000]}, "batch_size": {"range": [0, 1000]}}}, repeat=2
+        ),
+        "trials.yaml",
+        "trials.yaml:7: [0].sweep: the sweep expands to 1,000,000 trials of 2 repeat(s),"
+        " 2,000,000 runs; expected at most 1,000,000 runs in total",
+    ),
+]
+
+
+# -- issue 14: the search block of experiment.yaml (search-core) ------------------
+SEARCH_SPACE = {"lr": {"loguniform": [1.0e-5, 1.0e-1]}, "depth": {"randint": [2, 9]}}
+
+
+def search(**changes: Any) -> Mutation:
+    """experiment.yaml with lr and depth settings and a valid search block, then ``changes``."""
+    block = {"sampler": {"type": "tpe", "seed": 1}, "metric": "val_loss", "mode": "min"}
+    block |= {"trials": 4, "space": SEARCH_SPACE, **changes}
+    block = {k: v for k, v in block.items() if v is not DROP}
+    return edit_yaml(
+        "experiment.yaml",
+        lambda d: {**d, "settings": {"lr": 0.1, "depth": 2}, "search": block},
+    )
+
+
+def search_space(**dimensions: Any) -> Mutation:
+    return search(space={**SEARCH_SPACE, **dimensions})
+
+
+DROP = object()
+SEARCH: list[Mistake] = [
+    Mistake(
+        "search not a mapping",
+        edit_yaml("experiment.yaml", lambda d: {**d, "search": [1]}),
+        "experiment.yaml",
+        "search: expected a mapping, got a list",
+    ),
+    Mistake(
+        "search with an unknown key",
+        search(samples=3),
+        "experiment.yaml",
+        "search.samples: unknown key; expected one of: lag, metric, mode,",
+    ),
+    Mistake(
+        "search with an unknown sampler",
+        search(sampler={"type": "hyperband"}),
+        "experiment.yaml",
+        "search.sampler.type: unknown sampler 'hyperband'; expected one of random, tpe, cmaes, gp",
+    ),
+    Mistake(
+        "search sampler seed not an integer",
+        search(sampler={"type": "random", "seed": "abc"}),
+        "experiment.yaml",
+        "search.sampler.seed: expected an integer, got a string 'abc'",
+    ),
+    Mistake(
+        "search without a metric",
+        search(metric=DROP),
+        "experiment.yaml",
+        "search: missing required key 'metric'",
+    ),
+    Mistake(
+        "search mode sideways",
+        search(mode="sideways"),
+        "experiment.yaml",
+        "search.mode: expected min or max, got a string 'sideways'",
+    ),
+    Mistake(
+        "search mode not told by the metric's name",
+        search(metric="zeta", mode=DROP),
+        "experiment.yaml",
+        "search.mode: cannot tell from the name 'zeta' whether lower or higher is better",
+    ),
+    Mistake(
+        "search of zero trials",
+        search(trials=0),
+        "experiment.yaml",
+        "search.trials: expected an integer >= 1, got 0",
+    ),
+    Mistake(
+        "search lag of zero",
+        search(lag=0),
+        "experiment.yaml",
+        "search.lag: expected an integer >= 1, got 0",
+    ),
+    Mistake(
+        "search with an empty space",
+        search(space={}),
+        "experiment.yaml",
+        "search.space: expected at least one dimension",
+    ),
+    Mistake(
+        "search with an unknown distribution",
+        search_space(lr={"logunifrom": [1.0e-5, 1.0]}),
+        "experiment.yaml",
+        "search.space.lr.logunifrom: unknown distribution 'logunifrom'",
+    ),
+    Mistake(
+        "search loguniform bound at zero",
+        search_space(lr={"loguniform": [0, 1.0]}),
+        "experiment.yaml",
+        "search.space.lr.loguniform: the bounds of a loguniform must be > 0",
+    ),
+    Mistake(
+        "search dimension as a plain list",
+        search_space(lr=[0.1, 0.01]),
+        "experiment.yaml",
+        "search.space.lr: a plain list is a grid axis; a search dimension is one of choice,",
+    ),
+    Mistake(
+        "search dimension as a range",
+        search_space(depth={"range": [2, 9]}),
+        "experiment.yaml",
+        "search.space.depth: range is a grid axis; a search dimension is one of choice,",
+    ),
+    Mistake(
+        "search dimension with grid points",
+        search_space(lr={"loguniform": [1.0e-5, 1.0], "num": 4}),
+        "experiment.yaml",
+        "search.space.lr.num: 'num' is for grid axes",
+    ),
+    Mistake(
+        "search key not in the settings",
+        search_space(lrr={"uniform": [0.0, 1.0]}),
+        "experiment.yaml",
+        "search.space.lrr: 'lrr' is not a setting of trial 'a' (trials.yaml [0]);",
+    ),
+    Mistake(
+        "search key that names a mapping",
+        both(
+            trial0(settings={"model": {"width": 3}}),
+            search_space(model={"choice": [1, 2]}),
+        ),
+        "experiment.yaml",
+        "search.space.model: 'model' is a mapping of settings in trial 'a'",
+    ),
+    Mistake(
+        "search key also given as an override",
+        search(),
+        "<command line>",
+        "settings.lr: 'lr' is searched (search.space in experiment.yaml)",
+        ("lr=0.5",),
+    ),
+    Mistake(
+        "search sampler option Optuna does not have",
+        search(sampler={"type": "tpe", "n_startup": 3}),
+        "experiment.yaml",
+        "search.sampler.n_startup: unknown option of Optuna's TPESampler; expected type, seed",
+    ),
+    Mistake(
+        "search sampler type not a string",
+        search(sampler={"type": ["tpe"]}),
+        "experiment.yaml",
+        "search.sampler.type: unknown sampler ['tpe']; expected one of random, tpe,",
+    ),
+    Mistake(
+        "search sampler option of the wrong type",
+        search(sampler={"type": "tpe", "n_startup_trials": [3]}),
+        "experiment.yaml",
+        "search.sampler: Optuna's TPESampler refused the options:",
+    ),
+    Mistake(
+        "search option the cmaes sampler does not take",
+        search(sampler={"type": "cmaes", "restart_strategy": "ipop"}),
+        "experiment.yaml",
+        "search.sampler.restart_strategy: unknown option of the cmaes sampler; expected type,",
+    ),
+    Mistake(
+        "search cmaes population of one",
+        search(sampler={"type": "cmaes", "popsize": 1}),
+        "experiment.yaml",
+        "search.sampler.popsize: expected an integer >= 2, got 1",
+    ),
+    Mistake(
+        "search option of the random sampler",
+        search(sampler={"type": "random", "n_startup_trials": 3}),
+        "experiment.yaml",
+        "search.sampler.n_startup_trials: unknown key; the random sampler takes only type",
+    ),
+    Mistake(
+        "search past the run limit",
+        search(trials=1_000_001),
+        "experiment.yaml",
+        "search.trials: 1000001 trials of every entry bring the plan to 1,000,001 runs",
+    ),
+]
+if find_spec("torch") is None:
+    SEARCH.append(
+        Mistake(
+            "search with gp and no torch",
+            search(sampler={"type": "gp"}),
+            "experiment.yaml",
+            "search.sampler.type: sampler 'gp' needs torch, which cannot be imported here:"
+            " install PyTorch",
+        )
+    )
+
+
 #: Every mistake, the original catalogue's first.
-CATALOGUE: list[Mistake] = [Mistake(*m) for m in MISTAKES] + HOSTILE
+CATALOGUE: list[Mistake] = [Mistake(*m) for m in MISTAKES] + HOSTILE + SWEEP + SEARCH
 CASES = [pytest.param(m, id=m.case) for m in CATALOGUE]
 
 
@@ -891,3 +1155,31 @@ def test_cli_reports_mistake_with_exit_2_and_leaves_workspace_untouched(
     assert not (root / "constructed").exists()
     assert not (tmp_path / "x").exists()
     assert not (root / "x").exists()
+
+
+# -- issue 14: the search block (search-core) -------------------------------------
+
+
+def test_search_needing_optuna_without_it_is_a_config_error(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """Where Optuna cannot be imported, `validate` of a tpe search exits 2 naming the extra."""
+    root = make_experiment()
+    search()(root)
+    blocked = (
+        "import sys; sys.modules['optuna'] = None; from expman.cli import main;"
+        f" raise SystemExit(main(['validate', {str(root)!r}]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    mistake = Mistake(
+        "tpe without optuna",
+        search(),
+        "experiment.yaml",
+        "search.sampler.type: sampler 'tpe' needs optuna, which cannot be imported here:"
+        " install expman[optuna] (pip install 'expman[optuna]')",
+    )
+    assert_one_message(proc.stderr.removeprefix("expman: config error: "), mistake)

@@ -72,6 +72,10 @@ class TrialEntry:
     resources: Mapping[str, float] = field(default_factory=dict)
     #: The id as written (an int stays an int in the snapshots); ``id`` is its text.
     written_id: str | int | None = None
+    #: The entry's ``sweep:`` block as written (None without one, and for generated entries).
+    sweep: Mapping[str, Any] | None = None
+    #: A generated entry's swept values, ``{dotted key: value}`` (empty for a written one).
+    swept: Mapping[str, Any] = field(default_factory=dict)
 
     def error(self, key: str, message: str) -> ConfigError:
         """A ConfigError at this entry's ``key`` (``repeat``, ``settings.lr``)."""
@@ -101,6 +105,9 @@ def check_entry(source: EntrySource, raw: object) -> TrialEntry:
     desc = entry.get("desc") or ""
     resources = check_resources(source, "resources", entry.get("resources"))
     settings = expect_mapping(source, "settings", entry.get("settings"))
+    sweep = entry.get("sweep")
+    if sweep is not None:
+        sweep = expect_mapping(source, "sweep", sweep)
     return TrialEntry(
         name=name,
         id=trial_id,
@@ -110,6 +117,7 @@ def check_entry(source: EntrySource, raw: object) -> TrialEntry:
         desc=str(desc),
         resources=resources,
         written_id=entry["id"],
+        sweep=sweep,
     )
 
 

@@ -77,7 +77,8 @@ def _checked(generated: object, expander: Expander) -> TrialEntry:
             f"expander {expander!r} returned {type(generated).__name__}; expected TrialEntry"
         )
     source = replace(generated.source, generated=str(generated.name))
-    return check_entry(source, generated.as_yaml())
+    checked = check_entry(source, generated.as_yaml())
+    return replace(checked, swept=generated.swept) if generated.swept else checked
 
 
 def expand_entries(
@@ -93,9 +94,13 @@ def expand_entries(
         first = first or written
         for entry in expand_entry(written, expanders):
             if entry.name in names:
+                other = names[entry.name]
+                also = f"generated from trial {other.key}" if other.generated else other.key
+                hint = "; a sweep's name template must tell its points apart"
                 raise entry.error(
                     "name",
-                    f"duplicate trial name {entry.name!r} (also trial {names[entry.name].key})",
+                    f"duplicate trial name {entry.name!r} (also trial {also})"
+                    + (hint if entry.source.generated and other.generated else ""),
                 )
             if entry.id in ids:
                 raise entry.error(

@@ -3,7 +3,8 @@
 1. load (:mod:`~expman.config.sources`): parse the directory's YAML files;
 2. validate (:mod:`~expman.config.validation`): shape, keys and types, file by file;
    the caller's override strings and values (:mod:`~expman.config.overrides`);
-3. expand (:mod:`~expman.config.expansion`): each trial entry through the expanders,
+3. expand (:mod:`~expman.config.expansion`): each trial entry through the expanders
+   (first :mod:`~expman.config.sweeps`: a ``sweep:`` block makes one trial per point),
    then unique names and ids and the run limit;
 4. resolve (:mod:`~expman.config.resolution`): per trial, merge the layers
    (base < experiment < trial < overrides < values), interpolate, check the seed,
@@ -27,6 +28,7 @@ from expman.config.schema import ExecutionSettings
 from expman.config.search_plan import search_trials
 from expman.config.sources import read_config_dir
 from expman.config.specs import ExperimentPlan
+from expman.config.sweeps import SweepExpander
 from expman.config.validation import validate_config
 
 
@@ -37,13 +39,16 @@ def load_plan(
     values: Mapping[str, Any] | None = None,
     workspace: str | os.PathLike[str] | None = None,
     expanders: Sequence[Expander] = DEFAULT_EXPANDERS,
+    sweep: Mapping[str, Any] | None = None,
 ) -> ExperimentPlan:
     """Read, validate, expand and resolve a config directory; nothing is written anywhere.
 
     ``overrides`` are ``key=value`` strings (values parsed as YAML), ``values`` a
     mapping of already-typed values (dotted or nested keys) applied after them; a
     ``workspace`` given here wins over env.yaml's. ``expanders`` replace
-    :data:`~expman.config.expansion.DEFAULT_EXPANDERS`.
+    :data:`~expman.config.expansion.DEFAULT_EXPANDERS` (the ``sweep:`` blocks of
+    trials.yaml are expanded first, always). ``sweep`` is a sweep block of the YAML
+    form (the command line's ``-m``), joined to every entry's own.
     """
     config = validate_config(read_config_dir(config_dir))
     changes = [parse_overrides(overrides)]
@@ -53,7 +58,8 @@ def load_plan(
     for change in changes:
         execution.update(change.checked_execution())
 
-    entries = expand_entries(config.entries, expanders)
+    sweeps = SweepExpander(config.layers, sweep)
+    entries = expand_entries(config.entries, (sweeps, *expanders))
     experiment = {"name": config.name, "id": config.id, "desc": config.desc}
     caller = tuple(change.layer() for change in changes)
     trials = tuple(

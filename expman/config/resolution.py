@@ -80,6 +80,7 @@ def resolve_trial(
         layers=layers,
         source=entry.source,
         written_id=entry.written_id,
+        swept=entry.swept,
     )
     if not digest:
         key, problem = _unstorable(settings, "") or ("", "cannot be stored as JSON")

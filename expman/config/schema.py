@@ -19,7 +19,7 @@ EXECUTORS = ("local", "async", "thread", "process", "ray")
 
 EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers", "search"}
 BASE_KEYS = {"settings"}
-TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources"}
+TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources", "sweep"}
 ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}
 EXECUTION_KEYS = {
     "executor",

@@ -16,8 +16,11 @@
 Only the random sampler works without Optuna; ``tpe``, ``cmaes`` and ``gp`` need the
 ``optuna`` extra (``gp`` needs PyTorch as well), checked here, before anything runs,
 without importing them. Options given beside ``type`` and ``seed`` are handed to the
-Optuna sampler's constructor, which is tried once here so that a misspelled or
-mistyped option is a config error, not a crash in the middle of the search.
+Optuna sampler's constructor (tpe, gp), which is tried once here so that a misspelled
+or mistyped option is a config error, not a crash in the middle of the search.
+``cmaes`` runs the ``cmaes`` package's optimizer itself (see
+:mod:`expman.search.samplers`) and takes ``sigma0`` (the initial step, as a share of
+each dimension's range) and ``popsize``.
 
 How the plan uses the spec (placeholder trials, sampled trials) is
 :mod:`expman.config.search_plan`; what suggests values is :mod:`expman.search`.
@@ -39,6 +42,7 @@ from expman.config.schema import (
     ErrorSite,
     check_int,
     check_keys,
+    check_number,
     expect_mapping,
     shown,
     type_name,
@@ -163,7 +167,7 @@ def _sampler(site: ErrorSite, key: str, raw: object) -> tuple[str, int, dict[str
         raw = {"type": raw}
     block = expect_mapping(site, key, raw)
     kind = block.get("type", "random")
-    if kind not in SAMPLERS:
+    if not isinstance(kind, str) or kind not in SAMPLERS:
         raise site.error(
             join_key(key, "type"),
             f"unknown sampler {shown(kind)}; expected one of {', '.join(SAMPLERS)}",
@@ -188,8 +192,27 @@ def _sampler(site: ErrorSite, key: str, raw: object) -> tuple[str, int, dict[str
             raise site.error(
                 join_key(key, first), "unknown key; the random sampler takes only type and seed"
             )
-        _check_options(site, key, kind, seed, options)
+        if kind == "cmaes":
+            _check_cmaes_options(site, key, options)
+        else:
+            _check_options(site, key, kind, seed, options)
     return kind, seed, options
+
+
+def _check_cmaes_options(site: ErrorSite, key: str, options: Mapping[str, Any]) -> None:
+    """cmaes takes ``sigma0`` and ``popsize`` (expman drives the cmaes package itself)."""
+    for name, value in options.items():
+        at = join_key(key, name)
+        if name == "sigma0":
+            number = check_number(site, at, value, positive=True)
+            if number > 1:
+                raise site.error(at, f"expected a step size in (0, 1] of each range, got {value}")
+        elif name == "popsize":
+            check_int(site, at, value, minimum=2)
+        else:
+            raise site.error(
+                at, "unknown option of the cmaes sampler; expected type, seed, sigma0 or popsize"
+            )
 
 
 def _check_options(
@@ -212,10 +235,14 @@ def _check_options(
                 f"unknown option of Optuna's {cls.__name__}; expected type, seed"
                 f" or one of: {', '.join(accepted)}",
             )
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" lines
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cls(seed=seed, **options)
+            sampler = cls(seed=seed, **options)
+            # Most options are only read when the sampler samples: make it sample once.
+            study = optuna.create_study(sampler=sampler)
+            study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
     except Exception as exc:  # whatever Optuna says about a value is the user's mistake
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise site.error(key, f"Optuna's {cls.__name__} refused the options: {reason}") from None
@@ -257,10 +284,6 @@ def _space(site: ErrorSite, key: str, raw: object) -> dict[str, Distribution]:
                 at,
                 f"{dist.kind} is a grid axis; a search dimension is one of {', '.join(SPACE_KINDS)}"
                 " (for integers: {randint: [lo, hi]})",
-            )
-        if dist.num is not None:
-            raise site.error(
-                join_key(at, "num"), "num makes grid points; a search samples the whole range"
             )
         space[name] = dist
     return space

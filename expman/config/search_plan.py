@@ -5,6 +5,10 @@ sweep expansion) stands for ``trials`` trials of its own study (the study's key 
 E's id): ``<E.name>-<n:04d>`` with id ``<E.id>.<n>``, each with E's repeat and
 resources. Until the search samples it, a trial is a *placeholder*: its settings are
 E's merged settings and its config hash is its own (never that of a sampled trial).
+A sampled trial's config hash is that of its settings, as for any trial: whether
+the search block itself changed since trials were sampled is the resume plan's
+question (``expman.runtime.resume``), so accepting such a change keeps the results
+of trials already sampled; more ``trials`` only add trials.
 :func:`sampled_trial` re-resolves a placeholder with the sampled values as the top
 layer of its settings (above the caller's overrides, which may not name a searched
 key); its runs keep the placeholder's seeds (:func:`sampled_runs`).
@@ -130,14 +134,44 @@ def sampled_trial(plan: ExperimentPlan, trial_name: str, values: Mapping[str, An
     interpolated, so ``${settings.lr}`` sees the sampled lr). A ValueError when the
     trial is not a search trial of the plan or a key of ``values`` is not a setting.
     """
-    placeholder = _placeholder(plan, trial_name)
+    return _sampled(plan, _placeholder(plan.trials, trial_name), values)
+
+
+def sampled_runs(plan: ExperimentPlan, trial: TrialSpec) -> tuple[RunSpec, ...]:
+    """The runs of sampled ``trial``, with the seeds its placeholder's runs have."""
+    return _runs(_placeholder(plan.trials, trial.name), trial)
+
+
+def with_sampled(plan: ExperimentPlan, sampled: Mapping[str, Mapping[str, Any]]) -> ExperimentPlan:
+    """``plan`` with the trials named in ``sampled`` (name -> values) materialised.
+
+    What resume does with the journal's sampled values before comparing config
+    hashes; trials not named stay placeholders. Plan order is kept.
+    """
+    if not sampled:
+        return plan
+    by_name = {trial.name: trial for trial in plan.trials}
+    trials: dict[str, TrialSpec] = {}
+    runs: dict[str, tuple[RunSpec, ...]] = {}
+    for name, values in sampled.items():
+        placeholder = _placeholder((by_name[name],) if name in by_name else (), name)
+        trials[name] = _sampled(plan, placeholder, values)
+        runs[name] = _runs(placeholder, trials[name])
+    return replace(
+        plan,
+        trials=tuple(trials.get(t.name, t) for t in plan.trials),
+        runs=tuple(runs[r.trial.name][r.repeat] if r.trial.name in runs else r for r in plan.runs),
+    )
+
+
+def _sampled(plan: ExperimentPlan, placeholder: TrialSpec, values: Mapping[str, Any]) -> TrialSpec:
     nested = _nested(placeholder, values)
     layer = Layer(
         YamlDocument(SAMPLED, {"settings": nested}),
         "settings",
         nested,
         caller=True,
-        note=f" (sampled for trial {trial_name!r})",
+        note=f" (sampled for trial {placeholder.name!r})",
     )
     own = max(i for i, la in enumerate(placeholder.layers) if not la.caller)
     entry = TrialEntry(
@@ -149,6 +183,7 @@ def sampled_trial(plan: ExperimentPlan, trial_name: str, values: Mapping[str, An
         desc=placeholder.desc,
         resources=placeholder.resources,
         written_id=placeholder.written_id,
+        swept=placeholder.swept,
     )
     resolved = resolve_trial(
         entry,
@@ -165,9 +200,7 @@ def sampled_trial(plan: ExperimentPlan, trial_name: str, values: Mapping[str, An
     )
 
 
-def sampled_runs(plan: ExperimentPlan, trial: TrialSpec) -> tuple[RunSpec, ...]:
-    """The runs of sampled ``trial``, with the seeds its placeholder's runs have."""
-    placeholder = _placeholder(plan, trial.name)
+def _runs(placeholder: TrialSpec, trial: TrialSpec) -> tuple[RunSpec, ...]:
     seed = placeholder.settings.get("seed", 0)
     return tuple(
         RunSpec(trial=trial, repeat=k, seed=run_seed(seed, placeholder.id, k))
@@ -175,25 +208,8 @@ def sampled_runs(plan: ExperimentPlan, trial: TrialSpec) -> tuple[RunSpec, ...]:
     )
 
 
-def with_sampled(plan: ExperimentPlan, sampled: Mapping[str, Mapping[str, Any]]) -> ExperimentPlan:
-    """``plan`` with the trials named in ``sampled`` (name -> values) materialised.
-
-    What resume does with the journal's sampled values before comparing config
-    hashes; trials not named stay placeholders. Plan order is kept.
-    """
-    if not sampled:
-        return plan
-    trials = {name: sampled_trial(plan, name, values) for name, values in sampled.items()}
-    runs = {name: sampled_runs(plan, trial) for name, trial in trials.items()}
-    return replace(
-        plan,
-        trials=tuple(trials.get(t.name, t) for t in plan.trials),
-        runs=tuple(runs[r.trial.name][r.repeat] if r.trial.name in runs else r for r in plan.runs),
-    )
-
-
-def _placeholder(plan: ExperimentPlan, trial_name: str) -> TrialSpec:
-    for trial in plan.trials:
+def _placeholder(trials: Iterable[TrialSpec], trial_name: str) -> TrialSpec:
+    for trial in trials:
         if trial.name == trial_name:
             if trial.search_number is None:
                 raise ValueError(f"trial {trial_name!r} is not a trial of the plan's search")

@@ -68,6 +68,8 @@ class TrialSpec:
     source: EntrySource | None = None
     #: The id as written in trials.yaml (``1`` or ``"a1"``), for the snapshots.
     written_id: str | int | None = None
+    #: A swept trial's swept values ``{dotted key: value}`` (empty for a written trial).
+    swept: Mapping[str, Any] = field(default_factory=dict)
     #: A trial of an adaptive search: its number in its study (None for any other trial).
     search_number: int | None = None
     #: The study (the trial entry's id) a search trial belongs to; None for any other trial.
@@ -211,6 +213,8 @@ def _describe_trial(trial: TrialSpec) -> dict[str, Any]:
         "resources": dict(trial.resources),
         "settings": trial.settings,
     }
+    if trial.swept:  # only a swept trial: the snapshots of a written one stay as they were
+        out["swept"] = dict(trial.swept)
     if trial.search_number is not None:
         # A placeholder: its settings are its entry's until the search samples it.
         out["search"] = {

@@ -53,13 +53,17 @@ def prepare(
     max_concurrency: int | None = None,
     executor: str | None = None,
     values: Mapping[str, Any] | None = None,
+    sweep: Mapping[str, Any] | None = None,
 ) -> ExperimentPlan:
     """Load, validate and resolve an experiment; raises ConfigError, writes nothing.
 
     ``overrides`` are ``key=value`` strings (the command line's); ``values`` already
-    typed values (dotted or nested keys), applied after them.
+    typed values (dotted or nested keys), applied after them; ``sweep`` a sweep block
+    of trials.yaml's form (the command line's ``-m``), joined to every entry's own.
     """
-    plan = load_plan(config_dir, overrides=overrides, values=values, workspace=workspace)
+    plan = load_plan(
+        config_dir, overrides=overrides, values=values, workspace=workspace, sweep=sweep
+    )
     if executor is not None:
         if executor not in EXECUTORS:
             raise ConfigError(

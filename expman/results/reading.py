@@ -22,10 +22,9 @@ live and ``not started`` otherwise.  Whether the experiment is live is decided b
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +54,9 @@ class TrialRecord:
     settings: Mapping[str, Any] = field(default_factory=dict)
     config_hash: str = ""
     sampled: Mapping[str, Any] | None = None
+    #: False for a trial the journal has runs of but the plan no longer holds
+    #: (a value removed from a sweep): its results stay visible, marked.
+    in_plan: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,11 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         runs.append(_run_record(layout, key, entry, curves.get(key), live))
     if not trials:
         trials = _trials_from_runs(runs)
+    else:
+        planned_names = {t.name for t in trials}
+        gone = [r for r in runs if r.trial not in planned_names]
+        gone_trials = [replace(t, in_plan=False) for t in _trials_from_runs(gone)]
+        trials.extend(_with_sampled(gone_trials, journal.sampled))
     return ExperimentRecord(
         name=journal.name or root.name,
         path=root,
@@ -249,7 +256,7 @@ def _with_sampled(
             settings: Any = trial.settings
             for key, value in values.items():
                 settings = _put(settings, key.split("."), value)
-            trial = dataclasses.replace(trial, settings=settings, sampled=dict(values))
+            trial = replace(trial, settings=settings, sampled=dict(values))
         out.append(trial)
     return out
 

@@ -69,6 +69,8 @@ class TrialSummary:
     metrics: Mapping[str, Stats] = field(default_factory=dict)
     runs: int = 0
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: False for a trial whose runs the journal holds but the plan no longer does.
+    in_plan: bool = True
 
     @property
     def best(self) -> bool:
@@ -219,6 +221,7 @@ def summarize(
             metrics=per_metric,
             runs=n_runs,
             counts=counts,
+            in_plan=trial.in_plan,
         )
         for i, (trial, stats, per_metric, n_runs, counts) in enumerate(rows)
     ]

@@ -140,7 +140,7 @@ def results_table(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> Sheet
         (
             Column("", ["*" if row.best else "" for row in rows], place="first"),
             Column("#", [str(row.rank) for row in rows], justify="right", place="first"),
-            Column("trial", [row.trial for row in rows], place="key"),
+            Column("trial", [_trial_cell(row) for row in rows], place="key"),
             *(Column(key, [fmt(row.settings.get(key)) for row in rows]) for key in setting_keys),
             Column("n", [f"{row.n}/{row.runs}" for row in rows], justify="right", priority=1),
             Column(
@@ -165,6 +165,10 @@ def results_table(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> Sheet
     )
 
 
+def _trial_cell(row: TrialSummary) -> str:
+    return row.trial if row.in_plan else f"{row.trial} (not in the plan)"
+
+
 def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
     """The rows as plain dicts (for JSON)."""
     return [
@@ -172,6 +176,7 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
             "rank": row.rank,
             "best": row.best,
             "trial": row.trial,
+            "in_plan": row.in_plan,
             "settings": dict(row.settings),
             "runs": row.runs,
             "counts": dict(row.counts),

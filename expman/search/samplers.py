@@ -30,6 +30,7 @@ A NaN or infinite metric is told as a failed trial.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -73,10 +74,15 @@ class Told:
 def suggest(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -> dict[str, Any]:
     """The values of trial ``number`` of ``study``: a key of ``spec.space`` each.
 
-    ``history`` must be the study's trials ``0 .. number - spec.lag`` (any order;
-    they are read in number order).
+    ``history`` holds the study's finished trials ``0 .. number - spec.lag`` (any
+    order; they are read in number order); any later trial in it is ignored.
     """
-    ordered = sorted(history, key=lambda told: told.number)
+    # Trials past number - lag are ignored even if given: the suggestion may not
+    # depend on which of them happened to finish first.
+    ordered = sorted(
+        (told for told in history if told.number <= number - spec.lag),
+        key=lambda told: told.number,
+    )
     if spec.sampler == "random":
         rng = random.Random(f"{spec.seed}/{study}/{number}")
         return {key: dist.sample(rng) for key, dist in spec.space.items()}
@@ -97,24 +103,29 @@ def derived_seed(*parts: object) -> int:
 def _optuna(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -> dict[str, Any]:
     optuna = _quiet_optuna()
     cls = getattr(optuna.samplers, OPTUNA_SAMPLERS[spec.sampler])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = cls(seed=derived_seed(spec.seed, study, number), **spec.options)
-        direction = "minimize" if spec.mode == "min" else "maximize"
-        optimisation = optuna.create_study(direction=direction, sampler=sampler)
-        distributions = {key: _optuna_distribution(dist) for key, dist in spec.space.items()}
-        for told in history:
-            trial = _optuna_trial(optuna, spec.space, distributions, told)
-            if trial is not None:
-                optimisation.add_trial(trial)
-        asked = optimisation.ask(distributions)
+    sampler = cls(seed=derived_seed(spec.seed, study, number), **spec.options)
+    direction = "minimize" if spec.mode == "min" else "maximize"
+    optimisation = optuna.create_study(direction=direction, sampler=sampler)
+    distributions = {key: _optuna_distribution(dist) for key, dist in spec.space.items()}
+    for told in history:
+        trial = _optuna_trial(optuna, spec.space, distributions, told)
+        if trial is not None:
+            optimisation.add_trial(trial)
+    asked = optimisation.ask(distributions)
     return {key: _from_optuna(dist, asked.params[key]) for key, dist in spec.space.items()}
 
 
+@functools.cache
 def _quiet_optuna() -> Any:
+    """Optuna, told once to keep quiet: no line per study, no ExperimentalWarning.
+
+    A filter installed for good rather than ``catch_warnings`` around each call: the
+    runtime suggests in a worker thread, and ``catch_warnings`` is not thread-safe.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
@@ -198,7 +209,8 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
     rng = random.Random(f"{spec.seed}/{study}/{number}")
     out: dict[str, Any] = {}
     if numeric:
-        dims = len(numeric)
+        # The cmaes package needs two dimensions at least: one alone gets a constant twin.
+        dims = max(len(numeric), 2)
         options = dict(spec.options)
         sigma = float(options.get("sigma0", 1 / 6))
         optimizer = CMA(
@@ -215,6 +227,7 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
             if point is None or not told.usable:
                 continue
             assert told.value is not None
+            point += [0.5] * (dims - len(point))
             generation.append((np.array(point), sign * told.value))
             if len(generation) == optimizer.population_size:
                 optimizer.tell(generation)
@@ -222,7 +235,7 @@ def _cmaes(spec: SearchSpec, study: str, number: int, history: Sequence[Told]) -
         # As Optuna does: the optimizer's own random state, reseeded for this trial.
         optimizer._rng.seed(derived_seed(spec.seed, study, number, "cma"))
         x = optimizer.ask()
-        for key, unit in zip(numeric, x, strict=True):
+        for key, unit in zip(numeric, x[: len(numeric)], strict=True):
             out[key] = _from_unit(spec.space[key], float(unit))
     for key, dist in spec.space.items():
         if dist.kind == "choice":
