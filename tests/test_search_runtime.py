@@ -271,10 +271,12 @@ def assert_told_from_the_journal(root: Path, workspace: Path) -> None:
 
 
 def assert_sampled_after_the_lagged_results(workspace: Path, lag: int, repeats: int = 1) -> None:
-    """Every TrialSampled of trial n comes after the RunFinished of every run of trials <= n-lag."""
+    """TrialSampled(n) follows every run of trials <= n-lag ending, and precedes n's runs."""
     ended: dict[tuple[str, int], set[int]] = {}  # (study, number) -> repeats ended
     numbers: dict[str, tuple[str, int]] = {}
     for e in journal(workspace):
+        if e["type"] == "RunStarted":
+            assert e["trial"] in numbers, f"{e['trial']} started before its TrialSampled"
         if e["type"] == "TrialSampled":
             numbers[e["trial"]] = (e["study"], e["number"])
             for k in range(e["number"] - lag + 1):
