@@ -452,6 +452,9 @@ def test_told_says_how_a_trial_ended() -> None:
         "complete",
         1.5,
     )
+    # The mean is the same whatever order the runs ended in (0.1 + 0.2 + 0.3 is not).
+    tenths = [outcome("completed", loss=x) for x in (0.1, 0.2, 0.3)]
+    assert state(*tenths) == state(*reversed(tenths)) == ("complete", 0.6 / 3)
     assert state(outcome("completed", loss=1.0), outcome("failed")) == ("failed", None)
     assert state(outcome("completed", loss=1.0), outcome("stopped", loss=0.5)) == ("pruned", None)
     assert state(outcome("stopped"), outcome("failed")) == ("failed", None)

@@ -95,7 +95,7 @@ def told(
 
     ``failed`` when a run failed, or a run that completed has no finite number for
     ``metric``; ``pruned`` when a run was stopped or cancelled (and none failed);
-    else ``complete`` with the mean over the runs.
+    else ``complete`` with the mean over the runs (whatever order they are given in).
     """
     statuses: list[RunStatus | None] = []
     found: list[float] = []
@@ -111,7 +111,9 @@ def told(
         return Told(number=number, values=values, state="pruned", value=None)
     if not statuses or len(found) != len(statuses) or not all(math.isfinite(v) for v in found):
         return Told(number=number, values=values, state="failed", value=None)
-    return Told(number=number, values=values, state="complete", value=sum(found) / len(found))
+    # fsum: exactly rounded, so the mean does not depend on the order the runs ended in.
+    mean = math.fsum(found) / len(found)
+    return Told(number=number, values=values, state="complete", value=mean)
 
 
 @dataclass(frozen=True, slots=True)
