@@ -373,6 +373,32 @@ def test_the_sampled_sequence_is_the_same_at_any_concurrency(
     assert overlapped(workspace) >= 3  # runs really went at once
 
 
+@pytest.mark.parametrize("sampler", ["random", "cmaes"])
+async def test_every_sampler_samples_the_same_sequence_at_any_concurrency(
+    tmp_path: Path, sampler: str
+) -> None:
+    """random and CMA-ES too: one run at a time or four, the same values, from n-lag results."""
+    if sampler == "cmaes":
+        pytest.importorskip("optuna")
+        pytest.importorskip("cmaes")
+    root = search_experiment(
+        tmp_path / "configs",
+        sampler={"type": sampler, "seed": 5},
+        trials=16,
+        lag=3,
+        pipeline={"sleep": 0.02},
+    )
+    sequences = []
+    for jobs in (1, 4):
+        workspace = tmp_path / f"ws{jobs}"
+        await expman.run_experiment(root, workspace=workspace, max_concurrency=jobs)
+        assert_sampled_after_the_lagged_results(workspace, lag=3)
+        sequences.append(sampled_sequence(workspace))
+    assert sequences[0] == sequences[1]
+    assert len(sequences[0]) == 16
+    assert overlapped(tmp_path / "ws4") >= 2
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_samples_the_same_sequence(
     reference: tuple[Path, Path, Sequence_], tmp_path: Path
