@@ -655,6 +655,19 @@ def test_a_changed_search_block_is_refused_on_resume_unless_accepted(tmp_path: P
     assert count(workspace, "RunStarted") == 3
 
 
+async def test_a_fifo_planted_at_resolved_yaml_never_holds_resume_up(tmp_path: Path) -> None:
+    """Resume compares the search block with resolved.yaml; a FIFO there is not waited on."""
+    root = search_experiment(tmp_path / "configs", sampler="random", trials=2)
+    workspace = tmp_path / "ws"
+    await expman.run_experiment(root, workspace=workspace)
+    resolved = workspace / "exp" / "configs" / "resolved.yaml"
+    resolved.unlink()
+    os.mkfifo(resolved)
+    again = run_cli("run", str(root), "-w", str(workspace), timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert count(workspace, "RunStarted") == 2  # nothing ran again
+
+
 @pytest.mark.parametrize(
     ("old", "new", "key"),
     [

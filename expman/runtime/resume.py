@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from expman.run.records import ResumePlan, ResumePoint, RunOutcome
 from expman.status import run_status
 from expman.workspace.atomic import replace_into_place
 from expman.workspace.journal import JournaledCheckpoint, JournaledRun, JournalState
-from expman.workspace.safepaths import first_link
+from expman.workspace.safepaths import first_link, open_file
 
 
 def finish_staged(journal: JournalState) -> None:
@@ -201,11 +202,17 @@ def _describe_changes(plan: ExperimentPlan, changed: list[str]) -> str:
 
 
 def _recorded(path: Path) -> dict[str, Any]:
-    """resolved.yaml as recorded (empty when missing or unreadable)."""
+    """resolved.yaml as recorded (empty when missing, unreadable, or not a plain file).
+
+    Opened as the writers open files: a FIFO planted there is never waited on, a link
+    never followed (writing resolved.yaml again refuses it, naming it).
+    """
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        fd = open_file(path, os.O_RDONLY)
+        with open(fd, "rb") as f:
+            data = yaml.safe_load(f.read())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
