@@ -230,6 +230,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{plural(len(plan.runs), 'run')} -> {plan.path}"
         )
     )
+    if plan.search is not None:  # its trials are placeholders until sampled
+        for line in _search_summary(plan.search):
+            print(printable(line))
     runs: dict[int, list[Any]] = {}
     for spec in plan.runs:
         runs.setdefault(id(spec.trial), []).append(spec)
@@ -259,6 +262,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(printable(f"note: {note}"))
     print("configs are valid; nothing was run")
     return EXIT_OK
+
+
+def _search_summary(search: Any) -> list[str]:
+    """``expman validate``'s lines about the search block (a SearchSpec)."""
+    from expman.jsonlines import dumps
+
+    block = search.describe()
+    options = "".join(
+        f", {k}={v}" for k, v in block["sampler"].items() if k not in ("type", "seed")
+    )
+    lines = [
+        f"search: {search.sampler} sampler (seed {search.seed}{options}), {search.mode} of"
+        f" {search.metric}, {search.trials} trials per entry sampled, lag {search.lag}"
+    ]
+    for key, dist in block["space"].items():
+        form = dist.items() if isinstance(dist, dict) else [("values", dist)]
+        lines.append(f"  {key}: " + ", ".join(f"{k} {dumps(v).decode()}" for k, v in form))
+    return lines
 
 
 #: How many trials ``expman validate`` lists before "... and K more".

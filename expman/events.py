@@ -92,6 +92,21 @@ class TrialFinished(Event):
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialSampled(Event):
+    """An adaptive search chose the values of a trial, before any of its runs started.
+
+    ``number`` is the trial's place in its ``study`` (0, 1, ...); ``values`` maps
+    each dotted key of the search space to the value sampled for it.  Journaled
+    (durably, before the trial's first ``RunStarted``): a resumed experiment runs
+    the trial with these values and never samples it again.
+    """
+
+    number: int
+    values: Mapping[str, Any] = field(default_factory=dict)
+    study: str = ""
+
+
 # -- run scope ----------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ SAMPLES: list[ev.Event] = [
     ev.ExperimentFinished(experiment="e", status="failed", duration=1.5, counts={"failed": 1}),
     ev.TrialStarted(experiment="e", trial="a", trial_id="1", repeats=3),
     ev.TrialFinished(experiment="e", trial="a", trial_id="1", counts={"completed": 3}),
+    ev.TrialSampled(experiment="e", trial="a-0003", number=3, values={"lr": 0.01}, study="1"),
     ev.RunStarted(
         experiment="e",
         trial="a",

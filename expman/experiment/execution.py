@@ -254,6 +254,7 @@ class ExperimentRun:
             resume=self.resume.points,
             callbacks=self._callbacks_of,
             admission=self.admission,
+            done=self.resume.done,
         )
         return scheduler, self.workspace
 

@@ -31,6 +31,7 @@ from expman.experiment.result import ExperimentResult
 from expman.run.records import ResumePlan
 from expman.runtime.admission import AdmissionPolicy
 from expman.runtime.resume import finish_staged, plan_resume
+from expman.runtime.search import materialise
 from expman.subscribers.base import AnySubscriber
 from expman.subscribers.display import Display, LiveDisplay, choose_display
 from expman.workspace.journal import read_journal
@@ -94,6 +95,9 @@ async def start_experiment(
             functools.partial(read_journal, layout.journal_file, experiment=plan.name)
         )
         await anyio.to_thread.run_sync(finish_staged, journal_state)
+        # Trials an adaptive search sampled before: with their recorded values, so
+        # their finished runs are skipped and they are never sampled again.
+        plan, unusable = materialise(plan, journal_state.sampled)
         resume = plan_resume(plan, journal_state, accept_changes=accept_changes)
         if on_plan is not None:
             on_plan(plan, resume)
@@ -108,6 +112,8 @@ async def start_experiment(
         )
         for problem in resume.problems:
             runner.notes.append(("journal_record_skipped", {"problem": problem}))
+        for problem in unusable:
+            runner.notes.append(("sampled_values_unusable", {"problem": problem}))
         if lock.previous.get("pid"):
             runner.notes.append(
                 (

@@ -6,8 +6,9 @@ is read through :func:`expman.workspace.journal.read_journal`, the same fold res
 decides from, so ``expman status`` and a resume never disagree about a run.
 
 An :class:`ExperimentRecord` holds a :class:`TrialRecord` per trial (from
-``configs/resolved.yaml``) and a :class:`RunRecord` per run (the journal, with the
-epoch curves of ``logs/metrics.log``).
+``configs/resolved.yaml``; an adaptive search's trial with the values the journal's
+``TrialSampled`` records put into its settings, as its runs had them) and a
+:class:`RunRecord` per run (the journal, with the epoch curves of ``logs/metrics.log``).
 
 A run's status is its last ``RunFinished`` status (a
 :class:`~expman.status.RunStatus`: ``completed``, ``stopped``, ``failed``,
@@ -41,13 +42,18 @@ ExperimentState = Literal["running", "finished", "interrupted", "not started"]
 
 @dataclass(frozen=True, slots=True)
 class TrialRecord:
-    """One trial as the workspace records it (``configs/resolved.yaml``)."""
+    """One trial as the workspace records it (``configs/resolved.yaml``, the journal).
+
+    ``sampled``: the values an adaptive search chose for it (already in ``settings``);
+    None for any other trial, and for a search trial not sampled yet.
+    """
 
     name: str
     id: str
     repeat: int
     settings: Mapping[str, Any] = field(default_factory=dict)
     config_hash: str = ""
+    sampled: Mapping[str, Any] | None = None
     #: False for a trial the journal has runs of but the plan no longer holds
     #: (a value removed from a sweep): its results stay visible, marked.
     in_plan: bool = True
@@ -148,8 +154,8 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
             " configs/resolved.yaml inside)"
         )
     layout = ExperimentLayout(root)
-    trials = _read_trials(layout)
     journal = read_journal(layout.journal_file)
+    trials = _with_sampled(_read_trials(layout), journal.sampled)
     has_lock, holder = lock_owner(layout.lock_file)
     owner = holder or _journal_owner(journal)
     alive = holder is not None if has_lock else owner_alive(owner, layout.logs)
@@ -180,7 +186,8 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
     else:
         planned_names = {t.name for t in trials}
         gone = [r for r in runs if r.trial not in planned_names]
-        trials.extend(replace(t, in_plan=False) for t in _trials_from_runs(gone))
+        gone_trials = [replace(t, in_plan=False) for t in _trials_from_runs(gone)]
+        trials.extend(_with_sampled(gone_trials, journal.sampled))
     return ExperimentRecord(
         name=journal.name or root.name,
         path=root,
@@ -234,6 +241,33 @@ def _read_trials(layout: ExperimentLayout) -> list[TrialRecord]:
             )
         )
     return out
+
+
+def _with_sampled(
+    trials: list[TrialRecord], sampled: Mapping[str, Mapping[str, Any]]
+) -> list[TrialRecord]:
+    """Search trials with the values the journal says were sampled put into their settings."""
+    if not sampled:
+        return trials
+    out = []
+    for trial in trials:
+        values = sampled.get(trial.name)
+        if values is not None:
+            settings: Any = trial.settings
+            for key, value in values.items():
+                settings = _put(settings, key.split("."), value)
+            trial = replace(trial, settings=settings, sampled=dict(values))
+        out.append(trial)
+    return out
+
+
+def _put(node: Any, parts: list[str], value: Any) -> Any:
+    """A copy of ``node`` with ``value`` at the dotted path ``parts`` (mappings made as needed)."""
+    if not parts:
+        return value
+    copy = dict(node) if isinstance(node, Mapping) else {}
+    copy[parts[0]] = _put(copy.get(parts[0]), parts[1:], value)
+    return copy
 
 
 def _trials_from_runs(runs: list[RunRecord]) -> list[TrialRecord]:

@@ -5,7 +5,10 @@ before it starts until it has published ``RunFinished``, so at most
 ``max_concurrency`` runs are ever active.  Each time a slot is free it asks the
 experiment's :class:`AdmissionPolicy` to choose among the runs still waiting:
 
-* :class:`Admit` starts a run now (any of the waiting ones: a policy may reorder);
+* :class:`Admit` starts a run now (any of the waiting ones: a policy may reorder),
+  as it was planned or, with ``start_as``, as the run it has become: the same run
+  (trial name and repeat) with its settings decided now (an adaptive search's
+  sampled trial, :mod:`expman.runtime.search`);
 * :class:`Drop` settles a run without starting it (``stopped``, with the policy's
   reason: a decision, kept on resume), which pruning and adaptive search need;
 * the policy may also hold runs back: ``choose`` is async and may wait (for
@@ -31,9 +34,26 @@ from expman.config import RunSpec
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """Start ``spec`` now."""
+    """Start ``spec`` now; as ``start_as`` when given (the same run, its settings decided).
+
+    ``start_as`` must have ``spec``'s key (trial name and repeat): the run keeps its
+    place, its folders and its resume record; only its trial's settings (and so its
+    config hash) may differ.
+    """
 
     spec: RunSpec
+    start_as: RunSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_as is not None and self.start_as.key != self.spec.key:
+            raise ValueError(
+                f"Admit: start_as {self.start_as.label} is not the run {self.spec.label}"
+            )
+
+    @property
+    def run(self) -> RunSpec:
+        """The run to start: ``start_as``, else ``spec``."""
+        return self.spec if self.start_as is None else self.start_as
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +124,7 @@ async def admit(
         elif await settle_stopped(choice.spec):
             release()
         else:
-            start(choice.spec, release)
+            start(choice.run, release)
 
 
 def _take(waiting: collections.deque[RunSpec], spec: RunSpec) -> None:

@@ -10,21 +10,28 @@
   :func:`finish_staged`.
 * A trial whose resolved config differs from the recorded one is refused unless the
   change is accepted explicitly: a resumed experiment never silently mixes configs.
+* So is a changed ``search:`` block once trials were sampled (its sampler, seed,
+  metric, mode, lag or space, compared with ``configs/resolved.yaml``): the trials
+  sampled so far came from the recorded one.  Only ``trials`` may grow or shrink.
+  Trials the journal says were sampled come into the plan with their recorded
+  values first (:func:`expman.runtime.search.materialise`), so their hashes compare.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from expman.config import ExperimentPlan, RunSpec
 from expman.errors import ConfigChanged
+from expman.jsonlines import dumps, loads
 from expman.run.records import ResumePlan, ResumePoint, RunOutcome
 from expman.status import run_status
 from expman.workspace.atomic import replace_into_place
 from expman.workspace.journal import JournaledCheckpoint, JournaledRun, JournalState
-from expman.workspace.safepaths import first_link
+from expman.workspace.safepaths import first_link, open_file
 
 
 def finish_staged(journal: JournalState) -> None:
@@ -78,6 +85,10 @@ def plan_resume(
     plan: ExperimentPlan, journal: JournalState, *, accept_changes: bool = False
 ) -> ResumePlan:
     """Split ``plan`` into what to run and what the journal says is done."""
+    if not accept_changes and journal.sampled:
+        search = search_changes(plan)
+        if search:
+            raise ConfigChanged(_describe_search_changes(plan, search))
     if not journal.runs:
         return ResumePlan(
             todo=plan.runs,
@@ -135,6 +146,42 @@ def plan_resume(
     )
 
 
+#: The keys of a search block that may change on resume: how many trials to sample.
+_SEARCH_MAY_CHANGE = frozenset({"trials"})
+
+
+def search_changes(plan: ExperimentPlan) -> list[str]:
+    """The keys of ``plan``'s search block that differ from the recorded one (resolved.yaml).
+
+    Nothing recorded (an older or a missing resolved.yaml) is nothing to compare with.
+    """
+    recorded = _recorded(plan.path / "configs" / "resolved.yaml").get("search")
+    now = loads(dumps(plan.search.describe())) if plan.search is not None else None
+    if not isinstance(recorded, Mapping):
+        return [] if recorded is None or now is None else ["search"]
+    if now is None:
+        return ["search"]
+    keys = sorted(set(recorded) | set(now), key=str)
+    return [
+        f"search.{key}"
+        for key in keys
+        if key not in _SEARCH_MAY_CHANGE and recorded.get(key) != now.get(key)
+    ]
+
+
+def _describe_search_changes(plan: ExperimentPlan, keys: list[str]) -> str:
+    return "\n".join(
+        [
+            f"the search block differs from what {plan.path} recorded, and trials were"
+            " sampled with the recorded one; refusing to resume into a different search.",
+            f"  changed keys: {', '.join(keys)}",
+            "Use --fresh to start a new run of the experiment (the old directory is kept"
+            " under a new name), or --accept-changes to go on with the new block (trials"
+            " sampled so far keep their values).",
+        ]
+    )
+
+
 def _describe_changes(plan: ExperimentPlan, changed: list[str]) -> str:
     config_snapshot = plan.path / "configs" / "resolved.yaml"
     recorded = _recorded_settings(config_snapshot)
@@ -154,15 +201,26 @@ def _describe_changes(plan: ExperimentPlan, changed: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _recorded_settings(path: Path) -> dict[str, Any]:
+def _recorded(path: Path) -> dict[str, Any]:
+    """resolved.yaml as recorded (empty when missing, unreadable, or not a plain file).
+
+    Opened as the writers open files: a FIFO planted there is never waited on, a link
+    never followed (writing resolved.yaml again refuses it, naming it).
+    """
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        fd = open_file(path, os.O_RDONLY)
+        with open(fd, "rb") as f:
+            data = yaml.safe_load(f.read())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_settings(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for trial in (data or {}).get("trials", []) or []:
+    for trial in _recorded(path).get("trials", []) or []:
         if isinstance(trial, dict) and "name" in trial:
             out[str(trial["name"])] = trial.get("settings") or {}
     return out

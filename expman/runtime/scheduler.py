@@ -12,12 +12,14 @@ each its own module with its semantics written down:
 :mod:`.dispatch`          the bus's events about a run to that run's callbacks
 :mod:`.trials`            ``TrialStarted`` / ``TrialFinished``
 :mod:`.active`            the runs between RunStarted and RunFinished
+:mod:`.search`            a plan's adaptive search: the admission policy that samples
 ========================  ==========================================================
 
 Its control subscriptions, in order (the order is what callbacks rely on): the
 per-run callback dispatch for every event first, so callbacks see a
 ``CheckpointDue`` before the save it causes publishes ``CheckpointSaved`` and a
-``StopRequested`` in the order it was asked; then stopping; then checkpoints.
+``StopRequested`` in the order it was asked; then stopping; then checkpoints; then
+the search driver's wake-up on stops (after stopping: it asks stopping what a stop reached).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from expman.runtime.admission import AdmissionPolicy, PlanOrder, admit
 from expman.runtime.attempts import Attempts, CallbackFactory
 from expman.runtime.checkpoints import Checkpoints
 from expman.runtime.dispatch import CallbackDispatch
+from expman.runtime.search import SearchDriver
 from expman.runtime.stopping import Stopping
 from expman.runtime.trials import Trials
 from expman.workspace.layout import ExperimentLayout
@@ -60,6 +63,7 @@ class Scheduler:
         callbacks: CallbackFactory | None = None,
         on_outcome: Callable[[RunOutcome], None] | None = None,
         admission: AdmissionPolicy | None = None,
+        done: Sequence[RunOutcome] = (),
     ) -> None:
         self.plan = plan
         self.bus = bus
@@ -91,6 +95,17 @@ class Scheduler:
             bus.subscribe(StopRequested, self.stopping, name="runtime.stops"),
             bus.subscribe(CheckpointDue, checkpoints, name="runtime.checkpoints"),
         ]
+        #: The adaptive search (a plan with a ``search:`` block): it chooses, with
+        #: ``admission`` (or plan order) choosing among the runs it lets start.
+        self.search: SearchDriver | None = None
+        if plan.search is not None:
+            self.search = SearchDriver(
+                plan, bus, self.stopping, todo=self.todo, done=done, inner=self.policy
+            )
+            self.policy = self.search
+            self._subscriptions.append(
+                bus.subscribe(StopRequested, self.search.stop_requested, name="runtime.search")
+            )
 
     async def run(self) -> list[RunOutcome]:
         """Run every run of ``todo``; returns their outcomes in completion order."""
@@ -116,5 +131,7 @@ class Scheduler:
 
     def _record(self, outcome: RunOutcome) -> None:
         self.outcomes.append(outcome)
+        if self.search is not None:
+            self.search.run_ended(outcome)
         if self._on_outcome is not None:
             self._on_outcome(outcome)

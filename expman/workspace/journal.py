@@ -35,6 +35,10 @@ file and the line.  The fold, line by line:
   is durable, so the journal needs no second line per checkpoint (``CheckpointSaved``
   is not journaled; in journals written before ``CheckpointStaged`` existed, it
   holds the checkpoint's record, and is still read).
+* ``TrialSampled`` records the values an adaptive search chose for a trial
+  (``sampled``: trial name -> values; resume runs the trial with them).  A trial is
+  sampled once; only values a changed config cannot use (``--accept-changes``) are
+  sampled again, and then the newest record stands.
 * Any other line about a run (``RunRetrying``, a run's ``StopRequested``) only makes
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
@@ -66,6 +70,7 @@ from expman.events import (
     RunStarted,
     StopRequested,
     TrialFinished,
+    TrialSampled,
     TrialStarted,
 )
 from expman.jsonlines import dumps_fields, loads, open_plain_file, repair_tail
@@ -82,6 +87,7 @@ JOURNALED: tuple[type[Event], ...] = (
     ExperimentFinished,
     TrialStarted,
     TrialFinished,
+    TrialSampled,
     RunStarted,
     RunFinished,
     RunRetrying,
@@ -89,7 +95,14 @@ JOURNALED: tuple[type[Event], ...] = (
     CheckpointStaged,
     StopRequested,
 )
-_DURABLE = (RunStarted, RunFinished, CheckpointStaged, ExperimentFinished, ExperimentStarted)
+_DURABLE = (
+    RunStarted,
+    RunFinished,
+    CheckpointStaged,
+    TrialSampled,
+    ExperimentFinished,
+    ExperimentStarted,
+)
 
 
 def encode(event: Event) -> bytes:
@@ -311,6 +324,8 @@ class JournalState:
 
     runs: dict[tuple[str, int], JournaledRun] = field(default_factory=dict)
     trial_hashes: dict[str, str] = field(default_factory=dict)  # trial -> latest config hash
+    #: The values an adaptive search sampled for each trial (its newest TrialSampled).
+    sampled: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: int = 0  # ExperimentStarted lines: sessions so far
     finished: bool = False  # the last session wrote ExperimentFinished
     lines: int = 0
@@ -373,6 +388,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "metrics": _DICT,
     },
     "CheckpointSaved": {"path": _STR, "epoch": _INT, "state": _DICT},
+    "TrialSampled": {"number": _INT, "values": _DICT, "study": _STR},
 }
 _COMMON: dict[str, tuple[type, ...]] = {
     "experiment": _STR,
@@ -385,6 +401,7 @@ _REQUIRED = {
     "RunFinished": ("trial", "repeat", "status"),
     "CheckpointStaged": ("trial", "repeat", "path", "staged", "epoch"),
     "CheckpointSaved": ("trial", "repeat", "path", "epoch"),
+    "TrialSampled": ("trial", "number", "values"),
 }
 _STATUSES = frozenset(s.value for s in RunStatus)
 #: Per record type, the (field, types) pairs to check: the common ones, then its own.
@@ -433,9 +450,10 @@ def _check(entry: Any, kind: Any) -> None:
                 raise _Skip(f"{kind} record: {name!r} must be {expected}, got {value!r:.60}")
     if kind == "RunFinished" and entry["status"] not in _STATUSES:
         raise _Skip(f"RunFinished record: unknown status {entry['status']!r:.40}")
-    repeat = entry.get("repeat")
-    if isinstance(repeat, int) and repeat < 0:
-        raise _Skip(f"{kind} record: 'repeat' must be >= 0, got {repeat}")
+    for name in ("repeat", "number"):
+        value = entry.get(name)
+        if isinstance(value, int) and value < 0:
+            raise _Skip(f"{kind} record: {name!r} must be >= 0, got {value}")
 
 
 def _type_name(t: type) -> str:
@@ -524,6 +542,10 @@ def _fold(
         state.finished_at = entry.get("time")
         return
     trial, repeat = entry.get("trial"), entry.get("repeat")
+    if kind == "TrialSampled":
+        if isinstance(trial, str):
+            state.sampled[trial] = entry["values"]
+        return
     if not isinstance(trial, str) or not isinstance(repeat, int):
         return
     key = (trial, repeat)

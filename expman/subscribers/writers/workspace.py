@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 
 from expman.bus import CONTROL
-from expman.config import ExperimentPlan, RunSpec, TrialSpec
-from expman.events import Event, RunFinished, RunStarted
+from expman.config import ExperimentPlan, RunSpec, TrialSpec, sampled_trial
+from expman.events import Event, RunFinished, RunStarted, TrialSampled
 from expman.workspace.atomic import atomic_write, make_folders
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.safepaths import make_dirs
@@ -40,11 +40,15 @@ class WorkspaceWriter:
     stop came first) are removed again when the experiment ends, unless the run was
     settled without starting (a RunFinished, e.g. a policy dropped it): its run.log
     records that, so its folder stays.
+
+    A trial of an adaptive search whose values are not sampled yet (a placeholder)
+    is never prepared ahead: its folders and snapshots are made when its run starts,
+    with the sampled settings, which the writer learns from ``TrialSampled``.
     """
 
     #: The events to subscribe it to (it is a control subscriber: only these).  An
     #: experiment calls :meth:`prepare_experiment` itself before its journal opens.
-    events = (RunStarted, RunFinished)
+    events = (RunStarted, RunFinished, TrialSampled)
     delivery = CONTROL
     name = "writer.workspace"
     #: Runs prepared per worker-thread hop.
@@ -67,7 +71,8 @@ class WorkspaceWriter:
         # Each trial's settings rendered once: trial.yaml and every run.yaml end with
         # them, and YAML representation is the costly part of writing a snapshot.
         self._settings_yaml: dict[str, bytes] = {}
-        self._order = list(todo)
+        # A placeholder's settings are not known yet: it is made when it starts.
+        self._order = [spec for spec in todo if not spec.trial.is_placeholder]
         self._position = {spec.key: i for i, spec in enumerate(self._order)}
         self._attempts = attempts or {}
         self._ahead = max(1, ahead)
@@ -153,6 +158,9 @@ class WorkspaceWriter:
                 self._signal()
 
     async def __call__(self, event: Event) -> None:
+        if isinstance(event, TrialSampled):
+            self._sampled(event)
+            return
         if event.trial is None or event.repeat is None:
             return
         key = (event.trial, event.repeat)
@@ -184,6 +192,14 @@ class WorkspaceWriter:
         except OSError as exc:
             self._fail(exc)
             raise
+
+    def _sampled(self, event: TrialSampled) -> None:
+        """A search trial's values: its snapshots will hold the sampled settings."""
+        assert event.trial is not None
+        trial = self._trials.get(event.trial)
+        if trial is not None and trial.is_placeholder:
+            self._trials[event.trial] = sampled_trial(self.plan, event.trial, event.values)
+            self._settings_yaml.pop(event.trial, None)
 
     async def _write_run(self, event: RunStarted, trial: str, repeat: int) -> None:
         """Make the run's folder and write its run.yaml now (shielded: it is journaled)."""
