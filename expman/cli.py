@@ -156,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)  # bare `expman`: show what it can do
         return EXIT_USAGE
     args = parse_arguments(parser, given)
+    code = _dispatch(parser, args)
+    # However the run ended, an abandoned pipeline thread must not hold the process.
+    return _exit_now(code) if args.command == "run" else code
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "validate":
             return cmd_validate(args)
@@ -166,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             if args.max_concurrency is not None and args.max_concurrency < 1:
                 parser.error("-j/--max-concurrency must be at least 1")
-            return _exit_now(anyio.run(cmd_run, args))
+            return _run_command(args)
     except ConfigError as exc:
         print(printable(f"expman: config error: {exc}", newlines=True), file=sys.stderr)
         if args.debug:
@@ -194,6 +200,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        return anyio.run(cmd_run, args)
+    except (ExpmanError, BrokenPipeError):
+        raise  # the user's mistakes and the workspace's failures: their own messages
+    except Exception:
+        # A bug of expman's own: its traceback, then a non-zero exit (what the journal
+        # recorded is intact; the next run resumes).
+        _print_traceback()
+        print(
+            "expman: internal error (the traceback above is expman's; please report it);"
+            " the next `expman run` resumes from what the journal recorded",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 def _print_traceback() -> None:

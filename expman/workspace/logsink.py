@@ -71,6 +71,8 @@ class LogFiles:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
+        # Set once the flusher has closed its handles; later writes close theirs.
+        self._closed = False
         self._flush_waiters = 0
         self.stats = LogFilesStatistics()
         self._on_error = on_error
@@ -168,8 +170,12 @@ class LogFiles:
                     return
         finally:
             with anyio.CancelScope(shield=True):
-                await self._flush_once()
-                await self._write_batch({}, close=True)
+                # Under the flush lock like every write: a sync() from the journal may
+                # be writing (and opening handles) in a thread at this very moment.
+                async with self._flush_lock:
+                    self._closed = True
+                    await self._flush_locked()
+                    await self._write_batch({}, close=True)
 
     async def _flush_once(self) -> None:
         async with self._flush_lock:  # one writer thread at a time owns the handles
@@ -184,7 +190,8 @@ class LogFiles:
             # Shielded: a cancelled await would leave the thread writing while the
             # flush lock is free, and two threads must never share the handles.
             with anyio.CancelScope(shield=True):
-                await self._write_batch(batch)
+                # Once closed (a late flush or sync), no handle is kept open.
+                await self._write_batch(batch, close=self._closed)
             self.stats.batches += 1
             self.stats.bytes += size
         self._drained.set()
