@@ -23,7 +23,7 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_digits_example_early_stops_and_leaves_loadable_checkpoints(tmp_path: Path) -> None:
-    """9 runs: some stop early, checkpoints load into models far above chance, no epoch missing."""
+    """13 runs (a sweep among them): some stop early, checkpoints load, no epoch missing."""
     config = tmp_path / "digits"
     shutil.copytree(EXAMPLE, config, ignore=shutil.ignore_patterns("__pycache__"))
     workspace = tmp_path / "ws"
@@ -33,7 +33,8 @@ def test_digits_example_early_stops_and_leaves_loadable_checkpoints(tmp_path: Pa
     exp = workspace / "digits"
 
     finished = [e for e in json_lines(exp / "logs" / "events.jsonl") if e["type"] == "RunFinished"]
-    assert len(finished) == 9
+    assert len(finished) == 13
+    assert {e["trial"] for e in finished} >= {"width-16", "width-64"}  # the sweep
     stopped = [e for e in finished if e["status"] == "stopped"]
     assert stopped, "no run stopped early"
     for e in stopped:
