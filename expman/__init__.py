@@ -40,6 +40,7 @@ if _typing.TYPE_CHECKING:
         RunStarted,
         StopRequested,
         TrialFinished,
+        TrialSampled,
         TrialStarted,
     )
     from expman.experiment import (
@@ -115,6 +116,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "Subscriber": ("expman.subscribers.base", "Subscriber"),
     "Subscription": ("expman.bus", "Subscription"),
     "TrialFinished": ("expman.events", "TrialFinished"),
+    "TrialSampled": ("expman.events", "TrialSampled"),
     "TrialSpec": ("expman.config", "TrialSpec"),
     "TrialStarted": ("expman.events", "TrialStarted"),
     "WorkspaceError": ("expman.errors", "WorkspaceError"),
@@ -196,6 +198,7 @@ __all__ = [
     "Subscriber",
     "Subscription",
     "TrialFinished",
+    "TrialSampled",
     "TrialSpec",
     "TrialStarted",
     "WorkspaceError",
