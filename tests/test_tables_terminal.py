@@ -26,15 +26,15 @@ from expman.results.tables import fmt_stats
 from .conftest import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits"
-TRIALS = ("slow", "medium", "fast")
-RUNS = tuple(f"{trial}/run_{k}" for trial in TRIALS for k in range(3))
+TRIALS = ("slow", "medium", "fast", "width-16", "width-64")  # the last two: a sweep
+RUNS = tuple(f"{trial}/run_{k}" for trial in TRIALS for k in range(2 if "-" in trial else 3))
 #: Escape sequences rich writes to a terminal (colours, cursor moves, erasing).
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished digits experiment (9 runs of 6 epochs) and the config it ran from."""
+    """A finished digits experiment (13 runs of 6 epochs) and the config it ran from."""
     base = tmp_path_factory.mktemp("digits")
     config = base / "digits"
     shutil.copytree(EXAMPLE, config, ignore=shutil.ignore_patterns("__pycache__"))
@@ -214,8 +214,9 @@ def test_piped_tables_keep_every_column_without_trailing_spaces(digits: Path) ->
     metrics = ("val_acc", "val_loss", "train_loss", "best_val_acc", "best_val_acc_epoch")
     results = piped("results", str(digits))
     header = words(results[1])
-    assert header[:4] == ["#", "trial", "lr", "n"]
-    assert ["min", "max"] == header[6:8]
+    # The settings that differ between trials: lr, and the sweep's width.
+    assert header[:5] == ["#", "trial", "lr", "pipeline.hidden", "n"]
+    assert ["min", "max"] == header[7:9]
     assert set(metrics[1:]) | {"train_acc", "best_train_loss_epoch"} <= set(header)
     assert len(results) == 2 + len(TRIALS)
     runs = piped("results", str(digits), "--runs")
