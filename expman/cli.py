@@ -387,6 +387,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                     finally:
                         tg.cancel_scope.cancel()
     display.summary(result)
-    if interrupted or result.status == "cancelled":
+    if interrupted:
         return interrupts.exit_code()
-    return EXIT_FAILED if result.status == "failed" else EXIT_OK
+    # Cancelled without a signal: fail_fast, or a search that cannot go on.
+    return EXIT_FAILED if result.status in ("failed", "cancelled") else EXIT_OK

@@ -465,7 +465,8 @@ def test_sigint_during_a_wait_exits_130_promptly_and_resumes(tmp_path: Path) -> 
 
 
 def test_told_says_how_a_trial_ended() -> None:
-    """complete with the mean over repeats; failed on any failure or no finite metric; pruned."""
+    """complete with the mean over repeats (early-stopped runs with their last value);
+    failed on any failure or no finite metric; pruned when stopped before the metric."""
 
     def outcome(status: str, **metrics: Any) -> RunOutcome:
         return RunOutcome("t", 0, RunStatus(status), metrics)
@@ -482,7 +483,14 @@ def test_told_says_how_a_trial_ended() -> None:
     tenths = [outcome("completed", loss=x) for x in (0.1, 0.2, 0.3)]
     assert state(*tenths) == state(*reversed(tenths)) == ("complete", 0.6 / 3)
     assert state(outcome("completed", loss=1.0), outcome("failed")) == ("failed", None)
-    assert state(outcome("completed", loss=1.0), outcome("stopped", loss=0.5)) == ("pruned", None)
+    # Stopped early (EarlyStopping) with the metric: its last value is its result.
+    assert state(outcome("completed", loss=1.0), outcome("stopped", loss=0.5)) == (
+        "complete",
+        0.75,
+    )
+    # Stopped or cancelled before it reported the metric (not started, a stop): pruned.
+    assert state(outcome("completed", loss=1.0), outcome("stopped")) == ("pruned", None)
+    assert state(outcome("cancelled", acc=0.5)) == ("pruned", None)
     assert state(outcome("stopped"), outcome("failed")) == ("failed", None)
     assert state(outcome("completed", acc=1.0)) == ("failed", None)  # no loss reported
     assert state(outcome("completed", loss=float("nan"))) == ("failed", None)
@@ -729,3 +737,51 @@ def test_validate_prints_the_search_block(tmp_path: Path) -> None:
         '  act: choice ["relu","gelu"]',
     ]
     assert "trial mlp-0001 (id 1.1)" in shown.stdout
+
+
+def test_a_metric_no_run_reports_stops_the_search_with_its_name(tmp_path: Path) -> None:
+    """search.metric misspelled: the first run that ends without it stops the search (exit 1)
+    with a message naming the metric and what the runs report; nothing more is sampled."""
+    root = search_experiment(tmp_path / "configs", sampler={"type": "random", "seed": 1}, lag=1)
+    config = yaml.safe_load((root / "experiment.yaml").read_text())
+    config["search"]["metric"] = "val_los"
+    write_yaml(root / "experiment.yaml", config)
+    done = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "-q", "-j", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "search.metric 'val_los' is not among the metrics run mlp-0000/run_0 reported" in (
+        done.stdout
+    )
+    assert "val_loss" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert len(sampled_sequence(tmp_path / "ws")) < 3
+
+
+@pytest.mark.parametrize("where", ["trials.yaml", "-m"])
+def test_a_key_both_swept_and_searched_is_refused(tmp_path: Path, where: str) -> None:
+    """The sampled value would silently replace the swept one: a config error, exit 2."""
+    root = search_experiment(tmp_path / "configs", sampler={"type": "random", "seed": 1})
+    args: list[str] = []
+    if where == "trials.yaml":
+        write_yaml(
+            root / "trials.yaml",
+            [{"name": "mlp", "id": 1, "sweep": {"grid": {"lr": [0.1, 0.2]}}}],
+        )
+    else:
+        args = ["-m", "lr=0.1,0.2"]
+    done = run_cli("validate", str(root), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "'lr' is swept (a sweep block or -m) and 'lr' is searched" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_results_rank_a_search_by_its_metric_and_mode(tmp_path: Path) -> None:
+    """`expman results` of a search ranks by search.metric in search.mode, not by guesswork."""
+    root = search_experiment(tmp_path / "configs", sampler={"type": "random", "seed": 1}, trials=6)
+    config = yaml.safe_load((root / "experiment.yaml").read_text())
+    config["search"]["mode"] = "max"  # against the name's hint (a loss): the block decides
+    write_yaml(root / "experiment.yaml", config)
+    done = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "-q")
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("results", str(tmp_path / "ws" / "exp"))
+    assert shown.returncode == 0, shown.stderr
+    assert "val_loss over repeats (max is better" in shown.stdout

@@ -85,6 +85,7 @@ def placeholder_trials(
     names: dict[str, str] = {}
     total_runs = 0
     for entry in entries:
+        _refuse_swept(spec, entry)
         total_runs += entry.repeat * spec.trials
         if total_runs > MAX_RUNS:
             raise site.error(
@@ -273,6 +274,20 @@ def _refuse_overridden(spec: SearchSpec, caller: Sequence[Layer]) -> None:
                     f"{key!r} is searched (search.space in experiment.yaml), so the sampled"
                     " value would replace this one; expected either the override or the"
                     " search dimension, not both",
+                )
+
+
+def _refuse_swept(spec: SearchSpec, entry: TrialEntry) -> None:
+    """A key both swept (trials.yaml's sweep, or -m) and searched: the sweep would be lost."""
+    for swept in entry.swept:
+        for key in spec.space:
+            if swept == key or swept.startswith(key + ".") or key.startswith(swept + "."):
+                raise entry.error(
+                    "sweep",
+                    f"{swept!r} is swept (a sweep block or -m) and {key!r} is searched"
+                    " (search.space in experiment.yaml): the sampled value would replace"
+                    " the swept one; expected either the sweep axis or the search"
+                    " dimension, not both",
                 )
 
 

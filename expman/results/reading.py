@@ -130,6 +130,8 @@ class ExperimentRecord:
     finished: float | None = None
     #: Journal records that were skipped (one line each, naming file and line).
     problems: tuple[str, ...] = ()
+    #: An adaptive search's (metric, mode): what results rank by unless told otherwise.
+    objective: tuple[str, str] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -155,7 +157,8 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         )
     layout = ExperimentLayout(root)
     journal = read_journal(layout.journal_file)
-    trials = _with_sampled(_read_trials(layout), journal.sampled)
+    written, objective = _read_trials(layout)
+    trials = _with_sampled(written, journal.sampled)
     has_lock, holder = lock_owner(layout.lock_file)
     owner = holder or _journal_owner(journal)
     alive = holder is not None if has_lock else owner_alive(owner, layout.logs)
@@ -200,6 +203,7 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         started=journal.started_at,
         finished=journal.finished_at,
         problems=tuple(journal.problems),
+        objective=objective,
     )
 
 
@@ -219,14 +223,23 @@ def list_experiments(workspace: str | Path) -> list[ExperimentRecord]:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_trials(layout: ExperimentLayout) -> list[TrialRecord]:
+def _read_trials(layout: ExperimentLayout) -> tuple[list[TrialRecord], tuple[str, str] | None]:
+    """The trials resolved.yaml records, and its search's (metric, mode) if it has one."""
     resolved = layout.configs / "resolved.yaml"
     try:
         doc = yaml.load(resolved.read_text(), Loader=_LOADER) or {}
     except FileNotFoundError:
-        return []
+        return [], None
     except yaml.YAMLError as exc:
         raise WorkspaceError(f"{resolved}: not readable YAML ({exc})") from None
+    if not isinstance(doc, Mapping):
+        return [], None
+    search = doc.get("search")
+    objective = None
+    if isinstance(search, Mapping):
+        metric, mode = search.get("metric"), search.get("mode")
+        if isinstance(metric, str) and mode in ("min", "max"):
+            objective = (metric, str(mode))
     out = []
     for entry in doc.get("trials") or []:
         if not isinstance(entry, Mapping) or "name" not in entry:
@@ -240,7 +253,7 @@ def _read_trials(layout: ExperimentLayout) -> list[TrialRecord]:
                 config_hash=str(entry.get("config_hash", "")),
             )
         )
-    return out
+    return out, objective
 
 
 def _with_sampled(

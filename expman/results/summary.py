@@ -107,6 +107,8 @@ def default_metric(view: ExperimentRecord, names: Sequence[str] | None = None) -
     names = metric_names(view) if names is None else names
     if not names:
         raise ResultsError(f"{view.path}: no run reported any numeric metric yet")
+    if view.objective is not None and view.objective[0] in names:
+        return view.objective[0]  # what the search optimised
     return preferred_metric(names) or names[0]
 
 
@@ -124,7 +126,9 @@ def resolve_metric(
         known = ", ".join(names) or "(none reported yet)"
         raise ResultsError(f"{view.path}: unknown metric {metric!r}; known metrics: {known}")
     if mode is None:
-        mode = infer_mode(metric)
+        objective = view.objective
+        mode = objective[1] if objective is not None and objective[0] == metric else None
+        mode = mode or infer_mode(metric)
         if mode is None:
             raise ResultsError(
                 f"cannot tell whether a lower or a higher {metric!r} is better;"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import structlog
 
 from expman.bus import EventBus
 from expman.config import ExperimentPlan, RunSpec, TrialSpec, sampled_trial
@@ -44,6 +45,8 @@ from expman.runtime.stopping import Stopping
 from expman.search.samplers import Told, suggest
 from expman.status import RunStatus, run_status
 from expman.workspace.journal import JOURNAL
+
+log = structlog.get_logger("expman.runtime")
 
 
 def materialise(
@@ -94,26 +97,47 @@ def told(
     """What the sampler is told of a finished trial: its state and the mean of ``metric``.
 
     ``failed`` when a run failed, or a run that completed has no finite number for
-    ``metric``; ``pruned`` when a run was stopped or cancelled (and none failed);
-    else ``complete`` with the mean over the runs (whatever order they are given in).
+    ``metric``; ``pruned`` when a run was stopped or cancelled before it reported the
+    metric (and none failed); else ``complete`` with the mean over the runs (whatever
+    order they are given in).  A run stopped early (EarlyStopping) that reported the
+    metric counts with its last value: that is its result.
     """
     statuses: list[RunStatus | None] = []
     found: list[float] = []
+    pruned = False
     for outcome in outcomes:
         status = run_status(outcome.status)
         statuses.append(status)
         value = outcome.metrics.get(metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             found.append(float(value))
-    if any(s is None or s.is_failure for s in statuses):
+        elif status is not RunStatus.COMPLETED:
+            pruned = True
+    if not statuses or any(s is None or s.is_failure for s in statuses):
         return Told(number=number, values=values, state="failed", value=None)
-    if any(s is not RunStatus.COMPLETED for s in statuses):
+    if pruned:
         return Told(number=number, values=values, state="pruned", value=None)
-    if not statuses or len(found) != len(statuses) or not all(math.isfinite(v) for v in found):
+    if len(found) != len(statuses) or not all(math.isfinite(v) for v in found):
         return Told(number=number, values=values, state="failed", value=None)
     # fsum: exactly rounded, so the mean does not depend on the order the runs ended in.
     mean = math.fsum(found) / len(found)
     return Told(number=number, values=values, state="complete", value=mean)
+
+
+def missing_metric(outcomes: Iterable[RunOutcome], metric: str) -> str | None:
+    """Why ``metric`` looks misnamed: a run that ended with metrics but not this one."""
+    for outcome in outcomes:
+        status = run_status(outcome.status)
+        if status is None or status.is_failure or not outcome.metrics:
+            continue
+        if metric not in outcome.metrics:
+            reported = ", ".join(sorted(outcome.metrics)[:12])
+            return (
+                f"search.metric {metric!r} is not among the metrics run"
+                f" {outcome.trial}/run_{outcome.repeat} reported ({reported});"
+                " fix search.metric in experiment.yaml"
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +193,10 @@ class SearchDriver:
         for outcome in done:
             self._outcomes.setdefault(outcome.trial, []).append(outcome)
         self._changed = anyio.Event()
+        #: Set once a run ended without the search's metric: the search cannot go on
+        #: (the sampler would be told nothing but failures); the owner stops it.
+        self.problem: str | None = None
+        self._stopped_for_problem = False
         self._count_sampled = 0
         self._count_reused = 0
         self._count_waits = 0
@@ -183,6 +211,8 @@ class SearchDriver:
         self._outcomes.setdefault(outcome.trial, []).append(outcome)
         if outcome.trial in self._left:
             self._left[outcome.trial] -= 1
+        if self.problem is None and outcome.trial in self._sampled:
+            self.problem = missing_metric((outcome,), self._search.metric)
         self._wake()
 
     async def stop_requested(self, event: StopRequested) -> None:
@@ -197,6 +227,18 @@ class SearchDriver:
 
     async def choose(self, waiting: Sequence[RunSpec]) -> Admit | Drop:
         while True:
+            if self.problem is not None and not self._stopped_for_problem:
+                # A misnamed metric: every suggestion from here on would be blind.
+                self._stopped_for_problem = True
+                log.error("search_metric_missing", message=self.problem)
+                await self._bus.publish(
+                    StopRequested(
+                        experiment=self._plan.name,
+                        scope="experiment",
+                        reason=self.problem,
+                        source="search",
+                    )
+                )
             ready = [spec for spec in waiting if self._ready(spec)]
             if ready:
                 break

@@ -43,6 +43,7 @@ from expman.subscribers.display.summary import (
     lists_every_run,
     more_text,
     runs_sheet,
+    stop_text,
 )
 from expman.tablefit import print_table
 from expman.workspace.layout import ExperimentLayout
@@ -202,6 +203,9 @@ class LiveDisplay(Display):
             print_table(console, runs_sheet(result.runs))
         else:
             found = digest(result)
+            why = stop_text(result)
+            if why is not None:
+                console.print(Text(printable(why), style="yellow"), highlight=False, soft_wrap=True)
             console.print(Text(printable(best_heading(result, found))), highlight=False)
             if found.best:
                 print_table(console, best_sheet(found))

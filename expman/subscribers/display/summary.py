@@ -142,6 +142,16 @@ def heading_text(result: EndedExperiment) -> str:
     return f"experiment {result.name}: {result.status} ({counts}) in {result.duration:.2f}s"
 
 
+def stop_text(result: EndedExperiment) -> str | None:
+    """Why a large experiment ended early: the reason its first unfinished run gives."""
+    if result.status not in ("cancelled", "stopped"):
+        return None
+    for run in result.runs:
+        if run.status in (RunStatus.CANCELLED, RunStatus.STOPPED) and run.reason:
+            return f"stopped: {run.reason.removeprefix('not started: ')}"
+    return None
+
+
 def best_heading(result: EndedExperiment, found: Digest) -> str:
     if found.metric is None:
         return (
@@ -230,6 +240,9 @@ def plain_summary(result: EndedExperiment) -> str:
             )
     else:
         found = digest(result)
+        why = stop_text(result)
+        if why is not None:
+            lines.append(f"  {why}")
         lines.append(f"  {best_heading(result, found)}")
         for row in found.best:
             lines.append(
