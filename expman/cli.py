@@ -15,6 +15,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -224,6 +225,10 @@ def _print_traceback() -> None:
     print(printable(traceback.format_exc(), newlines=True), end="", file=sys.stderr)
 
 
+#: Seconds the command waits for non-daemon threads to end before exiting past them.
+LINGER = 1.0
+
+
 def _exit_now(code: int) -> int:
     """Exit with ``code`` even if a cancelled sync pipeline's thread is still running.
 
@@ -233,6 +238,11 @@ def _exit_now(code: int) -> int:
     lingering = [
         t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
     ]
+    # Threads that are only finishing (an executor's workers shutting down) get a moment:
+    # exiting past them would skip the atexit functions of the user's own code.
+    deadline = time.monotonic() + LINGER
+    for t in lingering:
+        t.join(max(0.0, deadline - time.monotonic()))
     if any(t.is_alive() for t in lingering):
         sys.stdout.flush()
         sys.stderr.flush()
