@@ -163,7 +163,9 @@ def test_draws_are_the_same_in_any_process(tmp_path: Path) -> None:
         ("{uniform: [0.0, 1.0]}", ["num: N", "random block"]),
         ("{uniform: [0.0, 1.0, 2.0], num: 2}", ["[lo, hi]"]),
         ("{uniform: [0.0, .inf], num: 2}", ["finite"]),
-        ("{uniform: [0.0, 1.0], num: 0}", ["integer >= 1"]),
+        ("{uniform: [0.0, 1.0], num: 0}", ["integer >= 2"]),
+        # One point could not include both ends, as the grammar promises.
+        ("{loguniform: [1.0e-4, 1.0e-1], num: 1}", ["integer >= 2 (both ends are points)"]),
         ("{randint: [0, 2.5]}", ["expected an integer"]),
         ("{randint: [5, 5]}", ["lo < hi"]),
         ("{randint: [0, 10], num: 3}", ["'num'"]),

@@ -67,8 +67,6 @@ class Distribution:
         if self.num is None:
             raise ValueError(f"a {self.kind} distribution has no grid points without 'num'")
         lo, hi = float(self.args[0]), float(self.args[1])
-        if self.num == 1:
-            return (lo,)
         if self.kind == "uniform":
             inner = tuple(lo + (hi - lo) * i / (self.num - 1) for i in range(1, self.num - 1))
         else:
@@ -196,8 +194,11 @@ def _num(site: ErrorSite, key: str, kind: str, raw: dict[str, Any], *, grid: boo
     if not grid:
         raise site.error(at, "'num' is for grid axes; a random axis draws one value")
     num = raw["num"]
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise site.error(at, f"expected an integer >= 1, got {type_name(num)} {shown(num)}")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+        raise site.error(
+            at,
+            f"expected an integer >= 2 (both ends are points), got {type_name(num)} {shown(num)}",
+        )
     return num
 
 
