@@ -252,6 +252,8 @@ class TestMistakes:
             (["lr=1,2,"], None, "an empty value between commas"),
             (["lr=1,range(1,3)"], None, "inside a sweep"),
             (["lr=1,[2"], None, "cannot parse value '[2'"),
+            (["lr=range(1,5"], None, "range( is not closed"),
+            (["lr=choice(1,2) x"], None, "choice( is not closed (or text follows its ')')"),
         ],
     )
     def test_each_mistake_names_the_override_and_what_was_expected(
@@ -284,6 +286,13 @@ class TestWithoutMultirun:
         assert "to sweep, add -m" in message
         assert "to pass a string, quote it" in message
         assert info.value.key == override.partition("=")[0]
+
+    def test_an_unclosed_sweep_function_is_refused(self) -> None:
+        """`lr=choice(1,2` is no string anyone meant either: refused, naming the function."""
+        with pytest.raises(ConfigError) as info:
+            parse_overrides(["lr=choice(1,2"])
+        assert "choice( is not closed" in info.value.message
+        assert info.value.key == "lr"
 
     def test_the_hint_quotes_the_override(self) -> None:
         """The suggested quoting, pasted into a shell, passes the text as one string."""

@@ -38,6 +38,7 @@ from expman.config.override_syntax import (
     function_call,
     has_top_level_comma,
     split_top_level,
+    unclosed_call,
 )
 from expman.config.overrides import COMMAND_LINE, parse_value
 from expman.errors import ConfigError
@@ -125,6 +126,14 @@ def _axis(item: str, value: str) -> list[str] | FunctionCall | None:
         return split_top_level(value)
     call = function_call(value)
     if call is None:
+        unclosed = unclosed_call(value)
+        if unclosed is not None:
+            raise ConfigError(
+                f"override {_shown(item)}: {unclosed}( is not closed (or text follows its ')');"
+                f" expected {unclosed}(...) with its closing parenthesis at the end",
+                file=COMMAND_LINE,
+                key=_settings_key(item),
+            )
         return None
     if call.name in SWEEP_FUNCTIONS:
         return call

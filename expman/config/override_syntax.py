@@ -108,6 +108,14 @@ def function_call(text: str) -> FunctionCall | None:
     return FunctionCall(match.group(1), args)
 
 
+def unclosed_call(text: str) -> str | None:
+    """The name of a sweep function ``text`` starts but never closes (``choice(1,2``)."""
+    match = _CALL.match(text)
+    if match is None or match.group(1) not in SWEEP_FUNCTIONS:
+        return None
+    return match.group(1) if function_call(text) is None else None
+
+
 def sweep_shape(text: str) -> str | None:
     """What makes the value ``text`` a sweep (a comma, a sweep function), or None."""
     if has_top_level_comma(text):

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from expman.config.loading import MAX_DEPTH, YamlDocument, int_problem, join_key
 from expman.config.merging import deep_merge
-from expman.config.override_syntax import sweep_shape
+from expman.config.override_syntax import sweep_shape, unclosed_call
 from expman.config.schema import check_execution, type_name
 from expman.config.specs import Layer
 from expman.errors import ConfigError
@@ -116,6 +116,14 @@ def _refuse_sweep(item: str, key: str, value: str) -> None:
 
     YAML alone would read it as the string ``'0.01,0.1'``, which is never what was meant.
     """
+    unclosed = unclosed_call(value)
+    if unclosed is not None:
+        raise ConfigError(
+            f"override {_shown(item)}: {unclosed}( is not closed (or text follows its ')');"
+            f" expected {unclosed}(...) with its closing parenthesis at the end",
+            file=COMMAND_LINE,
+            key=key,
+        )
     shape = sweep_shape(value)
     if shape is None:
         return
