@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +31,7 @@ from expman.testing import capture_events
 from expman.workspace.journal import encode, read_journal
 
 from .conftest import run_cli, write_yaml
+from .test_resume import start_cli
 
 Make = Callable[..., Path]
 
@@ -296,19 +295,6 @@ def overlapped(workspace: Path) -> int:
         elif e["type"] == "RunFinished":
             running.discard((e["trial"], e["repeat"]))
     return most
-
-
-def start_cli(root: Path, workspace: Path, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    source = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen(
-        [sys.executable, "-m", "expman", "run", str(root), "-w", str(workspace), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:

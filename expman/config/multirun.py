@@ -38,9 +38,8 @@ from expman.config.override_syntax import (
     function_call,
     has_top_level_comma,
     split_top_level,
-    unclosed_call,
 )
-from expman.config.overrides import COMMAND_LINE, parse_value
+from expman.config.overrides import COMMAND_LINE, parse_value, refuse_unclosed
 from expman.errors import ConfigError
 
 #: Each function's parameters (a call may name them, as in Hydra) and the YAML form
@@ -126,14 +125,7 @@ def _axis(item: str, value: str) -> list[str] | FunctionCall | None:
         return split_top_level(value)
     call = function_call(value)
     if call is None:
-        unclosed = unclosed_call(value)
-        if unclosed is not None:
-            raise ConfigError(
-                f"override {_shown(item)}: {unclosed}( is not closed (or text follows its ')');"
-                f" expected {unclosed}(...) with its closing parenthesis at the end",
-                file=COMMAND_LINE,
-                key=_settings_key(item),
-            )
+        refuse_unclosed(item, _settings_key(item), value)
         return None
     if call.name in SWEEP_FUNCTIONS:
         return call

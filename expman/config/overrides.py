@@ -111,11 +111,8 @@ def _check_override_key(item: str, key: str) -> None:
         )
 
 
-def _refuse_sweep(item: str, key: str, value: str) -> None:
-    """Refuse a value that is a sweep (``lr=0.01,0.1``): outside ``-m`` it is a mistake.
-
-    YAML alone would read it as the string ``'0.01,0.1'``, which is never what was meant.
-    """
+def refuse_unclosed(item: str, key: str, value: str) -> None:
+    """Refuse ``value`` if it starts a sweep function and never closes it (``choice(1,2``)."""
     unclosed = unclosed_call(value)
     if unclosed is not None:
         raise ConfigError(
@@ -124,6 +121,14 @@ def _refuse_sweep(item: str, key: str, value: str) -> None:
             file=COMMAND_LINE,
             key=key,
         )
+
+
+def _refuse_sweep(item: str, key: str, value: str) -> None:
+    """Refuse a value that is a sweep (``lr=0.01,0.1``): outside ``-m`` it is a mistake.
+
+    YAML alone would read it as the string ``'0.01,0.1'``, which is never what was meant.
+    """
+    refuse_unclosed(item, key, value)
     shape = sweep_shape(value)
     if shape is None:
         return
