@@ -823,6 +823,12 @@ def sweep0(sweep: dict[str, Any], **changes: Any) -> Mutation:
 #: The sweep errors of issue 14 (trial 0's settings on lines 5-6, its sweep from line 7).
 SWEEP = [
     Mistake(
+        "a grid axis that repeats a value",
+        sweep0({"grid": {"lr": [0.1, 0.2, 0.1]}}),
+        "trials.yaml",
+        "[0].sweep.grid.lr: the value 0.1 appears twice; expected distinct values",
+    ),
+    Mistake(
         "unknown distribution",
         sweep0({"grid": {"lr": {"logunifrom": [1.0e-4, 0.1]}}}),
         "trials.yaml",

@@ -429,7 +429,7 @@ def test_the_readme_sweep_example_is_the_one_described(make_experiment: Make) ->
         ({"grdi": {"lr": [1]}}, "[0].sweep.grdi", "unknown key; expected one of"),
         ({"grid": {"lr": [1]}, "random": {"lr": {"choice": [2]}}}, "[0].sweep.random.lr",
          "'lr' is swept twice"),
-        ({"grid": {"lr": [1, 1]}}, "[0].name", "duplicate trial name"),
+        ({"grid": {"lr": [1, 1]}}, "[0].sweep.grid.lr", "the value 1 appears twice"),
         ({"zip": {"lr": [1, 2], "batch_size": [3]}}, "[0].sweep.zip.batch_size",
          "equal lengths"),
         ({"random": {"samples": 0}}, "[0].sweep.random.samples", "integer >= 1"),

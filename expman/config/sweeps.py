@@ -134,6 +134,8 @@ def parse_sweep(site: ErrorSite, raw: object, *, prefix: str) -> Sweep:
         return out
 
     grid = axes(at("grid"), expect_mapping(site, at("grid"), block.get("grid")), grid=True)
+    for axis in grid:
+        _check_distinct(axis)
     zips = []
     raw_zip = block.get("zip")
     groups = [raw_zip] if isinstance(raw_zip, dict) else raw_zip
@@ -184,6 +186,23 @@ def parse_sweep(site: ErrorSite, raw: object, *, prefix: str) -> Sweep:
     )
     _check_unique(sweep.axes)
     return sweep
+
+
+def _check_distinct(axis: Axis) -> None:
+    """A grid axis's written values differ: a repeated one would make the same point twice."""
+    if axis.dist.kind not in ("values", "choice"):
+        return  # ranges and spaced points never repeat
+    seen: set[bytes] = set()
+    for value in axis.dist.grid_points():
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # what JSON cannot hold is refused later, where it is resolved
+            continue
+        if text in seen:
+            raise axis.site.error(
+                axis.at, f"the value {shown(value)} appears twice; expected distinct values"
+            )
+        seen.add(text)
 
 
 def _check_unique(axes: Sequence[Axis]) -> None:
