@@ -387,6 +387,11 @@ def test_growing_then_shrinking_a_sweep_end_to_end(make_experiment: Make, worksp
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if removed in line)
     assert "not in the plan" in row
+    # Its settings come from its own trial.yaml: the table's columns stay the swept key's.
+    assert rows[removed]["settings"]["lr"] == 0.1
+    header = next(line for line in table.stdout.splitlines() if " trial " in f" {line} ")
+    words = header.split()
+    assert words[words.index("trial") + 1 : words.index("n")] == ["lr"]
 
 
 def test_validate_shows_a_short_table_of_swept_trials(make_experiment: Make) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from expman.errors import WorkspaceError
-from expman.jsonlines import read_lines
+from expman.jsonlines import open_plain_file, read_lines
 from expman.results.liveness import Owner, lock_owner, owner_alive
 from expman.workspace.journal import JournaledRun, JournalState, read_journal
 from expman.workspace.layout import ExperimentLayout, RunPaths
@@ -189,7 +189,10 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
     else:
         planned_names = {t.name for t in trials}
         gone = [r for r in runs if r.trial not in planned_names]
-        gone_trials = [replace(t, in_plan=False) for t in _trials_from_runs(gone)]
+        gone_trials = [
+            replace(t, in_plan=False, settings=_recorded_settings(layout, t.name))
+            for t in _trials_from_runs(gone)
+        ]
         trials.extend(_with_sampled(gone_trials, journal.sampled))
     return ExperimentRecord(
         name=journal.name or root.name,
@@ -281,6 +284,23 @@ def _put(node: Any, parts: list[str], value: Any) -> Any:
     copy = dict(node) if isinstance(node, Mapping) else {}
     copy[parts[0]] = _put(copy.get(parts[0]), parts[1:], value)
     return copy
+
+
+def _recorded_settings(layout: ExperimentLayout, trial: str) -> Mapping[str, Any]:
+    """The settings a trial's own trial.yaml recorded (a trial no longer in the plan)."""
+    try:
+        f = open_plain_file(layout.trial_config_file(trial))
+    except (OSError, WorkspaceError):  # unreadable, or not a plain file: nothing recorded
+        return {}
+    if f is None:
+        return {}
+    with f:
+        try:
+            doc = yaml.load(f.read(), Loader=_LOADER)
+        except (OSError, yaml.YAMLError):
+            return {}
+    settings = doc.get("settings") if isinstance(doc, Mapping) else None
+    return settings if isinstance(settings, Mapping) else {}
 
 
 def _trials_from_runs(runs: list[RunRecord]) -> list[TrialRecord]:
