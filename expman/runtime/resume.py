@@ -40,19 +40,24 @@ def finish_staged(journal: JournalState) -> None:
     Call it under the experiment's lock, before anything removes temporary files.
     """
     root = journal.root
+    if root is None:
+        return
+    folders = _Listing()
     for run in journal.runs.values():
         for checkpoint in run.checkpoints.values():
-            staged = checkpoint.staged
-            if staged is None or root is None:
-                continue
-            if first_link(staged, root) is None and first_link(checkpoint.path, root) is None:
-                if staged.exists():
-                    replace_into_place(staged, checkpoint.path)
+            staged = checkpoint.staged_at
+            if staged is None or not folders.holds(staged):
+                continue  # one listing per folder, not a stat per record
+            staged_path, path = Path(staged), checkpoint.path
+            if first_link(staged_path, root) is None and first_link(path, root) is None:
+                if staged_path.exists():
+                    replace_into_place(staged_path, path)
 
 
 def resume_point(record: JournaledRun) -> ResumePoint:
     """Where ``record``'s run continues: its newest checkpoint on disk, older ones behind it."""
-    found = [c for c in reversed(record.checkpoints.values()) if _on_disk(c)]
+    folders = _Listing()
+    found = [c for c in reversed(record.checkpoints.values()) if folders.holds(c.where)]
     points = [_point(c, record.attempts) for c in found]
     if not points:
         return ResumePoint(checkpoint=None, epoch=0, attempts=record.attempts)
@@ -67,8 +72,27 @@ def resume_point(record: JournaledRun) -> ResumePoint:
     )
 
 
-def _on_disk(checkpoint: JournaledCheckpoint) -> bool:
-    return checkpoint.path.exists() and not checkpoint.path.is_symlink()
+class _Listing:
+    """Whether a path names something on disk that is not a link, one listing per folder.
+
+    A run checkpointed every epoch has a journal record per epoch and a file or two
+    left on disk (retention): listing its folder once beats a stat per record.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str]] = {}
+
+    def holds(self, where: str) -> bool:
+        folder, name = os.path.split(where)
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder) as entries:
+                    names = frozenset(e.name for e in entries if not e.is_symlink())
+            except OSError:  # no such folder, or not a folder: nothing of it is there
+                names = frozenset()
+            self._names[folder] = names
+        return name in names
 
 
 def _point(checkpoint: JournaledCheckpoint, attempts: int) -> ResumePoint:
