@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-w", "--workspace")
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     _add_multirun_options(validate)
-    from expman.results.commands import add_results_commands
+    from expman.results.arguments import add_results_commands
 
     add_results_commands(commands)
     return parser

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from expman.formatting import counts_text, error_line, fmt, fmt_duration
+from expman.results.arguments import PLOTTED_TRIALS
 from expman.results.loaded import Results
 from expman.results.plots import comparison_png, curves_png, pyplot
 from expman.results.reading import ExperimentRecord
@@ -29,9 +30,6 @@ from expman.workspace.safepaths import inside
 
 #: At most this many metrics get a learning-curve plot.
 MAX_CURVES = 6
-
-#: How many of the best trials the plots show unless told (``--top``).
-PLOTTED_TRIALS = 20
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
