@@ -31,7 +31,7 @@ from expman.testing import capture_events
 from expman.workspace.journal import encode, read_journal
 
 from .conftest import run_cli, write_yaml
-from .test_resume import start_cli
+from .test_resume import count, start_cli, wait_for
 
 Make = Callable[..., Path]
 
@@ -297,19 +297,6 @@ def overlapped(workspace: Path) -> int:
     return most
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-def count(workspace: Path, kind: str) -> int:
-    path = workspace / "exp" / "logs" / "events.jsonl"
-    return sum(1 for e in read_lines(path) if e["type"] == kind) if path.exists() else 0
-
-
 Sequence_ = list[tuple[str, str, int, dict[str, Any]]]
 
 
@@ -396,7 +383,8 @@ def test_kill_9_at_random_moments_then_resume_samples_the_same_sequence(
     for target in sorted(rng.sample(range(2, 38), 3)):
         proc = start_cli(root, workspace, "-j", "4")
         wait_for(
-            lambda t=target, p=proc: count(workspace, "TrialSampled") >= t or p.poll() is not None
+            lambda t=target, p=proc: count(workspace, "TrialSampled") >= t or p.poll() is not None,
+            timeout=60,
         )
         time.sleep(rng.random() * 0.03)
         proc.kill()

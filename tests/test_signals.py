@@ -519,14 +519,20 @@ def test_ctrl_c_ends_a_pipeline_that_blocks_the_loop(
     assert_done_exactly_once(workspace, 1)
 
 
-@pytest.mark.parametrize("kind", ["Forker", "ForkAwaits", "SyncForker"])
-@pytest.mark.parametrize("executor", ["local", "process"])
+# In a worker process only the sync pipeline: an async one runs the same worker code.
+@pytest.mark.parametrize(
+    ("kind", "executor"),
+    [
+        ("Forker", "local"),
+        ("ForkAwaits", "local"),
+        ("SyncForker", "local"),
+        ("SyncForker", "process"),
+    ],
+)
 def test_a_forked_child_never_runs_expman(
     make_experiment: Callable[..., Path], workspace: Path, kind: str, executor: str
 ) -> None:
     """A pipeline's fork child that returns from run ends there; each run completes once."""
-    if executor == "process" and kind != "SyncForker":
-        pytest.skip("the sync pipeline covers the worker; an async one runs the same code")
     root = hostile(
         make_experiment,
         {"type": f"hostile:{kind}"},
