@@ -220,11 +220,40 @@ class StopRequested(Event):
 
     ``trial``/``repeat`` select what stops for scopes ``run`` and ``trial``.
     ``source`` names who asked (a callback's name, ``"signal"``, ``"user"``).
+    ``pruned``: a pruner's decision (scope run or trial); the runs it reaches end
+    ``pruned``, not ``stopped``.
     """
 
     scope: StopScope = "run"
     reason: str = ""
     source: str = ""
+    pruned: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneDecision(Event):
+    """A pruner judged a run at a rung (or step): continue, or prune its trial (or run).
+
+    ``trial``/``repeat`` name the run whose ``EpochEnd`` was judged: the one with
+    ``epoch == epochs - 1``.  ``reported`` is that run's value of the metric; ``value``
+    the competitor's (the mean over the trial's repeats that reached the rung, with
+    ``unit: trial``); ``cutoff`` what it was compared with (None: nothing to compare
+    yet), over ``compared`` competitors.  ``action`` is ``continue`` or ``prune``;
+    ``reason`` the sentence a prune gives.  Journaled, a prune durably before it acts;
+    resume folds these records back into the pruner and replays them unchanged.
+    """
+
+    rule: str
+    epoch: int
+    epochs: int
+    rung: int | None = None
+    reported: float | None = None
+    value: float | None = None
+    cutoff: float | None = None
+    compared: int = 0
+    action: Literal["continue", "prune"] = "continue"
+    reason: str = ""
+    unit: Literal["trial", "run"] = "trial"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,8 @@ stopped    a decision about the run (early stopping,    skipped     yes
            a stop of the run or its trial)
 failed     the pipeline or a callback raised            runs again  no
 cancelled  an interruption (experiment stop, Ctrl-C)    runs again  no
+pruned     a pruner stopped its trial against the       skipped     no (ranked
+           other trials (``pruning:``)                              after)
 =========  ===========================================  ==========  ==========
 
 Adding a status is one change here: every reader asks the enum's properties, never
@@ -27,6 +29,7 @@ class RunStatus(StrEnum):
     STOPPED = "stopped"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"
 
     @property
     def is_finished(self) -> bool:
@@ -36,7 +39,7 @@ class RunStatus(StrEnum):
     @property
     def counts_as_result(self) -> bool:
         """Its metrics count in summaries and comparisons (best trial, mean ± std)."""
-        return self in _FINISHED
+        return self in _RESULTS
 
     @property
     def is_failure(self) -> bool:
@@ -49,7 +52,8 @@ class RunStatus(StrEnum):
         return "error" if self is RunStatus.FAILED else "info"
 
 
-_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.STOPPED})
+_RESULTS = frozenset({RunStatus.COMPLETED, RunStatus.STOPPED})
+_FINISHED = _RESULTS | {RunStatus.PRUNED}
 
 
 def run_status(value: str | None) -> RunStatus | None:

@@ -947,7 +947,7 @@ SEARCH: list[Mistake] = [
         "search mode sideways",
         search(mode="sideways"),
         "experiment.yaml",
-        "search.mode: expected min or max, got a string 'sideways'",
+        "search.mode: expected min, max or auto, got a string 'sideways'",
     ),
     Mistake(
         "search mode not told by the metric's name",

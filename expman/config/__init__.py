@@ -13,6 +13,7 @@ from expman.config.expansion import DEFAULT_EXPANDERS, Expander
 from expman.config.loading import YamlDocument, load_yaml
 from expman.config.merging import deep_merge, insert_value, multiply
 from expman.config.plan import load_plan
+from expman.config.pruning import PruningSpec
 from expman.config.resolution import config_hash, run_seed
 from expman.config.schema import ExecutionSettings, name_problem
 from expman.config.search import SearchSpec
@@ -25,6 +26,7 @@ __all__ = [
     "ExecutionSettings",
     "Expander",
     "ExperimentPlan",
+    "PruningSpec",
     "RunSpec",
     "SearchSpec",
     "TrialEntry",

@@ -104,4 +104,5 @@ def load_plan(
         subscribers=config.subscribers,
         written_id=config.written_id,
         search=search,
+        pruning=config.pruning,
     )

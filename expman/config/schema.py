@@ -11,14 +11,24 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from expman.config.loading import join_key
+from expman.direction import infer_mode
 from expman.errors import ConfigError
 
 EXECUTORS = ("local", "async", "thread", "process", "ray")
 
-EXPERIMENT_KEYS = {"name", "id", "desc", "settings", "execution", "subscribers", "search"}
+EXPERIMENT_KEYS = {
+    "name",
+    "id",
+    "desc",
+    "settings",
+    "execution",
+    "subscribers",
+    "search",
+    "pruning",
+}
 BASE_KEYS = {"settings"}
 TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources", "sweep"}
 ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}
@@ -171,6 +181,22 @@ def check_bool(doc: ErrorSite, key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise doc.error(key, f"expected true or false, got {type_name(value)} {shown(value)}")
     return value
+
+
+def check_mode(doc: ErrorSite, key: str, raw: object, metric: str) -> Literal["min", "max"]:
+    """``min``/``max`` as written, or from ``metric``'s name for ``auto``."""
+    if raw == "auto":
+        inferred = infer_mode(metric)
+        if inferred is None:
+            raise doc.error(
+                key,
+                f"cannot tell from the name {metric!r} whether lower or higher is better;"
+                " expected mode: min or mode: max",
+            )
+        return inferred
+    if raw not in ("min", "max"):
+        raise doc.error(key, f"expected min, max or auto, got {type_name(raw)} {shown(raw)}")
+    return "min" if raw == "min" else "max"
 
 
 def check_execution(doc: ErrorSite, key: str, value: object) -> dict[str, Any]:

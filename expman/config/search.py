@@ -42,12 +42,12 @@ from expman.config.schema import (
     ErrorSite,
     check_int,
     check_keys,
+    check_mode,
     check_number,
     expect_mapping,
     shown,
     type_name,
 )
-from expman.direction import infer_mode
 
 #: The samplers a search may name, and the modules each needs besides expman's own.
 SAMPLERS: Mapping[str, tuple[str, ...]] = {
@@ -126,7 +126,7 @@ def parse_search(site: ErrorSite, raw: object, *, max_concurrency: int | None) -
             join_key(key, "metric"),
             f"expected the name of a metric, got {type_name(metric)} {shown(metric)}",
         )
-    mode = _mode(site, join_key(key, "mode"), block.get("mode", "auto"), metric)
+    mode = check_mode(site, join_key(key, "mode"), block.get("mode", "auto"), metric)
     trials = check_int(site, join_key(key, "trials"), block["trials"], minimum=1)
     lag = block.get("lag")
     lag = (
@@ -246,21 +246,6 @@ def _check_options(
     except Exception as exc:  # whatever Optuna says about a value is the user's mistake
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise site.error(key, f"Optuna's {cls.__name__} refused the options: {reason}") from None
-
-
-def _mode(site: ErrorSite, key: str, raw: object, metric: str) -> str:
-    if raw == "auto":
-        inferred = infer_mode(metric)
-        if inferred is None:
-            raise site.error(
-                key,
-                f"cannot tell from the name {metric!r} whether lower or higher is better;"
-                " expected mode: min or mode: max",
-            )
-        return inferred
-    if raw not in ("min", "max"):
-        raise site.error(key, f"expected min or max, got {type_name(raw)} {shown(raw)}")
-    return str(raw)
 
 
 def _space(site: ErrorSite, key: str, raw: object) -> dict[str, Distribution]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from expman.config.entries import EntrySource
 from expman.config.loading import YamlDocument, join_key
+from expman.config.pruning import PruningSpec
 from expman.config.schema import ExecutionSettings
 from expman.config.search import SearchSpec
 from expman.errors import ConfigError
@@ -171,6 +172,8 @@ class ExperimentPlan:
     written_id: str | int | None = None
     #: experiment.yaml's ``search:`` block; its trials are placeholders until sampled.
     search: SearchSpec | None = None
+    #: experiment.yaml's ``pruning:`` block: the pruner that judges the trials' epochs.
+    pruning: PruningSpec | None = None
 
     @property
     def yaml_id(self) -> str | int:
@@ -201,6 +204,7 @@ class ExperimentPlan:
             "runs": len(self.runs),
             "subscribers": [dict(entry.config) for entry in self.subscribers],
             **({"search": self.search.describe()} if self.search is not None else {}),
+            **({"pruning": self.pruning.describe()} if self.pruning is not None else {}),
         }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from expman.config.entries import EntrySource, TrialEntry, check_entry
 from expman.config.loading import YamlDocument, join_key
+from expman.config.pruning import PruningSpec, parse_pruning
 from expman.config.schema import (
     BASE_KEYS,
     ENV_KEYS,
@@ -66,6 +67,8 @@ class ValidatedConfig:
     #: experiment.yaml's ``search:`` block, a mapping not yet parsed (its default
     #: ``lag`` waits for the caller's execution changes); None without one.
     search: Mapping[str, Any] | None = None
+    #: experiment.yaml's ``pruning:`` block; None without one.
+    pruning: PruningSpec | None = None
 
 
 def validate_config(sources: ConfigSources) -> ValidatedConfig:
@@ -106,6 +109,7 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         search=expect_mapping(experiment, "search", exp["search"], allow_null=False)
         if "search" in exp
         else None,
+        pruning=parse_pruning(experiment, exp["pruning"]) if "pruning" in exp else None,
     )
 
 
