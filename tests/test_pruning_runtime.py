@@ -410,3 +410,25 @@ def test_validate_shows_the_resolved_pruning_block(make_experiment: Make) -> Non
     assert described["type"] == "median" and described["mode"] == "min"
     assert described["n_startup_trials"] == 5 and described["determinism"] == "sequential"
     assert json.loads(json.dumps(described)) == described
+
+
+async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """search + asha: sampled trials judged at rungs; a pruned one is told pruned, in order."""
+    root = make_sweep(make_experiment, trials=1, concurrency=3)
+    text = (root / "experiment.yaml").read_text()
+    text += (
+        "search:\n  sampler: {type: random, seed: 1}\n  metric: val_loss\n  trials: 10\n"
+        "  lag: 3\n  space:\n    c: {randint: [0, 12]}\n"
+    )
+    (root / "experiment.yaml").write_text(text)
+    async with capture_events() as events:
+        result = await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+    assert result.status == "completed"
+    pruned = {e.trial for e in events.of_type(PruneDecision) if e.action == "prune"}
+    assert pruned
+    started = [e.trial for e in events.of_type(RunStarted)]
+    assert started == sorted(started)  # plan order, placeholders sampled in turn
+    runs = statuses(workspace)
+    assert {runs[(t, 0)] for t in pruned} == {"pruned"}
