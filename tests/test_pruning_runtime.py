@@ -27,7 +27,7 @@ Make = Callable[..., Path]
 #: ``jitter`` is set (drawn from the run's seed, so the order of arrivals varies
 #: with concurrency but the values never do).
 CURVES = textwrap.dedent(
-    '''
+    """
     import json
     import random
     import time
@@ -86,7 +86,7 @@ CURVES = textwrap.dedent(
             await self.publish(CheckpointDue(
                 experiment=event.experiment, trial=event.trial, repeat=event.repeat,
                 path=f"checkpoint-{event.epoch}", epoch=event.epoch))
-    '''
+    """
 )
 
 ASHA = {
@@ -168,7 +168,9 @@ async def test_asha_prunes_losers_journals_each_decision_before_it_acts(
     """Judged at rungs 1 and 3 (max 9): losers end pruned, their decision durable first."""
     root = make_sweep(make_experiment, concurrency=1)
     async with capture_events() as events:
-        result = await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
     assert result.status == "completed"
     judged = [e for e in events.of_type(PruneDecision)]
     assert {e.epochs for e in judged} == {1, 3}  # rungs 1 * 3**k below max_epochs 9
@@ -181,14 +183,16 @@ async def test_asha_prunes_losers_journals_each_decision_before_it_acts(
     # The reason names the rule, the rung, the epochs, the value and the cutoff.
     first = pruned[0]
     assert first.reason.startswith("asha: rung ")
-    assert f"({first.epochs} epoch" in first.reason and "cutoff" in first.reason
+    assert f"({first.epochs} epoch" in first.reason
+    assert "cutoff" in first.reason
     # A prune is in the journal before the stop it causes (write-ahead).
     lines = journal(workspace)
     for decision in pruned:
         at = next(
             i
             for i, e in enumerate(lines)
-            if e["type"] == "PruneDecision" and e["trial"] == decision.trial
+            if e["type"] == "PruneDecision"
+            and e["trial"] == decision.trial
             and e["action"] == "prune"
         )
         stop = next(
@@ -220,7 +224,9 @@ async def test_a_pruned_trials_running_repeats_stop_and_unstarted_ones_never_sta
     for key, status in runs.items():
         if key[0] in pruned_trials:
             assert status == "pruned", key
-    finished = {(e["trial"], e["repeat"]): e for e in journal(workspace) if e["type"] == "RunFinished"}
+    finished = {
+        (e["trial"], e["repeat"]): e for e in journal(workspace) if e["type"] == "RunFinished"
+    }
     for key in never:
         assert finished[key]["reason"].startswith("not started: asha: ")
 
@@ -234,9 +240,9 @@ async def test_unit_run_prunes_single_runs(make_experiment: Make, workspace: Pat
     assert pruned
     runs = statuses(workspace)
     assert {runs[key] for key in pruned} == {"pruned"}
-    assert any(
-        runs[(trial, k)] != "pruned" for trial, _ in pruned for k in range(3)
-    ), "every repeat of a pruned run's trial was pruned: unit run acted like unit trial"
+    assert any(runs[(trial, k)] != "pruned" for trial, _ in pruned for k in range(3)), (
+        "every repeat of a pruned run's trial was pruned: unit run acted like unit trial"
+    )
 
 
 # -- determinism ---------------------------------------------------------------------------
@@ -293,10 +299,13 @@ async def test_arrival_mode_judges_against_whatever_arrived(
     """arrival: no waiting, every judgement journaled; the first judged has nothing to compare."""
     root = make_sweep(make_experiment, pruning={**ASHA, "determinism": "arrival"}, concurrency=6)
     async with capture_events() as events:
-        result = await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
     assert result.status == "completed"
     judged = events.of_type(PruneDecision)
-    assert judged[0].cutoff is None and judged[0].compared == 0
+    assert judged[0].cutoff is None
+    assert judged[0].compared == 0
     assert len(decisions(workspace)) == len(judged)
 
 
@@ -330,8 +339,10 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
         try:
             target = before + moments.randint(3, 25)
             wait_for(
-                lambda: proc.poll() is not None
-                or ((workspace / "exp").exists() and len(journal(workspace)) >= target),
+                lambda: (
+                    proc.poll() is not None
+                    or ((workspace / "exp").exists() and len(journal(workspace)) >= target)
+                ),
                 timeout=60,
             )
         finally:
@@ -346,7 +357,9 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
     assert set(statuses(workspace).values()) <= {"completed", "pruned"}
 
 
-def test_resume_keeps_pruned_runs_and_replays_decisions(make_experiment: Make, tmp_path: Path) -> None:
+def test_resume_keeps_pruned_runs_and_replays_decisions(
+    make_experiment: Make, tmp_path: Path
+) -> None:
     """A finished sweep resumed: nothing runs again, no judgement is taken twice."""
     workspace = tmp_path / "ws"
     root = make_sweep(make_experiment)
@@ -364,7 +377,9 @@ def test_a_changed_pruning_block_is_a_config_change(make_experiment: Make, tmp_p
     root = make_sweep(make_experiment, epochs=3)
     assert run_cli("run", str(root), "-w", str(workspace), "--quiet").returncode == 0
     lines = (workspace / "exp" / "logs" / "events.jsonl").read_bytes()
-    text = (root / "experiment.yaml").read_text().replace("reduction_factor: 3", "reduction_factor: 2")
+    text = (
+        (root / "experiment.yaml").read_text().replace("reduction_factor: 3", "reduction_factor: 2")
+    )
     (root / "experiment.yaml").write_text(text)
     refused = run_cli("run", str(root), "-w", str(workspace))
     assert refused.returncode == 2
@@ -379,13 +394,22 @@ def test_a_changed_pruning_block_is_a_config_change(make_experiment: Make, tmp_p
     ("block", "message"),
     [
         ({**ASHA, "reduction_factor": 1}, "pruning.reduction_factor: expected a number >= 2"),
-        ({**ASHA, "grace_period": 10}, "pruning.grace_period: grace_period 10 is above max_epochs 9"),
+        (
+            {**ASHA, "grace_period": 10},
+            "pruning.grace_period: grace_period 10 is above max_epochs 9",
+        ),
         ({**ASHA, "type": "sha"}, "pruning.type: expected a pruner type, one of asha, hyperband"),
         ({**ASHA, "mode": "lowest"}, "pruning.mode: expected min, max or auto"),
         ({**ASHA, "metric": "wobble"}, "pruning.mode: cannot tell from the name 'wobble'"),
-        ({**ASHA, "determinism": "fast"}, "pruning.determinism: expected one of sequential, arrival"),
+        (
+            {**ASHA, "determinism": "fast"},
+            "pruning.determinism: expected one of sequential, arrival",
+        ),
         ({**ASHA, "brackets": 2}, "pruning.brackets: asha has one bracket"),
-        ({"type": "median", "metric": "val_loss", "grace_period": 2}, "pruning.grace_period: unknown key"),
+        (
+            {"type": "median", "metric": "val_loss", "grace_period": 2},
+            "pruning.grace_period: unknown key",
+        ),
         ({"type": "percentile", "metric": "val_loss"}, "missing key 'percentile'"),
         ({"type": "threshold", "metric": "val_loss"}, "threshold needs lower, upper or both"),
         ({"type": "hyperband", "metric": "val_loss"}, "hyperband needs max_epochs"),
@@ -407,8 +431,8 @@ def test_validate_shows_the_resolved_pruning_block(make_experiment: Make) -> Non
     plan = expman.load_plan(root)
     assert plan.pruning is not None
     described = plan.describe()["pruning"]
-    assert described["type"] == "median" and described["mode"] == "min"
-    assert described["n_startup_trials"] == 5 and described["determinism"] == "sequential"
+    assert (described["type"], described["mode"]) == ("median", "min")
+    assert (described["n_startup_trials"], described["determinism"]) == (5, "sequential")
     assert json.loads(json.dumps(described)) == described
 
 
@@ -424,7 +448,9 @@ async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
     )
     (root / "experiment.yaml").write_text(text)
     async with capture_events() as events:
-        result = await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
     assert result.status == "completed"
     pruned = {e.trial for e in events.of_type(PruneDecision) if e.action == "prune"}
     assert pruned
