@@ -338,13 +338,12 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
         proc = start_cli(root, workspace, "--quiet")
         try:
             target = before + moments.randint(3, 25)
-            wait_for(
-                lambda: (
-                    proc.poll() is not None
-                    or ((workspace / "exp").exists() and len(journal(workspace)) >= target)
-                ),
-                timeout=60,
-            )
+
+            def due(proc: Any = proc, target: int = target) -> bool:
+                exists = (workspace / "exp").exists()
+                return proc.poll() is not None or (exists and len(journal(workspace)) >= target)
+
+            wait_for(due, timeout=60)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)

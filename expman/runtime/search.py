@@ -99,8 +99,9 @@ def told(
     ``failed`` when a run failed, or a run that completed has no finite number for
     ``metric``; ``pruned`` when a pruner stopped the trial, or a run was stopped or
     cancelled before it reported the metric (and none failed); else ``complete`` with
-    the mean over the runs (whatever order they are given in).  A run stopped early (EarlyStopping) that reported the
-    metric counts with its last value: that is its result.
+    the mean over the runs (whatever order they are given in).  A run stopped early
+    (EarlyStopping) that reported the metric counts with its last value: that is its
+    result.
     """
     statuses: list[RunStatus | None] = []
     found: list[float] = []
