@@ -28,6 +28,7 @@ counts, which no resume could repeat.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
@@ -75,6 +76,7 @@ def rung_at(spec: PruningSpec, bracket: int, epochs: int) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def bracket_budgets(spec: PruningSpec) -> tuple[int, ...]:
     """How many of every ``sum(budgets)`` competitors each bracket gets (Optuna's budgets)."""
     n = spec.brackets
@@ -85,6 +87,7 @@ def bracket_budgets(spec: PruningSpec) -> tuple[int, ...]:
     return tuple(budgets)
 
 
+@functools.lru_cache(maxsize=8192)
 def bracket_of(spec: PruningSpec, seed: int, competitor: str) -> int:
     """The bracket ``competitor`` competes in: from SHA-256 of ``"<seed>/<competitor>"``
     (never ``hash()``, never a shared RNG), weighted by :func:`bracket_budgets`."""
