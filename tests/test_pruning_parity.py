@@ -148,9 +148,11 @@ class OptunaOracle(Oracle):
         direction = "minimize" if spec.mode == "min" else "maximize"
         self.study = optuna.create_study(direction=direction, pruner=pruner)
         self.trials: dict[str, Any] = {}
+        self.names: list[str] = []  # by trial number
 
     def report(self, name: str, epochs: int, value: float) -> bool:
         if name not in self.trials:
+            self.names.append(name)  # before ask: a sampler may read the bracket
             self.trials[name] = self.study.ask()
         trial = self.trials[name]
         trial.report(value, epochs)
@@ -233,17 +235,17 @@ def _rung_spec(rng: random.Random, kind: str, rule: str, mode: str) -> PruningSp
     return spec
 
 
-def _streams(salt: str) -> Iterator[tuple[random.Random, int, str]]:
-    for i in range(STREAMS):
+def _streams(salt: str, count: int = STREAMS) -> Iterator[tuple[random.Random, int, str]]:
+    for i in range(count):
         rng = random.Random(f"{salt}/{i}")
         yield rng, rng.getrandbits(32), rng.choice(["min", "max"])
 
 
-def _check_tally(tally: Tally) -> None:
+def _check_tally(tally: Tally, streams: int = STREAMS) -> None:
     """The streams exercised both decisions, many times (a parity that never prunes proves
     nothing)."""
-    assert tally.prunes > STREAMS // 2, tally
-    assert tally.judged - tally.prunes > STREAMS, tally
+    assert tally.prunes > streams // 2, tally
+    assert tally.judged - tally.prunes > streams, tally
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy: an all-NaN rung
@@ -279,6 +281,39 @@ def test_rule_optuna_decides_as_successive_halving_pruner() -> None:
             tally,
         )
     _check_tally(tally)
+
+
+def test_hyperband_rule_optuna_decides_as_optunas_hyperband_pruner() -> None:
+    """hyperband, rule optuna: as HyperbandPruner with its trials placed in our brackets.
+
+    Optuna picks a bracket by CRC-32 of the study name and trial number, and its bracket
+    count from max_resource; both are set to ours so that what is compared is the
+    per-bracket successive halving on the bracket's trials only.
+    """
+    tally = Tally()
+    # 300 streams: Optuna's bracket studies make each report several times dearer.
+    for rng, seed, mode in _streams("optuna-hyperband", 300):
+        spec = _rung_spec(rng, "hyperband", "optuna", mode)
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=spec.grace_period,
+            max_resource=spec.max_epochs or UNBOUNDED,
+            reduction_factor=int(spec.reduction_factor),
+        )
+        pruner._n_brackets = spec.brackets
+        oracle = OptunaOracle(spec, pruner)
+        pruner._get_bracket_id = (  # type: ignore[method-assign]
+            lambda study, trial, spec=spec, seed=seed, names=oracle.names: bracket_of(
+                spec, seed, names[trial.number]
+            )
+        )
+        replay(
+            make_stream(seed, spec.max_epochs or 13, mode),
+            make_rule(spec, seed=seed),
+            oracle,
+            spec,
+            tally,
+        )
+    _check_tally(tally, 300)
 
 
 def _step_spec(rng: random.Random, kind: str, mode: str) -> PruningSpec:

@@ -172,7 +172,8 @@ class RungRule:
                 counted_over,
                 self._worse(bracket, rung, epochs, value, cutoff, counted_over),
             )
-        return Verdict("continue", rung, value, cutoff, counted_over, "within the cutoff")
+        phrase = "NaN is never below the cutoff" if math.isnan(value) else "within the cutoff"
+        return Verdict("continue", rung, value, cutoff, counted_over, phrase)
 
     def _optuna(
         self, bracket: int, rung: int, epochs: int, value: float, rivals: list[float]
