@@ -17,7 +17,8 @@ Two rules decide at a rung, each exactly as its library does:
   ``min_early_stopping_rate`` the bracket, ``bootstrap_count`` 0): a NaN is pruned;
   otherwise the competing values are the others' non-NaN values at the rung plus the
   own one, and the competitor is promoted if it is within the best
-  ``len(competing) // rf`` of them (at least the best one).
+  ``len(competing) // rf`` of them (at least the best one).  Optuna takes only a
+  whole ``reduction_factor``; a fractional one keeps the best ``floor(len / rf)``.
 
 A competitor's bracket is a function of ``(seed, competitor)`` by SHA-256, weighted
 as Optuna's ``HyperbandPruner`` budgets its brackets: bracket ``b`` of ``n`` gets
