@@ -17,7 +17,8 @@ Two rules decide at a rung, each exactly as its library does:
   ``min_early_stopping_rate`` the bracket, ``bootstrap_count`` 0): a NaN is pruned;
   otherwise the competing values are the others' non-NaN values at the rung plus the
   own one, and the competitor is promoted if it is within the best
-  ``len(competing) // rf`` of them (at least the best one).
+  ``len(competing) // rf`` of them (at least the best one).  Optuna takes only a
+  whole ``reduction_factor``; a fractional one keeps the best ``floor(len / rf)``.
 
 A competitor's bracket is a function of ``(seed, competitor)`` by SHA-256, weighted
 as Optuna's ``HyperbandPruner`` budgets its brackets: bracket ``b`` of ``n`` gets
@@ -28,6 +29,7 @@ counts, which no resume could repeat.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
@@ -75,6 +77,7 @@ def rung_at(spec: PruningSpec, bracket: int, epochs: int) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def bracket_budgets(spec: PruningSpec) -> tuple[int, ...]:
     """How many of every ``sum(budgets)`` competitors each bracket gets (Optuna's budgets)."""
     n = spec.brackets
@@ -85,6 +88,7 @@ def bracket_budgets(spec: PruningSpec) -> tuple[int, ...]:
     return tuple(budgets)
 
 
+@functools.lru_cache(maxsize=8192)
 def bracket_of(spec: PruningSpec, seed: int, competitor: str) -> int:
     """The bracket ``competitor`` competes in: from SHA-256 of ``"<seed>/<competitor>"``
     (never ``hash()``, never a shared RNG), weighted by :func:`bracket_budgets`."""
@@ -169,7 +173,8 @@ class RungRule:
                 counted_over,
                 self._worse(bracket, rung, epochs, value, cutoff, counted_over),
             )
-        return Verdict("continue", rung, value, cutoff, counted_over, "within the cutoff")
+        phrase = "NaN is never below the cutoff" if math.isnan(value) else "within the cutoff"
+        return Verdict("continue", rung, value, cutoff, counted_over, phrase)
 
     def _optuna(
         self, bracket: int, rung: int, epochs: int, value: float, rivals: list[float]
