@@ -12,7 +12,7 @@ An :class:`ExperimentRecord` holds a :class:`TrialRecord` per trial (from
 
 A run's status is its last ``RunFinished`` status (a
 :class:`~expman.status.RunStatus`: ``completed``, ``stopped``, ``failed``,
-``cancelled``).  A run that started but has no ``RunFinished`` after its
+``cancelled``, ``pruned``).  A run that started but has no ``RunFinished`` after its
 last ``RunStarted`` is ``running`` while the experiment is live and ``interrupted``
 otherwise; a planned run that never started is ``waiting`` while the experiment is
 live and ``not started`` otherwise.  Whether the experiment is live is decided by
@@ -31,8 +31,10 @@ from typing import Any, Literal
 import yaml
 
 from expman.errors import WorkspaceError
+from expman.formatting import pruned_reason
 from expman.jsonlines import open_plain_file, read_lines
 from expman.results.liveness import Owner, lock_owner, owner_alive
+from expman.status import RunStatus, run_status
 from expman.workspace.journal import JournaledRun, JournalState, read_journal
 from expman.workspace.layout import ExperimentLayout, RunPaths
 
@@ -136,6 +138,15 @@ class ExperimentRecord:
     @property
     def counts(self) -> dict[str, int]:
         return dict(collections.Counter(run.status for run in self.runs))
+
+    @property
+    def pruned_trials(self) -> dict[str, str]:
+        """The trials a pruner stopped (one of their runs is ``pruned``) -> its reason."""
+        out: dict[str, str] = {}
+        for run in self.runs:
+            if run_status(run.status) is RunStatus.PRUNED and not out.get(run.trial):
+                out[run.trial] = pruned_reason(run.reason or "")
+        return out
 
 
 def is_experiment_dir(path: Path) -> bool:
