@@ -12,6 +12,7 @@ from expman.events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
+    PruneDecision,
     RunFinished,
     RunRetrying,
     RunStarted,
@@ -62,6 +63,8 @@ class ProgressState:
     started: float | None = None
     finished: float | None = None
     status: str | None = None
+    #: What the pruners pruned, in order: a trial (or ``trial/run_k``) -> the reason.
+    pruned: dict[str, str] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event into the state."""
@@ -91,6 +94,8 @@ class ProgressState:
             self.counts[event.status] = self.counts.get(event.status, 0) + 1
         elif isinstance(event, RunRetrying) and self.counts.get("failed"):
             self.counts["failed"] -= 1
+        elif isinstance(event, PruneDecision) and event.action == "prune":
+            self.pruned.setdefault(pruned_label(event), event.reason)
 
     @property
     def done(self) -> int:
@@ -113,6 +118,13 @@ class ProgressState:
         if todo <= 0 or progress <= 0 or self.started is None:
             return None
         return max(0.0, self.elapsed * (todo - progress) / progress)
+
+
+def pruned_label(event: PruneDecision) -> str:
+    """What a prune decision stops: its trial, or with ``unit: run`` the one run."""
+    if event.unit == "run" and event.repeat is not None:
+        return f"{event.trial}/run_{event.repeat}"
+    return str(event.trial)
 
 
 def epochs_of(settings: Mapping[str, Any]) -> int | None:
