@@ -18,6 +18,7 @@ from expman.events import (
 )
 from expman.formatting import error_line, fmt, fmt_metrics, printable, printable_json
 from expman.jsonlines import dumps
+from expman.status import RunStatus
 from expman.subscribers.display.base import Display
 from expman.subscribers.display.state import pruned_label
 from expman.subscribers.display.summary import plain_summary
@@ -68,7 +69,7 @@ class LineDisplay(Display):
             return f"{label}: started (seed {event.seed}{attempt}{start})"
         if isinstance(event, RunFinished):
             progress = f"[{state.done}/{state.total}] "
-            if event.status == "failed":
+            if RunStatus(event.status).is_failure:
                 return progress + failure_line(event, self.run_log(event))
             note = f" ({event.reason})" if event.reason else ""
             metrics = fmt_metrics(event.metrics)

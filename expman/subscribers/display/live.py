@@ -105,7 +105,7 @@ class LiveDisplay(Display):
                     self._root = Path(event.path)
                 elif isinstance(event, ExperimentFinished):
                     stop = True
-                elif isinstance(event, RunFinished) and event.status == "failed":
+                elif isinstance(event, RunFinished) and RunStatus(event.status).is_failure:
                     log = self._run_log(event)
                     printed.append(Text(printable(failure_line(event, log)), style="bold red"))
                 elif isinstance(event, PruneDecision) and event.action == "prune":

@@ -17,6 +17,7 @@ from expman.events import (
     RunRetrying,
     RunStarted,
 )
+from expman.status import RunStatus
 
 #: Keys of a trial's settings that may say how many epochs its runs have.
 EPOCH_KEYS = ("epochs", "max_epochs", "pipeline.epochs", "pipeline.max_epochs")
@@ -92,8 +93,8 @@ class ProgressState:
         elif isinstance(event, RunFinished):
             self.active.pop((event.trial, event.repeat), None)  # type: ignore[arg-type]
             self.counts[event.status] = self.counts.get(event.status, 0) + 1
-        elif isinstance(event, RunRetrying) and self.counts.get("failed"):
-            self.counts["failed"] -= 1
+        elif isinstance(event, RunRetrying) and self.counts.get(RunStatus.FAILED):
+            self.counts[RunStatus.FAILED] -= 1
         elif isinstance(event, PruneDecision) and event.action == "prune":
             self.pruned.setdefault(pruned_label(event), event.reason)
 
