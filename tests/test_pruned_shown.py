@@ -191,6 +191,32 @@ def test_pruned_trials_rank_after_every_complete_trial_and_are_never_best(
     assert (rows["a"]["pruned"], rows["a"]["epochs"], rows["a"]["reason"]) == (False, 6, None)
 
 
+def test_a_pruned_trials_json_row_carries_the_journaled_decision(
+    pruned_run: tuple[Path, str],
+) -> None:
+    """The journal's decision to prune b, as written; a's continue decisions are no prune."""
+    path, _ = pruned_run
+    rows = {
+        r["trial"]: r for r in json.loads(cli("results", str(path), "--format", "json"))["trials"]
+    }
+    assert rows["b"]["decision"] == {
+        "rule": "asha",
+        "unit": "trial",
+        "repeat": 0,
+        "rung": 1,
+        "epoch": 1,
+        "epochs": 2,
+        "reported": 0.05,
+        "value": 0.05,
+        "cutoff": 0.001,
+        "compared": 2,
+        "reason": REASON_B,
+    }
+    assert rows["d"]["decision"]["epochs"] == 4
+    assert rows["a"]["decision"] is None
+    assert rows["c"]["decision"] is None
+
+
 def test_the_results_table_marks_pruned_trials(pruned_run: tuple[Path, str]) -> None:
     path, _ = pruned_run
     out = cli("results", str(path))

@@ -134,10 +134,19 @@ class ExperimentRecord:
     problems: tuple[str, ...] = ()
     #: An adaptive search's (metric, mode): what results rank by unless told otherwise.
     objective: tuple[str, str] | None = None
+    #: The pruners' decisions (``PruneDecision`` records of the journal), in file order.
+    decisions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
         return dict(collections.Counter(run.status for run in self.runs))
+
+    def prune_of(self, trial: str) -> Mapping[str, Any] | None:
+        """The journal's last decision to prune ``trial`` (or one of its runs), if any."""
+        for decision in reversed(self.decisions):
+            if decision.get("trial") == trial and decision.get("action") == "prune":
+                return dict(decision)
+        return None
 
     @property
     def pruned_trials(self) -> dict[str, str]:
@@ -218,6 +227,7 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         finished=journal.finished_at,
         problems=tuple(journal.problems),
         objective=objective,
+        decisions=tuple(journal.decisions),
     )
 
 

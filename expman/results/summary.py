@@ -8,11 +8,11 @@ standard deviation (n - 1); it is ``None`` for a single value.
 
 **Pruned trials.**  A trial with a ``pruned`` run was cut short by a pruner: its
 value is not a result.  Its row is marked (``pruned``, the furthest ``epochs`` any
-of its runs trained, the pruner's ``reason``) and ``stats`` holds the value each
-of its finished runs reached when it ended (the last value of a pruned run), so a
-reader can see how far it got; it is ranked after every trial that was not pruned
-and has a value (the furthest-trained first, then by that value) and is never the
-best.
+of its runs trained, the pruner's ``reason``, the journal's ``decision`` to prune
+it) and ``stats`` holds the value each of its finished runs reached when it ended
+(the last value of a pruned run), so a reader can see how far it got; it is ranked
+after every trial that was not pruned and has a value (the furthest-trained first,
+then by that value) and is never the best.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class TrialSummary:
     epochs: int = 0
     #: Why it was pruned (the pruner's reason), when it was.
     reason: str | None = None
+    #: The journal's decision to prune it (rule, rung, epoch, epochs, value, cutoff,
+    #: compared, ...), when the journal has one.
+    decision: Mapping[str, Any] | None = None
 
     @property
     def best(self) -> bool:
@@ -239,7 +242,10 @@ def summarize(
         counts: dict[str, int] = {}
         for r in runs:
             counts[r.status] = counts.get(r.status, 0) + 1
+        decision = view.prune_of(trial.name) if pruned else None
         reason = next((pruned_reason(r.reason) for r in pruned if r.reason), None)
+        if reason is None and decision is not None:
+            reason = str(decision.get("reason") or "") or None
         rows.append(
             _Row(
                 trial,
@@ -250,6 +256,7 @@ def summarize(
                 bool(pruned),
                 max((r.epochs for r in runs), default=0),
                 reason,
+                decision,
             )
         )
     sign = 1.0 if mode == "min" else -1.0
@@ -276,6 +283,7 @@ def summarize(
             pruned=row.pruned,
             epochs=row.epochs,
             reason=row.reason,
+            decision=row.decision,
         )
         for i, row in enumerate(rows)
     ]
@@ -293,6 +301,7 @@ class _Row:
     pruned: bool
     epochs: int
     reason: str | None
+    decision: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)

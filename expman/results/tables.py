@@ -199,6 +199,7 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
             "pruned": row.pruned,
             "epochs": row.epochs,
             "reason": row.reason,
+            "decision": _decision(row.decision),
             "in_plan": row.in_plan,
             "settings": dict(row.settings),
             "runs": row.runs,
@@ -217,6 +218,17 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+#: What a trial's row in JSON keeps of the journal's decision to prune it.
+DECISION_KEYS: tuple[str, ...] = ("rule", "unit", "repeat", "rung", "epoch", "epochs")
+DECISION_KEYS += ("reported", "value", "cutoff", "compared", "reason")
+
+
+def _decision(decision: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    return {key: decision.get(key) for key in DECISION_KEYS}
 
 
 def results_json(
