@@ -393,3 +393,17 @@ def test_stop_text_gives_the_experiments_stop_not_a_pruners_reason(tmp_path: Pat
     found = digest(result)
     assert (found.pruned, found.pruned_trials) == ((("a", REASON_B),), 1)
     assert f"    a: {REASON_B}\n" in plain_summary(result)
+
+
+def test_a_resume_keeps_pruned_runs_and_says_so(tmp_path: Path) -> None:
+    """Run again: the pruned runs are skipped as done, and still listed as pruned trials."""
+    root = write_experiment(tmp_path / "configs", {"a": 1.0, "b": 0.1}, at={"b": 1})
+    args = ("run", str(root), "-w", str(tmp_path / "ws"), "-j", "1")
+    assert run_cli(*args).returncode == 0
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    out = again.stdout + again.stderr
+    assert "b/run_0 (pruned)" in out  # the resume note's list of skipped runs
+    assert "started" not in out.split("experiment prune: completed")[0].split("->", 1)[1]
+    assert "  b/run_1: pruned (done before)" in out
+    assert f"    b: {REASON_B}" in out
