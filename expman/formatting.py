@@ -29,6 +29,7 @@ __all__ = [
     "is_number",
     "printable",
     "printable_json",
+    "pruned_reason",
     "status_text",
 ]
 
@@ -48,6 +49,7 @@ STATUS_STYLE: dict[str, str] = {
     RunStatus.STOPPED: "yellow",
     RunStatus.FAILED: "bold red",
     RunStatus.CANCELLED: "magenta",
+    RunStatus.PRUNED: "blue",
     "interrupted": "magenta",
     "running": "cyan",
     "waiting": "dim",
@@ -90,6 +92,11 @@ def fmt_metrics(metrics: Mapping[str, Any], limit: int = 4, first: str | None = 
 
 def status_text(status: str) -> Text:
     return Text(printable(status), style=STATUS_STYLE.get(status, ""))
+
+
+def pruned_reason(reason: str) -> str:
+    """A pruning reason without the ``not started:`` of a repeat settled before it ran."""
+    return reason.removeprefix("not started: ")
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from expman.results.summary import History, Reduce, TrialCurve, TrialSummary
@@ -85,8 +85,18 @@ def history_values(hist: History) -> list[float]:
     return [value for points in hist.runs.values() for _, value in points]
 
 
-def curves_png(plt: Any, hist: History, trials: Sequence[str], note: str = "") -> str:
-    """Mean ± std of a metric per epoch, one line and band per trial of ``trials``."""
+def curves_png(
+    plt: Any,
+    hist: History,
+    trials: Sequence[str],
+    note: str = "",
+    pruned: Collection[str] = (),
+) -> str:
+    """Mean ± std of a metric per epoch, one line and band per trial of ``trials``.
+
+    The trials in ``pruned`` are drawn dashed and labelled ``(pruned)``: a pruner cut
+    them short, so their line ends where they stopped.
+    """
     fig, ax = plt.subplots(figsize=(8, 4.2))
     values = history_values(hist)
     bounds = band_bounds(values)
@@ -102,7 +112,10 @@ def curves_png(plt: Any, hist: History, trials: Sequence[str], note: str = "") -
         low, high = band(curve, bounds)
         ax.fill_between(curve.epochs, low, high, color=color, alpha=0.2, linewidth=0)
         n = max(curve.n)
-        ax.plot(curve.epochs, curve.mean, color=color, label=f"{name} (n={n})", linewidth=1.8)
+        cut = name in pruned
+        label = f"{name} (n={n}{', pruned' if cut else ''})"
+        style = "--" if cut else "-"
+        ax.plot(curve.epochs, curve.mean, style, color=color, label=label, linewidth=1.8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if log:
         ax.set_yscale("log")

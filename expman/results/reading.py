@@ -12,7 +12,7 @@ An :class:`ExperimentRecord` holds a :class:`TrialRecord` per trial (from
 
 A run's status is its last ``RunFinished`` status (a
 :class:`~expman.status.RunStatus`: ``completed``, ``stopped``, ``failed``,
-``cancelled``).  A run that started but has no ``RunFinished`` after its
+``cancelled``, ``pruned``).  A run that started but has no ``RunFinished`` after its
 last ``RunStarted`` is ``running`` while the experiment is live and ``interrupted``
 otherwise; a planned run that never started is ``waiting`` while the experiment is
 live and ``not started`` otherwise.  Whether the experiment is live is decided by
@@ -31,8 +31,10 @@ from typing import Any, Literal
 import yaml
 
 from expman.errors import WorkspaceError
+from expman.formatting import pruned_reason
 from expman.jsonlines import open_plain_file, read_lines
 from expman.results.liveness import Owner, lock_owner, owner_alive
+from expman.status import RunStatus, run_status
 from expman.workspace.journal import JournaledRun, JournalState, read_journal
 from expman.workspace.layout import ExperimentLayout, RunPaths
 
@@ -132,10 +134,28 @@ class ExperimentRecord:
     problems: tuple[str, ...] = ()
     #: An adaptive search's (metric, mode): what results rank by unless told otherwise.
     objective: tuple[str, str] | None = None
+    #: The pruners' decisions (``PruneDecision`` records of the journal), in file order.
+    decisions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
         return dict(collections.Counter(run.status for run in self.runs))
+
+    def prune_of(self, trial: str) -> Mapping[str, Any] | None:
+        """The journal's last decision to prune ``trial`` (or one of its runs), if any."""
+        for decision in reversed(self.decisions):
+            if decision.get("trial") == trial and decision.get("action") == "prune":
+                return dict(decision)
+        return None
+
+    @property
+    def pruned_trials(self) -> dict[str, str]:
+        """The trials a pruner stopped (one of their runs is ``pruned``) -> its reason."""
+        out: dict[str, str] = {}
+        for run in self.runs:
+            if run_status(run.status) is RunStatus.PRUNED and not out.get(run.trial):
+                out[run.trial] = pruned_reason(run.reason or "")
+        return out
 
 
 def is_experiment_dir(path: Path) -> bool:
@@ -207,6 +227,7 @@ def read_experiment(path: str | Path) -> ExperimentRecord:
         finished=journal.finished_at,
         problems=tuple(journal.problems),
         objective=objective,
+        decisions=tuple(journal.decisions),
     )
 
 

@@ -23,7 +23,7 @@ from expman.results.loaded import Results
 from expman.results.plots import comparison_png, curves_png, pyplot
 from expman.results.reading import ExperimentRecord
 from expman.results.summary import Mode, Reduce, Stats, TrialSummary
-from expman.results.tables import fmt_stats
+from expman.results.tables import fmt_stats, pruned_note
 from expman.status import RunStatus, run_status
 from expman.workspace.atomic import atomic_write
 from expman.workspace.safepaths import inside
@@ -45,6 +45,7 @@ th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: ta
 tr.best td { background: #eaf7ea; font-weight: 600; }
 .completed { color: #1a7f37; } .failed { color: #c62828; font-weight: 600; }
 .stopped { color: #b26a00; } .cancelled, .interrupted { color: #8e24aa; }
+.pruned { color: #1565c0; } tr.pruned td { color: #546e7a; }
 .plots img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
 code, pre { font-family: Menlo, Consolas, monospace; font-size: 0.9em; }
 pre { background: #fafafa; padding: 0.5em; overflow-x: auto; }
@@ -102,6 +103,7 @@ def render(
         f"<h1>{esc(view.name)}</h1>",
         f'<p class="meta">{esc(str(view.path))}<br>state: <b>{esc(view.state)}</b>'
         f" &middot; runs: {esc(counts_text(view.counts))}"
+        f" &middot; trials: {esc(_trial_counts(rows))}"
         f" &middot; ranked by <b>{esc(metric)}</b> ({esc(mode)} is better,"
         f" {esc(reduce)} value of each run)"
         f" &middot; generated {esc(generated)}</p>",
@@ -110,7 +112,7 @@ def render(
         *_plots(plt, results, rows, metric, metrics, reduce, top),
         "<h2>Settings that differ between trials</h2>",
         _settings_table(results),
-        "<h2>Failed, stopped and unfinished runs</h2>",
+        "<h2>Failed, stopped, pruned and unfinished runs</h2>",
         _troubled_table(view),
         "<h2>All runs</h2>",
         _runs_table(view, metrics),
@@ -124,12 +126,17 @@ def _results_table(rows: Sequence[TrialSummary], metric: str, metrics: Sequence[
     esc = html.escape
     settings_keys = list(rows[0].settings) if rows else []
     others = [m for m in metrics if m != metric]
-    header = ["", "#", "trial", *settings_keys, "n", f"{metric} mean ± std", "min", "max"]
-    header += [f"{m} mean ± std" for m in others]
+    pruned = any(row.pruned for row in rows)
+    header = ["", "#", "trial", *(["pruned"] if pruned else []), *settings_keys, "n"]
+    header += [f"{metric} mean ± std", "min", "max", *(f"{m} mean ± std" for m in others)]
     empty = Stats.of([])
     table_rows = []
     for row in rows:
         cells = ["&#9733;" if row.best else "", esc(str(row.rank)), esc(row.trial)]
+        if pruned:
+            note = esc(pruned_note(row))
+            title = f' title="{esc(row.reason)}"' if row.reason else ""
+            cells.append(f'<td class="pruned"{title}>{note}</td>' if note else "")
         cells += [esc(fmt(row.settings.get(k))) for k in settings_keys]
         cells += [
             _num(f"{row.n}/{row.runs}"),
@@ -139,7 +146,16 @@ def _results_table(rows: Sequence[TrialSummary], metric: str, metrics: Sequence[
         ]
         cells += [_num(fmt_stats(row.metrics.get(m, empty))) for m in others]
         table_rows.append(cells)
-    return _table(header, table_rows, ["best" if r.best else "" for r in rows])
+    classes = ["best" if r.best else "pruned" if r.pruned else "" for r in rows]
+    return _table(header, table_rows, classes)
+
+
+def _trial_counts(rows: Sequence[TrialSummary]) -> str:
+    """``3 complete, 1 pruned``: the trials by their status."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return counts_text(counts)
 
 
 def _plots(
@@ -152,7 +168,8 @@ def _plots(
     top: int,
 ) -> list[str]:
     """The comparison chart and the learning curves, of the ``top`` best trials."""
-    valued = [r for r in rows if r.stats.mean is not None]
+    # A pruned trial's value is where it stopped: not compared, but its curve is drawn.
+    valued = [r for r in rows if r.stats.mean is not None and not r.pruned]
     shown = valued[:top]
     note = f" (the {len(shown)} best of {len(valued)} trials)" if len(valued) > len(shown) else ""
     parts = ['<h2>Comparison</h2><div class="plots">']
@@ -160,6 +177,13 @@ def _plots(
         parts.append(_img(comparison_png(plt, shown, reduce, note), f"{metric} per trial"))
     else:
         parts.append("<p>No completed run has reported this metric yet.</p>")
+    pruned = [r for r in rows if r.pruned]
+    if pruned:
+        parts.append(
+            f"<p>{len(pruned)} pruned trial{'s are' if len(pruned) > 1 else ' is'} left out of"
+            " the comparison (a pruned value is where the trial stopped, not a result);"
+            " their learning curves are drawn dashed, marked (pruned).</p>"
+        )
     if note:
         parts.append(
             f"<p>The plots show the {len(shown)} best trials by {html.escape(metric)}"
@@ -168,11 +192,15 @@ def _plots(
     parts.append('</div><h2>Learning curves</h2><div class="plots">')
     # Without a ranked value yet (nothing finished), the first trials in plan order.
     trials = [r.trial for r in shown] or [t.name for t in results.trials][:top]
+    room = max(0, top - len(trials))
+    trials += [r.trial for r in pruned if r.trial not in trials][:room]
+    marked = {r.trial for r in pruned}
     drawn = 0
     for name in [metric, *(m for m in metrics if m != metric)][:MAX_CURVES]:
         hist = results.history(name)
         if any(t in hist.trials for t in trials):
-            parts.append(_img(curves_png(plt, hist, trials, note), f"{name} learning curves"))
+            image = curves_png(plt, hist, trials, note, pruned=marked)
+            parts.append(_img(image, f"{name} learning curves"))
             drawn += 1
     if not drawn:
         parts.append("<p>No run has reported epoch metrics yet.</p>")

@@ -2,9 +2,17 @@
 
 A run's value of a metric is its final value (``reduce="last"``: the metric in the
 run's final metrics, else its last epoch's) or its best epoch (``reduce="best"``).
-Only runs that ``completed`` or were ``stopped`` on purpose count; failed, cancelled,
-interrupted and running runs do not.  ``std`` is the sample standard deviation
-(n - 1); it is ``None`` for a single value.
+Only runs whose status counts as a result (``completed``, ``stopped`` on purpose)
+count; failed, cancelled, interrupted and running runs do not.  ``std`` is the sample
+standard deviation (n - 1); it is ``None`` for a single value.
+
+**Pruned trials.**  A trial with a ``pruned`` run was cut short by a pruner: its
+value is not a result.  Its row is marked (``pruned``, the furthest ``epochs`` any
+of its runs trained, the pruner's ``reason``, the journal's ``decision`` to prune
+it) and ``stats`` holds the value each of its finished runs reached when it ended
+(the last value of a pruned run), so a reader can see how far it got; it is ranked
+after every trial that was not pruned and has a value (the furthest-trained first,
+then by that value) and is never the best.
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ from typing import Any, Literal
 
 from expman.direction import infer_mode, preferred_metric
 from expman.errors import ResultsError
-from expman.formatting import is_number
+from expman.formatting import is_number, pruned_reason
 from expman.results.reading import Curve, ExperimentRecord, RunRecord, TrialRecord
-from expman.status import run_status
+from expman.status import RunStatus, run_status
 
 Mode = Literal["min", "max"]
 Reduce = Literal["last", "best"]
@@ -71,10 +79,27 @@ class TrialSummary:
     counts: Mapping[str, int] = field(default_factory=dict)
     #: False for a trial whose runs the journal holds but the plan no longer does.
     in_plan: bool = True
+    #: A pruner stopped it (one of its runs is ``pruned``): ranked after, never the best.
+    pruned: bool = False
+    #: The most epochs any of its runs got through.
+    epochs: int = 0
+    #: Why it was pruned (the pruner's reason), when it was.
+    reason: str | None = None
+    #: The journal's decision to prune it (rule, rung, epoch, epochs, value, cutoff,
+    #: compared, ...), when the journal has one.
+    decision: Mapping[str, Any] | None = None
 
     @property
     def best(self) -> bool:
-        return self.rank == 1 and self.stats.n > 0
+        return self.rank == 1 and self.stats.n > 0 and not self.pruned
+
+    @property
+    def status(self) -> str:
+        """``pruned``; ``complete`` when every run is a result; else ``partial``."""
+        if self.pruned:
+            return "pruned"
+        complete = self.runs > 0 and all(_counts(status) for status in self.counts)
+        return "complete" if complete else "partial"
 
     @property
     def mean(self) -> float | None:
@@ -198,7 +223,13 @@ def summarize(
     rows = []
     for trial in view.trials:
         runs = by_trial.get(trial.name, [])
-        counted = [r for r in runs if _counts(r.status)]
+        pruned = [r for r in runs if run_status(r.status) is RunStatus.PRUNED]
+        # A pruned trial shows where its runs got to; no value of it is a result.
+        counted = (
+            [r for r in runs if _reached(r.status)]
+            if pruned
+            else [r for r in runs if _counts(r.status)]
+        )
         per_metric = {}
         for name in names:
             name_mode = mode if name == metric else (infer_mode(name) or mode)
@@ -211,24 +242,66 @@ def summarize(
         counts: dict[str, int] = {}
         for r in runs:
             counts[r.status] = counts.get(r.status, 0) + 1
-        rows.append((trial, per_metric.get(metric, Stats.of([])), per_metric, len(runs), counts))
+        decision = view.prune_of(trial.name) if pruned else None
+        reason = next((pruned_reason(r.reason) for r in pruned if r.reason), None)
+        if reason is None and decision is not None:
+            reason = str(decision.get("reason") or "") or None
+        rows.append(
+            _Row(
+                trial,
+                per_metric.get(metric, Stats.of([])),
+                per_metric,
+                len(runs),
+                counts,
+                bool(pruned),
+                max((r.epochs for r in runs), default=0),
+                reason,
+                decision,
+            )
+        )
     sign = 1.0 if mode == "min" else -1.0
-    rows.sort(key=lambda row: (row[1].mean is None, sign * (row[1].mean or 0.0)))
+
+    def order(row: _Row) -> tuple[bool, bool, int, float]:
+        # Valued trials first; among them the pruned after the others, the
+        # furthest-trained first (a pruner let it through more rungs).
+        mean = row.stats.mean
+        return (mean is None, row.pruned, -row.epochs if row.pruned else 0, sign * (mean or 0.0))
+
+    rows.sort(key=order)
     return [
         TrialSummary(
-            trial=trial.name,
+            trial=row.trial.name,
             rank=i + 1,
             metric=metric,
             mode=mode,
-            stats=stats,
-            settings=settings.get(trial.name, {}),
-            metrics=per_metric,
-            runs=n_runs,
-            counts=counts,
-            in_plan=trial.in_plan,
+            stats=row.stats,
+            settings=settings.get(row.trial.name, {}),
+            metrics=row.metrics,
+            runs=row.runs,
+            counts=row.counts,
+            in_plan=row.trial.in_plan,
+            pruned=row.pruned,
+            epochs=row.epochs,
+            reason=row.reason,
+            decision=row.decision,
         )
-        for i, (trial, stats, per_metric, n_runs, counts) in enumerate(rows)
+        for i, row in enumerate(rows)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A trial's aggregates before ranking."""
+
+    trial: TrialRecord
+    stats: Stats
+    metrics: dict[str, Stats]
+    runs: int
+    counts: dict[str, int]
+    pruned: bool
+    epochs: int
+    reason: str | None
+    decision: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,3 +362,9 @@ def _counts(status: str | None) -> bool:
     """Whether a run with this (recorded) status is a result."""
     known = run_status(status)
     return known is not None and known.counts_as_result
+
+
+def _reached(status: str | None) -> bool:
+    """Whether a run with this status ended where it got to (a result, or pruned there)."""
+    known = run_status(status)
+    return known is not None and known.is_finished

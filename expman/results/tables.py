@@ -31,6 +31,7 @@ from expman.results.summary import (
     differing_settings,
     run_value,
 )
+from expman.status import RunStatus, run_status
 from expman.tablefit import MIN_WRAP, Column, Sheet
 
 
@@ -48,7 +49,9 @@ def fmt_stats(stats: Stats) -> str:
 def experiment_heading(view: ExperimentRecord) -> Text:
     heading = Text(printable(f"experiment {view.name}: "))
     heading.append(printable(view.state), style=STATUS_STYLE.get(view.state, ""))
-    heading.append(f" ({counts_text(view.counts)})")
+    pruned = len(view.pruned_trials)
+    of_trials = f"; {pruned} trial{'s' if pruned > 1 else ''} pruned" if pruned else ""
+    heading.append(f" ({counts_text(view.counts)}{of_trials})")
     if view.status:
         heading.append(printable(f", last session {view.status}"))
     return heading
@@ -141,6 +144,7 @@ def results_table(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> Sheet
             Column("", ["*" if row.best else "" for row in rows], place="first"),
             Column("#", [str(row.rank) for row in rows], justify="right", place="first"),
             Column("trial", [_trial_cell(row) for row in rows], place="key"),
+            *_pruned_column(rows),
             *(Column(key, [fmt(row.settings.get(key)) for row in rows]) for key in setting_keys),
             Column("n", [f"{row.n}/{row.runs}" for row in rows], justify="right", priority=1),
             Column(
@@ -169,6 +173,21 @@ def _trial_cell(row: TrialSummary) -> str:
     return row.trial if row.in_plan else f"{row.trial} (not in the plan)"
 
 
+def pruned_note(row: TrialSummary) -> str:
+    """How far a pruned trial got, for its row: ``pruned after 2 epochs``."""
+    if not row.pruned:
+        return ""
+    return f"pruned after {row.epochs} epoch{'' if row.epochs == 1 else 's'}"
+
+
+def _pruned_column(rows: Sequence[TrialSummary]) -> list[Column]:
+    """Marks the pruned trials (their value is where they stopped, not a result)."""
+    if not any(row.pruned for row in rows):
+        return []
+    cells = [Text(pruned_note(row), style=STATUS_STYLE[RunStatus.PRUNED]) for row in rows]
+    return [Column("pruned", cells, place="first")]
+
+
 def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
     """The rows as plain dicts (for JSON)."""
     return [
@@ -176,6 +195,11 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
             "rank": row.rank,
             "best": row.best,
             "trial": row.trial,
+            "status": row.status,
+            "pruned": row.pruned,
+            "epochs": row.epochs,
+            "reason": row.reason,
+            "decision": _decision(row.decision),
             "in_plan": row.in_plan,
             "settings": dict(row.settings),
             "runs": row.runs,
@@ -194,6 +218,17 @@ def results_records(rows: Sequence[TrialSummary]) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+#: What a trial's row in JSON keeps of the journal's decision to prune it.
+DECISION_KEYS: tuple[str, ...] = ("rule", "unit", "repeat", "rung", "epoch", "epochs")
+DECISION_KEYS += ("reported", "value", "cutoff", "compared", "reason")
+
+
+def _decision(decision: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    return {key: decision.get(key) for key in DECISION_KEYS}
 
 
 def results_json(
@@ -215,12 +250,12 @@ def results_csv(rows: Sequence[TrialSummary], metrics: Sequence[str]) -> str:
     setting_keys = list(rows[0].settings) if rows else []
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["rank", "best", "trial", *setting_keys, "runs", "n"]
+    header = ["rank", "best", "trial", "status", "epochs", *setting_keys, "runs", "n"]
     for name in metrics:
         header += [f"{name}_mean", f"{name}_std", f"{name}_min", f"{name}_max"]
     writer.writerow([_cell(name) for name in header])
     for row in rows:
-        line: list[Any] = [row.rank, row.best, _cell(row.trial)]
+        line: list[Any] = [row.rank, row.best, _cell(row.trial), row.status, row.epochs]
         line += [_cell(row.settings.get(k)) for k in setting_keys]
         line += [row.runs, row.n]
         for name in metrics:
@@ -240,13 +275,23 @@ def _cell(value: Any) -> Any:
 def ranked_runs(
     view: ExperimentRecord, metric: str, mode: Mode, reduce: Reduce
 ) -> list[tuple[RunRecord, float | None]]:
-    """Every run with its value of ``metric``, best first (runs without a value last)."""
+    """Every run with its value of ``metric``, best first (runs without a value last).
+
+    A pruned run's value is where it stopped, not a result: the pruned runs come after
+    the other runs with a value.
+    """
     valued = [
         (run, run_value(run, view.curves.get((run.trial, run.repeat)), metric, reduce, mode))
         for run in view.runs
     ]
     sign = 1.0 if mode == "min" else -1.0
-    valued.sort(key=lambda rv: (rv[1] is None, sign * (rv[1] or 0.0)))
+    valued.sort(
+        key=lambda rv: (
+            rv[1] is None,
+            run_status(rv[0].status) is RunStatus.PRUNED,
+            sign * (rv[1] or 0.0),
+        )
+    )
     return valued
 
 

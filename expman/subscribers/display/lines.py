@@ -9,6 +9,7 @@ from typing import IO, Any
 from expman.events import (
     Event,
     ExperimentStarted,
+    PruneDecision,
     RunFinished,
     RunRetrying,
     RunStalled,
@@ -17,7 +18,9 @@ from expman.events import (
 )
 from expman.formatting import error_line, fmt, fmt_metrics, printable, printable_json
 from expman.jsonlines import dumps
+from expman.status import RunStatus
 from expman.subscribers.display.base import Display
+from expman.subscribers.display.state import pruned_label
 from expman.subscribers.display.summary import plain_summary
 from expman.workspace.layout import ExperimentLayout
 
@@ -25,6 +28,13 @@ from expman.workspace.layout import ExperimentLayout
 def plural(n: int, word: str) -> str:
     """``1 run``, ``2 runs``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def prune_line(event: PruneDecision) -> str | None:
+    """``pruned <trial>: <reason>`` for a decision to prune (None for ``continue``)."""
+    if event.action != "prune":
+        return None
+    return f"pruned {pruned_label(event)}: {event.reason or event.rule}"
 
 
 def failure_line(event: RunFinished, log: Path | None) -> str:
@@ -59,7 +69,7 @@ class LineDisplay(Display):
             return f"{label}: started (seed {event.seed}{attempt}{start})"
         if isinstance(event, RunFinished):
             progress = f"[{state.done}/{state.total}] "
-            if event.status == "failed":
+            if RunStatus(event.status).is_failure:
                 return progress + failure_line(event, self.run_log(event))
             note = f" ({event.reason})" if event.reason else ""
             metrics = fmt_metrics(event.metrics)
@@ -69,6 +79,8 @@ class LineDisplay(Display):
             )
         if isinstance(event, RunRetrying):
             return f"{label}: retrying (attempt {event.attempt})"
+        if isinstance(event, PruneDecision):
+            return prune_line(event)
         if isinstance(event, RunStalled):
             return f"{label}: stalled, no epoch for {fmt(event.seconds)}s"
         return None

@@ -23,7 +23,14 @@ from rich.table import Table
 from rich.text import Text
 
 from expman.direction import preferred_metric
-from expman.events import Event, ExperimentFinished, ExperimentStarted, RunFinished, RunRetrying
+from expman.events import (
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    PruneDecision,
+    RunFinished,
+    RunRetrying,
+)
 from expman.formatting import (
     STATUS_STYLE,
     counts_text,
@@ -34,7 +41,7 @@ from expman.formatting import (
 )
 from expman.status import RunStatus
 from expman.subscribers.display.base import Display
-from expman.subscribers.display.lines import failure_line
+from expman.subscribers.display.lines import failure_line, prune_line
 from expman.subscribers.display.summary import (
     best_heading,
     best_sheet,
@@ -42,6 +49,8 @@ from expman.subscribers.display.summary import (
     failures_sheet,
     lists_every_run,
     more_text,
+    pruned_lines,
+    pruned_trials,
     runs_sheet,
     stop_text,
 )
@@ -56,6 +65,16 @@ BAR_WIDTH = 40
 
 #: An active run's metrics are shown only when at least this much room is left.
 MIN_METRICS_WIDTH = 10
+
+
+#: At most this many pruned trials are named in the counts line.
+PRUNED_NAMED = 3
+
+
+def pruned_names(pruned: Sequence[str]) -> str:
+    """``pruned: b, d (+4 more)``: what the pruner stopped, the first few named."""
+    more = len(pruned) - PRUNED_NAMED
+    return f"pruned: {', '.join(pruned[:PRUNED_NAMED])}" + (f" (+{more} more)" if more > 0 else "")
 
 
 class LiveDisplay(Display):
@@ -86,9 +105,13 @@ class LiveDisplay(Display):
                     self._root = Path(event.path)
                 elif isinstance(event, ExperimentFinished):
                     stop = True
-                elif isinstance(event, RunFinished) and event.status == "failed":
+                elif isinstance(event, RunFinished) and RunStatus(event.status).is_failure:
                     log = self._run_log(event)
                     printed.append(Text(printable(failure_line(event, log)), style="bold red"))
+                elif isinstance(event, PruneDecision) and event.action == "prune":
+                    line = prune_line(event) or ""
+                    style = STATUS_STYLE[RunStatus.PRUNED]
+                    printed.append(Text(printable(line), style=style))
                 elif isinstance(event, RunRetrying):
                     printed.append(
                         Text(
@@ -134,6 +157,7 @@ class LiveDisplay(Display):
             s = self.state
             name, total, done, waiting = s.name, s.total, s.done, s.waiting
             counts = dict(s.counts)
+            pruned = list(s.pruned)
             elapsed, eta = s.elapsed, s.eta()
             active = [
                 (r.label, r.epoch, r.max_epochs, dict(r.metrics), r.attempt, r.started)
@@ -158,6 +182,10 @@ class LiveDisplay(Display):
             tally.append("  ")
         tally.append(f"running {len(active)}", style=STATUS_STYLE["running"])
         tally.append(f"  waiting {waiting}", style=STATUS_STYLE["waiting"])
+        if pruned:
+            tally.append(
+                printable(f"  {pruned_names(pruned)}"), style=STATUS_STYLE[RunStatus.PRUNED]
+            )
         yield head
         yield tally
         yield self._active_runs(active[:MAX_ACTIVE_LINES], width)
@@ -199,8 +227,12 @@ class LiveDisplay(Display):
         heading.append(f" ({counts_text(result.counts)}) in {fmt_duration(result.duration)}")
         console = self.console
         console.print(heading)
+        pruned_style = STATUS_STYLE[RunStatus.PRUNED]
         if lists_every_run(result):
             print_table(console, runs_sheet(result.runs))
+            pruned = pruned_trials(result.runs)
+            for line in pruned_lines(tuple(pruned.items()), len(pruned)):
+                console.print(Text(printable(line), style=pruned_style), soft_wrap=True)
         else:
             found = digest(result)
             why = stop_text(result)
@@ -212,6 +244,8 @@ class LiveDisplay(Display):
             if found.failed:
                 console.print(Text(f"failed runs ({found.failed}):", style="bold red"))
                 print_table(console, failures_sheet(found.failures))
+            for line in pruned_lines(found.pruned, found.pruned_trials):
+                console.print(Text(printable(line), style=pruned_style), soft_wrap=True)
             for line in more_text(result, found):
                 console.print(Text(printable(line)), highlight=False, soft_wrap=True)
         console.print(Text(printable(f"workspace: {result.path}")), highlight=False)

@@ -12,10 +12,12 @@ from expman.events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
+    PruneDecision,
     RunFinished,
     RunRetrying,
     RunStarted,
 )
+from expman.status import RunStatus
 
 #: Keys of a trial's settings that may say how many epochs its runs have.
 EPOCH_KEYS = ("epochs", "max_epochs", "pipeline.epochs", "pipeline.max_epochs")
@@ -62,6 +64,8 @@ class ProgressState:
     started: float | None = None
     finished: float | None = None
     status: str | None = None
+    #: What the pruners pruned, in order: a trial (or ``trial/run_k``) -> the reason.
+    pruned: dict[str, str] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event into the state."""
@@ -89,8 +93,10 @@ class ProgressState:
         elif isinstance(event, RunFinished):
             self.active.pop((event.trial, event.repeat), None)  # type: ignore[arg-type]
             self.counts[event.status] = self.counts.get(event.status, 0) + 1
-        elif isinstance(event, RunRetrying) and self.counts.get("failed"):
-            self.counts["failed"] -= 1
+        elif isinstance(event, RunRetrying) and self.counts.get(RunStatus.FAILED):
+            self.counts[RunStatus.FAILED] -= 1
+        elif isinstance(event, PruneDecision) and event.action == "prune":
+            self.pruned.setdefault(pruned_label(event), event.reason)
 
     @property
     def done(self) -> int:
@@ -113,6 +119,13 @@ class ProgressState:
         if todo <= 0 or progress <= 0 or self.started is None:
             return None
         return max(0.0, self.elapsed * (todo - progress) / progress)
+
+
+def pruned_label(event: PruneDecision) -> str:
+    """What a prune decision stops: its trial, or with ``unit: run`` the one run."""
+    if event.unit == "run" and event.repeat is not None:
+        return f"{event.trial}/run_{event.repeat}"
+    return str(event.trial)
 
 
 def epochs_of(settings: Mapping[str, Any]) -> int | None:

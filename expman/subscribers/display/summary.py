@@ -10,9 +10,13 @@ be a screenful per hundred runs, so it shows instead:
   value being the mean over its completed and stopped runs, as in ``expman results``;
 * the failed runs with their error's line (the first :data:`FAILURES`, then how many
   more);
+* the pruned trials with the pruner's reason (the first :data:`FAILURES`, then how
+  many more): a trial with a ``pruned`` run is never among the best, whatever value
+  it had when it stopped;
 * the command that lists everything (``expman status`` / ``expman results``).
 
-Skipped runs (done in an earlier session) count like the others.  With no metric
+A small experiment's list of every run ends with the pruned trials too.  Skipped
+runs (done in an earlier session) count like the others.  With no metric
 whose direction the name tells, no trial is ranked and the summary says so.
 """
 
@@ -34,6 +38,7 @@ from expman.formatting import (
     fmt_metrics,
     is_number,
     printable,
+    pruned_reason,
     status_text,
 )
 from expman.run.records import RunOutcome
@@ -91,6 +96,9 @@ class Digest:
     trials: int  # trials with a value of the metric
     failures: tuple[RunOutcome, ...]
     failed: int  # all failed runs (failures holds the first FAILURES)
+    #: The pruned trials (the first FAILURES) as (trial, the pruner's reason).
+    pruned: tuple[tuple[str, str], ...] = ()
+    pruned_trials: int = 0  # all pruned trials
 
 
 def lists_every_run(result: EndedExperiment) -> bool:
@@ -111,17 +119,28 @@ def ranked_metric(runs: Sequence[RunOutcome]) -> tuple[str | None, Mode | None]:
     return (metric, mode) if mode is not None else (None, None)
 
 
+def pruned_trials(runs: Sequence[RunOutcome]) -> dict[str, str]:
+    """The trials with a ``pruned`` run, in plan order -> the pruner's reason."""
+    out: dict[str, str] = {}
+    for run in runs:
+        if run.status is RunStatus.PRUNED and not out.get(run.trial):
+            out[run.trial] = pruned_reason(run.reason or "")
+    return out
+
+
 def digest(result: EndedExperiment) -> Digest:
-    """The best trials and the failures of ``result``."""
+    """The best trials, the failures and the pruned trials of ``result``."""
     runs = result.runs
     metric, mode = ranked_metric(runs)
+    pruned = pruned_trials(runs)
     values: dict[str, list[float]] = {}
     totals: dict[str, int] = {}
     for run in runs:
         totals[run.trial] = totals.get(run.trial, 0) + 1
         status = run_status(run.status)
         value = run.metrics.get(metric) if metric is not None else None
-        if status is not None and status.counts_as_result and is_number(value):
+        counted = status is not None and status.counts_as_result and run.trial not in pruned
+        if counted and is_number(value):
             if math.isfinite(value):
                 values.setdefault(run.trial, []).append(float(value))
     sign = 1.0 if mode == "min" else -1.0
@@ -134,7 +153,16 @@ def digest(result: EndedExperiment) -> Digest:
         for i, (mean, name, n) in enumerate(means[:BEST])
     )
     failed = [run for run in runs if run.status == RunStatus.FAILED]
-    return Digest(metric, mode, best, len(means), tuple(failed[:FAILURES]), len(failed))
+    return Digest(
+        metric,
+        mode,
+        best,
+        len(means),
+        tuple(failed[:FAILURES]),
+        len(failed),
+        tuple(pruned.items())[:FAILURES],
+        len(pruned),
+    )
 
 
 def heading_text(result: EndedExperiment) -> str:
@@ -143,13 +171,30 @@ def heading_text(result: EndedExperiment) -> str:
 
 
 def stop_text(result: EndedExperiment) -> str | None:
-    """Why a large experiment ended early: the reason its first unfinished run gives."""
+    """Why a large experiment ended early: the reason its first unfinished run gives.
+
+    A pruned run's reason is the pruner's judgement of its trial, not why the
+    experiment ended: it is listed with the pruned trials instead.
+    """
     if result.status not in ("cancelled", "stopped"):
         return None
     for run in result.runs:
+        if run.status is RunStatus.PRUNED:
+            continue
         if run.status in (RunStatus.CANCELLED, RunStatus.STOPPED) and run.reason:
             return f"stopped: {run.reason.removeprefix('not started: ')}"
     return None
+
+
+def pruned_lines(trials: Sequence[tuple[str, str]], total: int) -> list[str]:
+    """``pruned trials (2):`` and a line per trial with the pruner's reason."""
+    if not total:
+        return []
+    lines = [f"  pruned trials ({total}):"]
+    lines += [f"    {trial}: {reason or 'pruned'}" for trial, reason in trials]
+    if total > len(trials):
+        lines.append(f"    ... and {total - len(trials)} more pruned trials")
+    return lines
 
 
 def best_heading(result: EndedExperiment, found: Digest) -> str:
@@ -238,6 +283,8 @@ def plain_summary(result: EndedExperiment) -> str:
             lines.append(
                 f"  {run_label(run)}: {run.status}{skipped} {metrics}{'  ' + note if note else ''}"
             )
+        pruned = pruned_trials(result.runs)
+        lines += pruned_lines(tuple(pruned.items()), len(pruned))
     else:
         found = digest(result)
         why = stop_text(result)
@@ -253,6 +300,7 @@ def plain_summary(result: EndedExperiment) -> str:
             lines.append(f"  failed runs ({found.failed}):")
             for run in found.failures:
                 lines.append(f"    {run_label(run)}: {error_line(run.error) or 'failed'}")
+        lines += pruned_lines(found.pruned, found.pruned_trials)
         lines += more_text(result, found)
     lines.append(f"workspace: {result.path}")
     # Line by line: a newline in a metric key or a reason cannot forge a line.
