@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import expman
-from expman.events import PruneDecision, RunStarted
+from expman.events import PruneDecision, RunStarted, TrialSampled
 from expman.testing import capture_events
 from expman.workspace.journal import read_journal
 
@@ -133,9 +133,10 @@ def make_sweep(
 
 
 def decisions(workspace: Path) -> list[tuple[Any, ...]]:
-    """Every judgement in the journal, once each, sorted: what, of whom, at which epochs."""
+    """Every judgement in the journal, once each, sorted: of whom, at which epochs, what,
+    over how many, and the values compared (a trial's mean over its repeats included)."""
     found = {
-        (e["trial"], e["repeat"], e["epochs"], e["action"], e["compared"])
+        (e["trial"], e["repeat"], e["epochs"], e["action"], e["compared"], e["value"], e["cutoff"])
         for e in journal(workspace)
         if e["type"] == "PruneDecision"
     }
@@ -453,7 +454,7 @@ async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
     assert result.status == "completed"
     pruned = {e.trial for e in events.of_type(PruneDecision) if e.action == "prune"}
     assert pruned
-    started = [e.trial for e in events.of_type(RunStarted)]
-    assert started == sorted(started)  # plan order, placeholders sampled in turn
+    sampled = [e.number for e in events.of_type(TrialSampled)]
+    assert sampled == list(range(10))  # admitted in plan order, sampled in turn
     runs = statuses(workspace)
     assert {runs[(t, 0)] for t in pruned} == {"pruned"}

@@ -152,6 +152,10 @@ class PruningDriver:
         self._judged: set[tuple[RunKey, int]] = set()
         #: The competitors a journaled prune reached, with its reason.
         self._journaled_prunes: dict[str, tuple[RunKey, str]] = {}
+        #: The competitors pruned so far (journaled, or in this session).
+        self._pruned: set[str] = set()
+        #: The runs whose values count in their competitor's (see :meth:`_counts`).
+        self._counted: set[RunKey] = set()
         self._changed = anyio.Event()
         self._missing_warned: set[RunKey] = set()
         self._count_decisions = 0
@@ -186,6 +190,7 @@ class PruningDriver:
         if record.get("action") == "prune":
             ident = self._competitor_of[run].ident
             self._journaled_prunes.setdefault(ident, (run, str(record.get("reason") or "")))
+            self._pruned.add(ident)
 
     async def replay(self) -> None:
         """Stop again what a journaled prune reached (before anything is admitted)."""
@@ -211,6 +216,10 @@ class PruningDriver:
             return
         self._ended[run] = _state_of(status)
         competitor = self._competitor_of[run]
+        for sibling in competitor.runs:
+            if sibling not in self._counted and self._counts(sibling):
+                for epochs in self._values[sibling]:
+                    self._aggregate(competitor, epochs)
         if all(r in self._ended for r in competitor.runs):
             states = {self._ended[r] for r in competitor.runs}
             state: State = next(
@@ -235,9 +244,36 @@ class PruningDriver:
 
     def _record(self, run: RunKey, epochs: int, value: float) -> None:
         self._values[run][epochs] = value
+        if self._counts(run):
+            self._aggregate(self._competitor_of[run], epochs)
+
+    def _counts(self, run: RunKey) -> bool:
+        """Whether ``run``'s values count in its competitor's, as they would at one slot.
+
+        Never once its competitor is pruned (what a pruned trial's other repeats report
+        after that, no one-slot run has reported).  In sequential mode a trial's later
+        repeat counts once its earlier repeats have ended (at one slot it started then).
+        """
         competitor = self._competitor_of[run]
-        found = [self._values[r][epochs] for r in competitor.runs if epochs in self._values[r]]
-        competitor.values[epochs] = found[0] if len(found) == 1 else _mean(found)
+        if competitor.ident in self._pruned:
+            return False
+        if run in self._counted:
+            return True
+        if self._sequential:
+            rank = self._rank[run]
+            if any(r not in self._ended for r in competitor.runs if self._rank[r] < rank):
+                return False
+        self._counted.add(run)
+        return True
+
+    def _aggregate(self, competitor: _Competitor, epochs: int) -> None:
+        found = [
+            self._values[r][epochs]
+            for r in competitor.runs
+            if r in self._counted and epochs in self._values[r]
+        ]
+        if found:
+            competitor.values[epochs] = found[0] if len(found) == 1 else _mean(found)
 
     async def __call__(self, event: EpochEnd) -> None:
         run = event.run_key
@@ -295,6 +331,7 @@ class PruningDriver:
         if verdict.action != "prune":
             return
         self._count_pruned += 1
+        self._pruned.add(competitor.ident)
         if not await self._bus.settled(JOURNAL):
             raise WorkspaceError(
                 f"the journal could not record the decision to prune {spec.label};"
@@ -319,18 +356,11 @@ class PruningDriver:
         if not self._sequential:
             others = {c.ident: c.series for c in self._competitors if c is not competitor}
             return competitor.series, others
-        # Only what a max_concurrency 1 run would have seen: earlier runs.
+        # Only what a max_concurrency 1 run would have seen: the earlier competitors,
+        # and of its own, the repeats up to this one (later ones do not count yet).
         place = self._order[competitor.ident]
         others = {c.ident: c.series for c in self._competitors[:place]}
-        rank = self._rank[run]
-        mine = [r for r in competitor.runs if self._rank[r] <= rank]
-        if len(mine) == len(competitor.runs):
-            return competitor.series, others
-        values: dict[int, float] = {}
-        for step in {e for r in mine for e in self._values[r]}:
-            found = [self._values[r][step] for r in mine if step in self._values[r]]
-            values[step] = found[0] if len(found) == 1 else _mean(found)
-        return Series(values=values, state="running"), others
+        return competitor.series, others
 
     async def _wait_for_earlier(self, run: RunKey, epochs: int, needs: str) -> bool:
         """Wait until every earlier run recorded ``epochs`` (or ended); False if stopped."""
