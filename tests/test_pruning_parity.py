@@ -33,6 +33,9 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 TrialState = optuna.trial.TrialState
 
 STREAMS = 1000
+#: The longest curve: enough for four rungs at factor 2, or warm-up and two checks;
+#: the oracles' cost (Optuna's should_prune above all) grows with it.
+RUNG_EPOCHS, STEP_EPOCHS = 11, 6
 #: A stand-in for "no end" where a Ray scheduler needs one.
 UNBOUNDED = 10**6
 
@@ -219,7 +222,7 @@ def replay(stream: Stream, rule: Rule, oracle: Oracle, spec: PruningSpec, tally:
 def _rung_spec(rng: random.Random, kind: str, rule: str, mode: str) -> PruningSpec:
     grace = rng.randint(1, 3)
     factor: float = rng.choice([2, 3, 4] if rule == "optuna" else [2, 2.5, 3, 4])
-    max_epochs = rng.choice([None, rng.randint(grace + 1, 14)])
+    max_epochs = rng.choice([None, rng.randint(grace + 1, RUNG_EPOCHS + 1)])
     spec = PruningSpec(
         type=kind,  # type: ignore[arg-type]
         metric="val_loss" if mode == "min" else "val_acc",
@@ -230,7 +233,7 @@ def _rung_spec(rng: random.Random, kind: str, rule: str, mode: str) -> PruningSp
         rule=rule,  # type: ignore[arg-type]
     )
     if kind == "hyperband":
-        possible = len(rung_epochs(spec, 0, up_to=(max_epochs or 13) - 1)) or 1
+        possible = len(rung_epochs(spec, 0, up_to=(max_epochs or RUNG_EPOCHS) - 1)) or 1
         spec = replace(spec, brackets=rng.randint(1, min(possible, 3)))
     return spec
 
@@ -255,7 +258,7 @@ def test_rule_ray_decides_as_ray_tunes_asha_scheduler(kind: str) -> None:
     tally = Tally()
     for rng, seed, mode in _streams(f"ray-{kind}"):
         spec = _rung_spec(rng, kind, "ray", mode)
-        stream = make_stream(seed, spec.max_epochs or 13, mode)
+        stream = make_stream(seed, min(spec.max_epochs or RUNG_EPOCHS, RUNG_EPOCHS), mode)
         rule = make_rule(spec, seed=seed)
         oracle = RayOracle(spec, lambda name, spec=spec, seed=seed: bracket_of(spec, seed, name))
         replay(stream, rule, oracle, spec, tally)
@@ -274,7 +277,7 @@ def test_rule_optuna_decides_as_successive_halving_pruner() -> None:
             bootstrap_count=0,
         )
         replay(
-            make_stream(seed, spec.max_epochs or 13, mode),
+            make_stream(seed, min(spec.max_epochs or RUNG_EPOCHS, RUNG_EPOCHS), mode),
             make_rule(spec, seed=seed),
             OptunaOracle(spec, pruner),
             spec,
@@ -307,7 +310,7 @@ def test_hyperband_rule_optuna_decides_as_optunas_hyperband_pruner() -> None:
             )
         )
         replay(
-            make_stream(seed, spec.max_epochs or 13, mode),
+            make_stream(seed, min(spec.max_epochs or RUNG_EPOCHS, RUNG_EPOCHS), mode),
             make_rule(spec, seed=seed),
             oracle,
             spec,
@@ -347,7 +350,7 @@ def test_median_and_percentile_decide_as_optunas_pruners(kind: str) -> None:
         else:
             pruner = optuna.pruners.PercentilePruner(spec.percentile, **options)
         replay(
-            make_stream(seed, 8, mode),
+            make_stream(seed, STEP_EPOCHS, mode),
             make_rule(spec, seed=seed),
             OptunaOracle(spec, pruner),
             spec,
@@ -384,7 +387,7 @@ def test_threshold_decides_as_optunas_threshold_pruner() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             replay(
-                make_stream(seed, 8, mode),
+                make_stream(seed, STEP_EPOCHS, mode),
                 make_rule(spec, seed=seed),
                 OptunaOracle(spec, pruner),
                 spec,
