@@ -17,6 +17,7 @@ values. Nothing is written anywhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,11 +26,12 @@ from typing import Any
 
 from expman.config.expansion import DEFAULT_EXPANDERS, Expander, expand_entries
 from expman.config.overrides import check_values, parse_overrides
+from expman.config.pruning import PruningSpec
 from expman.config.resolution import TrialResolver, plan_runs
 from expman.config.schema import ExecutionSettings
 from expman.config.search_plan import search_trials
 from expman.config.sources import read_config_dir
-from expman.config.specs import ExperimentPlan
+from expman.config.specs import ExperimentPlan, Layer
 from expman.config.sweeps import SweepExpander
 from expman.config.validation import validate_config
 
@@ -104,5 +106,17 @@ def load_plan(
         subscribers=config.subscribers,
         written_id=config.written_id,
         search=search,
-        pruning=config.pruning,
+        pruning=_seeded(config.pruning, (*config.layers, *caller)),
     )
+
+
+def _seeded(pruning: PruningSpec | None, layers: Sequence[Layer]) -> PruningSpec | None:
+    """``pruning`` with the experiment's seed: ``settings.seed`` of the last layer setting it."""
+    if pruning is None:
+        return None
+    seed = 0
+    for layer in layers:
+        value = layer.settings.get("seed")
+        if isinstance(value, int) and not isinstance(value, bool):
+            seed = value
+    return dataclasses.replace(pruning, seed=seed)

@@ -88,6 +88,9 @@ class PruningSpec:
     percentile: float = 50.0
     lower: float | None = None
     upper: float | None = None
+    #: The experiment's ``settings.seed`` (base.yaml < experiment.yaml < command line):
+    #: hyperband's brackets derive from it and the trial ids.
+    seed: int = 0
 
     @property
     def uses_rungs(self) -> bool:
@@ -97,6 +100,8 @@ class PruningSpec:
     def describe(self) -> dict[str, Any]:
         """The block as resolved.yaml records it: the keys of its type, defaults filled in."""
         keys = ("type", "metric", "mode", "unit", "determinism", *sorted(TYPE_KEYS[self.type]))
+        if self.type == "hyperband":
+            keys = (*keys, "seed")
         out = {key: getattr(self, key) for key in keys}
         if self.type == "threshold":
             out = {k: v for k, v in out.items() if v is not None or k not in ("lower", "upper")}
@@ -145,7 +150,9 @@ def _rungs(site: ErrorSite, key: str, block: Mapping[str, Any], kind: str) -> di
     factor = check_number(site, at, block.get("reduction_factor", 4))
     if not factor >= 2 or math.isinf(factor):
         raise site.error(
-            at, f"expected a number >= 2 (a rung keeps 1/reduction_factor), got {factor}"
+            at,
+            "expected a number >= 2 (a rung keeps 1/reduction_factor),"
+            f" got {shown(block.get('reduction_factor'))}",
         )
     out["reduction_factor"] = int(factor) if factor == int(factor) else factor
     max_epochs = block.get("max_epochs")

@@ -82,6 +82,8 @@ class RunContext(RunView):
         # later requests never overwrite the first reason.
         self._stop_reason: str | None = None
         self._stop_scope: str | None = None
+        #: The stop that reached the run is a pruner's decision: it ends ``pruned``.
+        self.stop_pruned = False
         self._stop_event = anyio.Event()
         self.epochs_reported = 0
         # A run resumed from a checkpoint continues from it: its last epoch and metrics
@@ -200,12 +202,13 @@ class RunContext(RunView):
 
     # -- the runtime's bookkeeping ------------------------------------------------------
 
-    def mark_stopped(self, reason: str, scope: str) -> bool:
+    def mark_stopped(self, reason: str, scope: str, *, pruned: bool = False) -> bool:
         """Record a stop request; True if it is the first for this run."""
         if self._stop_reason is not None:
             return False
         self._stop_reason = reason
         self._stop_scope = scope
+        self.stop_pruned = pruned
         self._stop_event.set()
         return True
 

@@ -10,8 +10,8 @@
   with a deadline, even when the whole experiment is being cancelled.
 * The status (:func:`outcome_of`): ``cancelled`` when cancelled from outside or
   stopped with scope experiment; ``failed`` on a timeout, a stall or an exception
-  (the pipeline's or a callback's, unless the grace period cut it off); ``stopped``
-  after any other stop request; else ``completed``.
+  (the pipeline's or a callback's, unless the grace period cut it off); ``pruned``
+  after a pruner's stop request, ``stopped`` after any other; else ``completed``.
 * A failed run under ``execution.fail_fast`` stops the experiment.
 """
 
@@ -100,23 +100,30 @@ class Attempts:
         if scope == "experiment":
             await self._never_started(spec, RunStatus.CANCELLED, reason)
         else:
-            await self.settle_dropped(spec, reason)
+            pruned = self._stopping.pruned(spec)
+            await self.settle_dropped(spec, reason, RunStatus.PRUNED if pruned else None)
         return True
 
-    async def settle_dropped(self, spec: RunSpec, reason: str) -> None:
-        """A decision not to start a run (its trial stopped, a policy dropped it): stopped."""
+    async def settle_dropped(
+        self, spec: RunSpec, reason: str, status: RunStatus | None = None
+    ) -> None:
+        """A decision not to start a run (its trial stopped or pruned, a policy dropped it).
+
+        It ends ``status``: ``stopped`` unless given (a pruned trial's runs: ``pruned``).
+        """
+        status = status or RunStatus.STOPPED
         await self.bus.publish(
             RunFinished(
                 experiment=self.plan.name,
                 trial=spec.trial.name,
                 repeat=spec.repeat,
-                status=RunStatus.STOPPED,
+                status=status,
                 duration=0.0,
                 reason=f"not started: {reason}",
                 config_hash=spec.config_hash,
             )
         )
-        await self._never_started(spec, RunStatus.STOPPED, reason)
+        await self._never_started(spec, status, reason)
 
     async def _never_started(self, spec: RunSpec, status: RunStatus, reason: str) -> None:
         outcome = RunOutcome(
@@ -267,7 +274,7 @@ class Attempts:
                 # A stop that arrived for this run before it started (e.g. its trial).
                 stop = self._stopping.reason_for(spec)
                 if stop is not None:
-                    ctx.mark_stopped(*stop)
+                    ctx.mark_stopped(*stop, pruned=self._stopping.pruned(spec))
                 async with anyio.create_task_group() as watchers:
                     run.watchers = watchers
                     self._stopping.start_watchers(run)
@@ -356,7 +363,10 @@ def outcome_of(
         status = RunStatus.FAILED
         error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
     elif ctx.should_stop:
-        status = RunStatus.CANCELLED if ctx.stop_scope == "experiment" else RunStatus.STOPPED
+        if ctx.stop_scope == "experiment":
+            status = RunStatus.CANCELLED
+        else:
+            status = RunStatus.PRUNED if ctx.stop_pruned else RunStatus.STOPPED
         if run.cause == "grace":
             reason = f"{reason} (cancelled after {execution.grace_period:g}s grace)"
     else:

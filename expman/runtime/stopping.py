@@ -5,7 +5,8 @@
   starts its grace timer; runs not yet started are not started (the first reason
   recorded for a run, a trial or the experiment stands).
 * A run that returns after a stop request ends ``stopped`` (scopes run and trial: a
-  decision about that run, kept on resume) or ``cancelled`` (scope experiment: an
+  decision about that run, kept on resume), ``pruned`` (a pruner's decision,
+  ``StopRequested.pruned``; kept on resume too) or ``cancelled`` (scope experiment: an
   interruption, run again on resume).
 * A run still going when its grace period ends is cancelled through its cancel scope
   (a sync pipeline's thread is abandoned): cause ``grace``.
@@ -50,6 +51,8 @@ class Stopping:
         self.experiment_stop: str | None = None
         self._trial_stops: dict[str, str] = {}
         self._run_stops: dict[tuple[str, int], str] = {}
+        #: The trials (names) and runs (keys) whose first stop was a pruner's.
+        self._pruned: set[str | tuple[str, int]] = set()
 
     def reason_for(self, spec: RunSpec) -> tuple[str, str] | None:
         """``(reason, scope)`` of the stop that reached ``spec``, if one did."""
@@ -61,6 +64,13 @@ class Stopping:
             return (self._run_stops[spec.key], "run")
         return None
 
+    def pruned(self, spec: RunSpec) -> bool:
+        """Whether the stop that reached ``spec`` (scope trial or run) was a pruner's."""
+        stop = self.reason_for(spec)
+        if stop is None or stop[1] == "experiment":
+            return False
+        return (spec.trial.name if stop[1] == "trial" else spec.key) in self._pruned
+
     def stopping(self, spec: RunSpec) -> bool:
         """Whether any stop reached ``spec`` (then it is not retried)."""
         return self.reason_for(spec) is not None
@@ -71,9 +81,15 @@ class Stopping:
             if self.experiment_stop is None:
                 self.experiment_stop = reason
         elif event.scope == "trial" and event.trial is not None:
-            self._trial_stops.setdefault(event.trial, reason)
+            if event.trial not in self._trial_stops:
+                self._trial_stops[event.trial] = reason
+                if event.pruned:
+                    self._pruned.add(event.trial)
         elif event.scope == "run" and event.run_key is not None:
-            self._run_stops.setdefault(event.run_key, reason)
+            if event.run_key not in self._run_stops:
+                self._run_stops[event.run_key] = reason
+                if event.pruned:
+                    self._pruned.add(event.run_key)
         else:
             if event.scope not in get_args(StopScope):
                 # Built by hand past Callback.request_stop's check: say so, stop nothing.
@@ -85,7 +101,8 @@ class Stopping:
                 )
             return
         for run in self._active.matching(event.scope, event.trial, event.run_key):
-            if run.ctx.mark_stopped(reason, event.scope) and run.watchers is not None:
+            first = run.ctx.mark_stopped(reason, event.scope, pruned=event.pruned)
+            if first and run.watchers is not None:
                 run.watchers.start_soon(self.grace_watch, run)
 
     def start_watchers(self, run: ActiveRun) -> None:

@@ -39,6 +39,10 @@ file and the line.  The fold, line by line:
   (``sampled``: trial name -> values; resume runs the trial with them).  A trial is
   sampled once; only values a changed config cannot use (``--accept-changes``) are
   sampled again, and then the newest record stands.
+* ``PruneDecision`` records a pruner's judgement of a run at a rung or step
+  (``decisions``: the records in file order, NaN and infinities as floats again); a
+  prune is fsync'd before it acts, a ``continue`` travels with the next durable
+  batch.  Resume folds them back into the pruner and replays them.
 * Any other line about a run (``RunRetrying``, a run's ``StopRequested``) only makes
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
@@ -50,6 +54,7 @@ The fold keeps statuses as written; what one means is
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +69,7 @@ from expman.events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
+    PruneDecision,
     RunFinished,
     RunRetrying,
     RunStalled,
@@ -94,6 +100,7 @@ JOURNALED: tuple[type[Event], ...] = (
     RunStalled,
     CheckpointStaged,
     StopRequested,
+    PruneDecision,
 )
 _DURABLE = (
     RunStarted,
@@ -103,6 +110,13 @@ _DURABLE = (
     ExperimentFinished,
     ExperimentStarted,
 )
+
+
+def _is_durable(event: Event) -> bool:
+    """Whether a batch holding ``event`` is fsync'd: run boundaries, checkpoints, prunes."""
+    if isinstance(event, PruneDecision):
+        return event.action == "prune"
+    return isinstance(event, _DURABLE)
 
 
 def encode(event: Event) -> bytes:
@@ -171,7 +185,7 @@ class JournalWriter:
         if self.failed is not None:
             return
         data = self._encode_batch(events)
-        durable = any(isinstance(e, _DURABLE) for e in events)
+        durable = any(_is_durable(e) for e in events)
         try:
             if durable and self._before_durable is not None:
                 await self._before_durable(events)
@@ -326,6 +340,8 @@ class JournalState:
     trial_hashes: dict[str, str] = field(default_factory=dict)  # trial -> latest config hash
     #: The values an adaptive search sampled for each trial (its newest TrialSampled).
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The pruners' decisions (PruneDecision records as written, floats restored), in order.
+    decisions: list[dict[str, Any]] = field(default_factory=list)
     experiments: int = 0  # ExperimentStarted lines: sessions so far
     finished: bool = False  # the last session wrote ExperimentFinished
     lines: int = 0
@@ -359,6 +375,9 @@ _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 _OPT_NUM = (int, float, type(None))
 _DICT = (dict,)
+#: A float that may be written as the text NaN, Infinity or -Infinity.
+_OPT_NUM_TEXT = (int, float, str, type(None))
+_FLOAT_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 #: The fields the fold reads, by record type: each must be one of these types if present.
 _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "ExperimentStarted": {"experiment": _STR, "path": _STR, "pid": _OPT_INT, "host": _OPT_STR},
@@ -389,6 +408,18 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "CheckpointSaved": {"path": _STR, "epoch": _INT, "state": _DICT},
     "TrialSampled": {"number": _INT, "values": _DICT, "study": _STR},
+    "PruneDecision": {
+        "rule": _STR,
+        "epoch": _INT,
+        "epochs": _INT,
+        "rung": _OPT_INT,
+        "reported": _OPT_NUM_TEXT,
+        "value": _OPT_NUM_TEXT,
+        "cutoff": _OPT_NUM_TEXT,
+        "compared": _INT,
+        "action": _STR,
+        "reason": _STR,
+    },
 }
 _COMMON: dict[str, tuple[type, ...]] = {
     "experiment": _STR,
@@ -402,6 +433,7 @@ _REQUIRED = {
     "CheckpointStaged": ("trial", "repeat", "path", "staged", "epoch"),
     "CheckpointSaved": ("trial", "repeat", "path", "epoch"),
     "TrialSampled": ("trial", "number", "values"),
+    "PruneDecision": ("trial", "repeat", "rule", "epoch", "epochs", "action"),
 }
 _STATUSES = frozenset(s.value for s in RunStatus)
 #: Per record type, the (field, types) pairs to check: the common ones, then its own.
@@ -548,6 +580,9 @@ def _fold(
         return
     if not isinstance(trial, str) or not isinstance(repeat, int):
         return
+    if kind == "PruneDecision":
+        _decision(state, entry)
+        return
     key = (trial, repeat)
     checkpoint = None
     if kind in ("CheckpointStaged", "CheckpointSaved"):
@@ -607,6 +642,19 @@ def _fold(
         name = checkpoint.where
         run.checkpoints.pop(name, None)  # re-inserted: the newest record goes last
         run.checkpoints[name] = checkpoint
+
+
+def _decision(state: JournalState, entry: dict[str, Any]) -> None:
+    if entry["action"] not in ("continue", "prune"):
+        raise _Skip(f"PruneDecision action {entry['action']!r} is neither continue nor prune")
+    for name in ("reported", "value", "cutoff"):
+        value = entry.get(name)
+        if isinstance(value, str):
+            if value not in _FLOAT_TEXT:
+                raise _Skip(f"PruneDecision {name} {value!r} is not a number")
+            entry[name] = _FLOAT_TEXT[value]
+    entry.pop("type", None)
+    state.decisions.append(entry)
 
 
 def _session_started(state: JournalState, entry: dict[str, Any]) -> None:
