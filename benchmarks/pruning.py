@@ -257,6 +257,7 @@ def emit_efficiency(
         target=(">=", 75.0),
         found=found,
         full_grid_found=grid_found,
+        agrees_with_full_grid=sum(1 for _, grid, asha in outcomes if asha.best == grid.best),
         misses=[
             {"instance": i, "best": best, "asha": asha.best, "grid": grid.best}
             for i, (best, grid, asha) in enumerate(outcomes)
