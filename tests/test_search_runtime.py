@@ -465,6 +465,8 @@ def test_told_says_how_a_trial_ended() -> None:
     # Stopped or cancelled before it reported the metric (not started, a stop): pruned.
     assert state(outcome("completed", loss=1.0), outcome("stopped")) == ("pruned", None)
     assert state(outcome("cancelled", acc=0.5)) == ("pruned", None)
+    # A pruner's decision: pruned, whatever it reported before.
+    assert state(outcome("completed", loss=1.0), outcome("pruned", loss=0.5)) == ("pruned", None)
     assert state(outcome("stopped"), outcome("failed")) == ("failed", None)
     assert state(outcome("completed", acc=1.0)) == ("failed", None)  # no loss reported
     assert state(outcome("completed", loss=float("nan"))) == ("failed", None)

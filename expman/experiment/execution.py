@@ -255,6 +255,7 @@ class ExperimentRun:
             callbacks=self._callbacks_of,
             admission=self.admission,
             done=self.resume.done,
+            decisions=self.resume.decisions,
         )
         return scheduler, self.workspace
 

@@ -150,6 +150,8 @@ class RunContext(RunView):
             )
         finally:
             self.dispatching_epoch = False
+            # Time spent waiting on a control subscriber (a pruner's judgement) is no stall.
+            self.last_report = time.monotonic()
         # Checkpoints asked for while callbacks saw this epoch are saved now, once every
         # callback has seen it, so the state saved with them includes this epoch.
         while self.deferred_checkpoints and self.save_deferred is not None:

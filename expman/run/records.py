@@ -65,6 +65,8 @@ class ResumePlan:
     previously_run: frozenset[tuple[str, int]] = frozenset()
     #: Journal records that were skipped (one line each, naming file and line).
     problems: tuple[str, ...] = ()
+    #: The journal's PruneDecision records, in order (the pruner folds them back).
+    decisions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:

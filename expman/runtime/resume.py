@@ -113,6 +113,10 @@ def plan_resume(
         search = search_changes(plan)
         if search:
             raise ConfigChanged(_describe_search_changes(plan, search))
+    if not accept_changes and journal.runs:
+        pruning = pruning_changes(plan)
+        if pruning:
+            raise ConfigChanged(_describe_pruning_changes(plan, pruning))
     if not journal.runs:
         return ResumePlan(
             todo=plan.runs,
@@ -167,6 +171,7 @@ def plan_resume(
         resumed=True,
         previously_run=frozenset(journal.runs),
         problems=tuple(journal.problems),
+        decisions=tuple(journal.decisions),
     )
 
 
@@ -179,17 +184,39 @@ def search_changes(plan: ExperimentPlan) -> list[str]:
 
     Nothing recorded (an older or a missing resolved.yaml) is nothing to compare with.
     """
-    recorded = _recorded(plan.path / "configs" / "resolved.yaml").get("search")
-    now = loads(dumps(plan.search.describe())) if plan.search is not None else None
+    now = plan.search.describe() if plan.search is not None else None
+    return block_changes(plan, "search", now, may_change=_SEARCH_MAY_CHANGE)
+
+
+def pruning_changes(plan: ExperimentPlan) -> list[str]:
+    """The keys of ``plan``'s pruning block that differ from the recorded one (resolved.yaml)."""
+    now = plan.pruning.describe() if plan.pruning is not None else None
+    return block_changes(plan, "pruning", now)
+
+
+def block_changes(
+    plan: ExperimentPlan,
+    name: str,
+    now: Mapping[str, Any] | None,
+    *,
+    may_change: frozenset[str] = frozenset(),
+) -> list[str]:
+    """The keys of experiment.yaml's block ``name`` that differ from resolved.yaml's.
+
+    Nothing recorded (an older or a missing resolved.yaml) is nothing to compare with.
+    """
+    recorded = _recorded(plan.path / "configs" / "resolved.yaml").get(name)
+    if now is not None:
+        now = loads(dumps(dict(now)))
     if not isinstance(recorded, Mapping):
-        return [] if recorded is None or now is None else ["search"]
+        return [] if recorded is None or now is None else [name]
     if now is None:
-        return ["search"]
+        return [name]
     keys = sorted(set(recorded) | set(now), key=str)
     return [
-        f"search.{key}"
+        f"{name}.{key}"
         for key in keys
-        if key not in _SEARCH_MAY_CHANGE and recorded.get(key) != now.get(key)
+        if key not in may_change and recorded.get(key) != now.get(key)
     ]
 
 
@@ -202,6 +229,19 @@ def _describe_search_changes(plan: ExperimentPlan, keys: list[str]) -> str:
             "Use --fresh to start a new run of the experiment (the old directory is kept"
             " under a new name), or --accept-changes to go on with the new block (trials"
             " sampled so far keep their values).",
+        ]
+    )
+
+
+def _describe_pruning_changes(plan: ExperimentPlan, keys: list[str]) -> str:
+    return "\n".join(
+        [
+            f"the pruning block differs from what {plan.path} recorded, and trials were"
+            " judged with the recorded one; refusing to resume into a different pruner.",
+            f"  changed keys: {', '.join(keys)}",
+            "Use --fresh to start a new run of the experiment (the old directory is kept"
+            " under a new name), or --accept-changes to go on with the new block (the"
+            " decisions taken so far stand).",
         ]
     )
 

@@ -13,13 +13,16 @@ each its own module with its semantics written down:
 :mod:`.trials`            ``TrialStarted`` / ``TrialFinished``
 :mod:`.active`            the runs between RunStarted and RunFinished
 :mod:`.search`            a plan's adaptive search: the admission policy that samples
+:mod:`.pruning`           a plan's pruner: judges runs at their rungs, stops losers
 ========================  ==========================================================
 
 Its control subscriptions, in order (the order is what callbacks rely on): the
 per-run callback dispatch for every event first, so callbacks see a
 ``CheckpointDue`` before the save it causes publishes ``CheckpointSaved`` and a
 ``StopRequested`` in the order it was asked; then stopping; then checkpoints; then
-the search driver's wake-up on stops (after stopping: it asks stopping what a stop reached).
+the search driver's wake-up on stops (after stopping: it asks stopping what a stop reached);
+then the pruner (``EpochEnd`` after the run's callbacks: a run an EarlyStopping just
+stopped is not judged; its wake-up on stops after stopping).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import anyio
 
 from expman.bus import EventBus, Subscription
 from expman.config import ExperimentPlan, RunSpec
-from expman.events import CheckpointDue, Event, StopRequested
+from expman.events import CheckpointDue, EpochEnd, Event, StopRequested
 from expman.executors.base import Executor
 from expman.run.records import ResumePoint, RunOutcome
 from expman.runtime.active import ActiveRuns
@@ -39,6 +42,7 @@ from expman.runtime.admission import AdmissionPolicy, PlanOrder, admit
 from expman.runtime.attempts import Attempts, CallbackFactory
 from expman.runtime.checkpoints import Checkpoints
 from expman.runtime.dispatch import CallbackDispatch
+from expman.runtime.pruning import PruningDriver
 from expman.runtime.search import SearchDriver
 from expman.runtime.stopping import Stopping
 from expman.runtime.trials import Trials
@@ -64,6 +68,7 @@ class Scheduler:
         on_outcome: Callable[[RunOutcome], None] | None = None,
         admission: AdmissionPolicy | None = None,
         done: Sequence[RunOutcome] = (),
+        decisions: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.plan = plan
         self.bus = bus
@@ -106,11 +111,25 @@ class Scheduler:
             self._subscriptions.append(
                 bus.subscribe(StopRequested, self.search.stop_requested, name="runtime.search")
             )
+        #: The pruner (a plan with a ``pruning:`` block); in sequential mode it admits
+        #: in plan order, around the policy chosen so far.
+        self.pruning: PruningDriver | None = None
+        if plan.pruning is not None:
+            self.pruning = PruningDriver(plan, bus, self.stopping, done=done, decisions=decisions)
+            self.policy = self.pruning.policy(self.policy)
+            self._subscriptions += [
+                bus.subscribe(EpochEnd, self.pruning, name="runtime.pruning"),
+                bus.subscribe(
+                    StopRequested, self.pruning.stop_requested, name="runtime.pruning.stops"
+                ),
+            ]
 
     async def run(self) -> list[RunOutcome]:
         """Run every run of ``todo``; returns their outcomes in completion order."""
         attempts = self.attempts
         try:
+            if self.pruning is not None:
+                await self.pruning.replay()
             async with anyio.create_task_group() as tg:
 
                 def start(spec: RunSpec, release: Callable[[], None]) -> None:
@@ -133,5 +152,7 @@ class Scheduler:
         self.outcomes.append(outcome)
         if self.search is not None:
             self.search.run_ended(outcome)
+        if self.pruning is not None:
+            self.pruning.run_ended(outcome)
         if self._on_outcome is not None:
             self._on_outcome(outcome)

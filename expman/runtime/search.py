@@ -97,10 +97,11 @@ def told(
     """What the sampler is told of a finished trial: its state and the mean of ``metric``.
 
     ``failed`` when a run failed, or a run that completed has no finite number for
-    ``metric``; ``pruned`` when a run was stopped or cancelled before it reported the
-    metric (and none failed); else ``complete`` with the mean over the runs (whatever
-    order they are given in).  A run stopped early (EarlyStopping) that reported the
-    metric counts with its last value: that is its result.
+    ``metric``; ``pruned`` when a pruner stopped the trial, or a run was stopped or
+    cancelled before it reported the metric (and none failed); else ``complete`` with
+    the mean over the runs (whatever order they are given in).  A run stopped early
+    (EarlyStopping) that reported the metric counts with its last value: that is its
+    result.
     """
     statuses: list[RunStatus | None] = []
     found: list[float] = []
@@ -109,7 +110,9 @@ def told(
         status = run_status(outcome.status)
         statuses.append(status)
         value = outcome.metrics.get(metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if status is RunStatus.PRUNED:
+            pruned = True  # a pruner judged it: its last value is no result
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found.append(float(value))
         elif status is not RunStatus.COMPLETED:
             pruned = True

@@ -1,0 +1,459 @@
+"""Cross-trial pruning at run time: journaled decisions, pruned runs, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import expman
+from expman.events import PruneDecision, RunStarted
+from expman.testing import capture_events
+from expman.workspace.journal import read_journal
+
+from .conftest import run_cli
+from .test_resume import journal, start_cli, wait_for
+
+Make = Callable[..., Path]
+
+#: Learning curves whose shape depends on the trial's ``c`` and whose noise and pace
+#: depend on the run's seed: the same values whatever the timing; random sleeps when
+#: ``jitter`` is set (drawn from the run's seed, so the order of arrivals varies
+#: with concurrency but the values never do).
+CURVES = textwrap.dedent(
+    """
+    import json
+    import random
+    import time
+
+    import anyio
+
+    from expman import Callback, CheckpointDue, Pipeline
+
+
+    def loss(c, seed, epoch):
+        noise = random.Random(f"{seed}/{epoch}").gauss(0.0, 0.01)
+        return 0.1 + (c % 7) / 20 + (1 + c % 3) / (epoch + 1) ** 0.7 + noise
+
+
+    class Curves(Pipeline):
+        def __init__(self, epochs=9, jitter=0.0, **params):
+            super().__init__(**params)
+            self.epochs, self.jitter = epochs, jitter
+
+        async def run(self, ctx):
+            c = ctx.settings["c"]
+            pace = random.Random(f"pace/{ctx.seed}/{ctx.attempt}")
+            for epoch in range(ctx.start_epoch, self.epochs):
+                if self.jitter:
+                    await anyio.sleep(pace.uniform(0, self.jitter))
+                if await ctx.epoch_end(epoch, {"val_loss": loss(c, ctx.seed, epoch)}):
+                    break
+            return {}
+
+        async def save_checkpoint(self, path):
+            with open(path, "w") as f:
+                f.write("{}")
+
+        def load_checkpoint(self, path):
+            json.loads(open(path).read())
+
+
+    class SyncCurves(Curves):
+        def run(self, ctx):
+            c = ctx.settings["c"]
+            pace = random.Random(f"pace/{ctx.seed}/{ctx.attempt}")
+            for epoch in range(ctx.start_epoch, self.epochs):
+                if self.jitter:
+                    time.sleep(pace.uniform(0, self.jitter))
+                if ctx.epoch_end(epoch, {"val_loss": loss(c, ctx.seed, epoch)}):
+                    break
+            return {}
+
+        def save_checkpoint(self, path):
+            with open(path, "w") as f:
+                f.write("{}")
+
+
+    class EveryEpoch(Callback):
+        async def on_epoch_end(self, event):
+            await self.publish(CheckpointDue(
+                experiment=event.experiment, trial=event.trial, repeat=event.repeat,
+                path=f"checkpoint-{event.epoch}", epoch=event.epoch))
+    """
+)
+
+ASHA = {
+    "type": "asha",
+    "metric": "val_loss",
+    "grace_period": 1,
+    "reduction_factor": 3,
+    "max_epochs": 9,
+}
+
+
+def make_sweep(
+    make_experiment: Make,
+    *,
+    trials: int = 12,
+    repeat: int = 1,
+    pruning: dict[str, Any] | None = None,
+    pipeline: str = "curves:Curves",
+    epochs: int = 9,
+    jitter: float = 0.0,
+    concurrency: int = 4,
+    executor: str = "async",
+    callbacks: list[dict[str, Any]] | None = None,
+) -> Path:
+    root = make_experiment(
+        experiment={
+            "name": "exp",
+            "id": 1,
+            "settings": {"seed": 3},
+            "execution": {"executor": executor, "max_concurrency": concurrency},
+            "pruning": pruning or ASHA,
+        },
+        base={
+            "pipeline": {"type": pipeline, "epochs": epochs, "jitter": jitter},
+            **({"callbacks": callbacks} if callbacks else {}),
+        },
+        trials=[
+            {"name": f"t{i:02d}", "id": i, "repeat": repeat, "settings": {"c": (i * 5) % 12}}
+            for i in range(trials)
+        ],
+    )
+    (root / "curves.py").write_text(CURVES)
+    return root
+
+
+def decisions(workspace: Path) -> list[tuple[Any, ...]]:
+    """Every judgement in the journal, once each, sorted: what, of whom, at which epochs."""
+    found = {
+        (e["trial"], e["repeat"], e["epochs"], e["action"], e["compared"])
+        for e in journal(workspace)
+        if e["type"] == "PruneDecision"
+    }
+    return sorted(found)
+
+
+def reached(workspace: Path) -> dict[tuple[str, int], int]:
+    """The epochs each run got to: its last RunFinished's, or a judgement's beyond it."""
+    out: dict[tuple[str, int], int] = {}
+    for e in journal(workspace):
+        key = (e.get("trial"), e.get("repeat"))
+        if e["type"] == "RunFinished":
+            out[key] = max(out.get(key, 0), e["epochs"])
+        elif e["type"] == "PruneDecision":
+            out[key] = max(out.get(key, 0), e["epochs"])
+    return out
+
+
+def statuses(workspace: Path) -> dict[tuple[str, int], str]:
+    state = read_journal(workspace / "exp" / "logs" / "events.jsonl", experiment="exp")
+    return {key: str(run.status) for key, run in state.runs.items()}
+
+
+# -- what a decision is and does ----------------------------------------------------------
+
+
+async def test_asha_prunes_losers_journals_each_decision_before_it_acts(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """Judged at rungs 1 and 3 (max 9): losers end pruned, their decision durable first."""
+    root = make_sweep(make_experiment, concurrency=1)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    judged = [e for e in events.of_type(PruneDecision)]
+    assert {e.epochs for e in judged} == {1, 3}  # rungs 1 * 3**k below max_epochs 9
+    assert all(e.epoch == e.epochs - 1 for e in judged)
+    pruned = [e for e in judged if e.action == "prune"]
+    assert pruned, "no trial was pruned"
+    runs = statuses(workspace)
+    assert {runs[(e.trial, e.repeat)] for e in pruned} == {"pruned"}
+    assert "completed" in runs.values()
+    # The reason names the rule, the rung, the epochs, the value and the cutoff.
+    first = pruned[0]
+    assert first.reason.startswith("asha: rung ")
+    assert f"({first.epochs} epoch" in first.reason
+    assert "cutoff" in first.reason
+    # A prune is in the journal before the stop it causes (write-ahead).
+    lines = journal(workspace)
+    for decision in pruned:
+        at = next(
+            i
+            for i, e in enumerate(lines)
+            if e["type"] == "PruneDecision"
+            and e["trial"] == decision.trial
+            and e["action"] == "prune"
+        )
+        stop = next(
+            i
+            for i, e in enumerate(lines)
+            if e["type"] == "StopRequested" and e.get("trial") == decision.trial
+        )
+        assert at < stop
+    # A pruned run stopped at the epoch it was judged: it trained exactly that many.
+    finished = {(e["trial"], e["repeat"]): e for e in lines if e["type"] == "RunFinished"}
+    for decision in pruned:
+        assert finished[(decision.trial, decision.repeat)]["epochs"] == decision.epochs
+        assert finished[(decision.trial, decision.repeat)]["reason"] == decision.reason
+
+
+async def test_a_pruned_trials_running_repeats_stop_and_unstarted_ones_never_start(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """unit trial, 3 repeats, 2 slots: a prune stops the running repeats and settles the rest."""
+    root = make_sweep(make_experiment, trials=9, repeat=3, concurrency=2)
+    async with capture_events() as events:
+        await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+    started = {(e.trial, e.repeat) for e in events.of_type(RunStarted)}
+    pruned_trials = {e.trial for e in events.of_type(PruneDecision) if e.action == "prune"}
+    assert pruned_trials
+    runs = statuses(workspace)
+    never = [key for key in runs if key[0] in pruned_trials and key not in started]
+    assert never, "every repeat of every pruned trial had started: the case is not exercised"
+    for key, status in runs.items():
+        if key[0] in pruned_trials:
+            assert status == "pruned", key
+    finished = {
+        (e["trial"], e["repeat"]): e for e in journal(workspace) if e["type"] == "RunFinished"
+    }
+    for key in never:
+        assert finished[key]["reason"].startswith("not started: asha: ")
+
+
+async def test_unit_run_prunes_single_runs(make_experiment: Make, workspace: Path) -> None:
+    """unit: run: each repeat competes; a prune stops that run only, its trial goes on."""
+    root = make_sweep(make_experiment, trials=4, repeat=3, pruning={**ASHA, "unit": "run"})
+    async with capture_events() as events:
+        await expman.run_experiment(root, workspace=workspace, subscribers=[events.subscriber])
+    pruned = {(e.trial, e.repeat) for e in events.of_type(PruneDecision) if e.action == "prune"}
+    assert pruned
+    runs = statuses(workspace)
+    assert {runs[key] for key in pruned} == {"pruned"}
+    assert any(runs[(trial, k)] != "pruned" for trial, _ in pruned for k in range(3)), (
+        "every repeat of a pruned run's trial was pruned: unit run acted like unit trial"
+    )
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+
+def _sequential(make_experiment: Make, tmp_path: Path, **options: Any) -> dict[int, Any]:
+    seen: dict[int, Any] = {}
+    for slots in options.pop("slots"):
+        workspace = tmp_path / f"ws{slots}"
+        root = make_sweep(make_experiment, concurrency=slots, jitter=0.02, **options)
+        result = run_cli("run", str(root), "-w", str(workspace), "--quiet")
+        assert result.returncode == 0, result.stderr
+        seen[slots] = (decisions(workspace), reached(workspace))
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("executor", "pipeline", "slots"),
+    [
+        ("async", "curves:Curves", (1, 4, 8, 16)),
+        ("thread", "curves:SyncCurves", (1, 8)),
+        ("process", "curves:Curves", (1, 4)),
+    ],
+)
+def test_sequential_decisions_do_not_depend_on_concurrency(
+    make_experiment: Make, tmp_path: Path, executor: str, pipeline: str, slots: tuple[int, ...]
+) -> None:
+    """Random per-epoch sleeps, 1 to 16 slots: the same decisions, the same epochs per run."""
+    trials = 16 if executor == "async" else 10
+    seen = _sequential(
+        make_experiment, tmp_path, slots=slots, executor=executor, pipeline=pipeline, trials=trials
+    )
+    reference = seen[1]
+    assert any(d[3] == "prune" for d in reference[0])
+    for count, found in seen.items():
+        assert found == reference, f"max_concurrency {count} decided otherwise than 1"
+
+
+def test_sequential_with_repeats_equals_one_slot(make_experiment: Make, tmp_path: Path) -> None:
+    """unit trial over 2 repeats: the decisions equal those of one slot (means over repeats).
+
+    The epochs may not: at one slot a trial pruned by its first repeat never starts the
+    second; with more slots the second may have started, and stops at its next epoch.
+    """
+    seen = _sequential(make_experiment, tmp_path, slots=(1, 6), trials=8, repeat=2)
+    assert seen[6][0] == seen[1][0]
+    assert any(d[3] == "prune" for d in seen[1][0])
+
+
+async def test_arrival_mode_judges_against_whatever_arrived(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """arrival: no waiting, every judgement journaled; the first judged has nothing to compare."""
+    root = make_sweep(make_experiment, pruning={**ASHA, "determinism": "arrival"}, concurrency=6)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    judged = events.of_type(PruneDecision)
+    assert judged[0].cutoff is None
+    assert judged[0].compared == 0
+    assert len(decisions(workspace)) == len(judged)
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """SIGKILL ten times mid-sweep, resume each time: decisions and epochs as if never killed."""
+    options: dict[str, Any] = {
+        "trials": 12,
+        "epochs": 9,
+        "jitter": 0.03,
+        "concurrency": 4,
+        "callbacks": [{"type": "curves:EveryEpoch"}],
+    }
+    reference_ws = tmp_path / "reference"
+    root = make_sweep(make_experiment, **options)
+    done = run_cli("run", str(root), "-w", str(reference_ws), "--quiet")
+    assert done.returncode == 0, done.stderr
+    expected = (decisions(reference_ws), reached(reference_ws))
+
+    workspace = tmp_path / "killed"
+    moments = random.Random(15)
+    kills = 0
+    for _ in range(10):
+        before = len(journal(workspace)) if (workspace / "exp").exists() else 0
+        proc = start_cli(root, workspace, "--quiet")
+        try:
+            target = before + moments.randint(3, 25)
+
+            def due(proc: Any = proc, target: int = target) -> bool:
+                exists = (workspace / "exp").exists()
+                return proc.poll() is not None or (exists and len(journal(workspace)) >= target)
+
+            wait_for(due, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+    assert kills >= 5, "the sweep finished before most kills: the case is not exercised"
+    final = run_cli("run", str(root), "-w", str(workspace), "--quiet")
+    assert final.returncode == 0, final.stderr
+    assert (decisions(workspace), reached(workspace)) == expected
+    assert set(statuses(workspace).values()) <= {"completed", "pruned"}
+
+
+def test_resume_keeps_pruned_runs_and_replays_decisions(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """A finished sweep resumed: nothing runs again, no judgement is taken twice."""
+    workspace = tmp_path / "ws"
+    root = make_sweep(make_experiment)
+    assert run_cli("run", str(root), "-w", str(workspace), "--quiet").returncode == 0
+    before = decisions(workspace)
+    again = run_cli("run", str(root), "-w", str(workspace))
+    assert again.returncode == 0, again.stderr
+    assert decisions(workspace) == before
+    assert sum(1 for e in journal(workspace) if e["type"] == "RunStarted") == 12
+
+
+def test_a_changed_pruning_block_is_a_config_change(make_experiment: Make, tmp_path: Path) -> None:
+    """Resuming with another reduction factor is refused (exit 2), nothing written."""
+    workspace = tmp_path / "ws"
+    root = make_sweep(make_experiment, epochs=3)
+    assert run_cli("run", str(root), "-w", str(workspace), "--quiet").returncode == 0
+    lines = (workspace / "exp" / "logs" / "events.jsonl").read_bytes()
+    text = (
+        (root / "experiment.yaml").read_text().replace("reduction_factor: 3", "reduction_factor: 2")
+    )
+    (root / "experiment.yaml").write_text(text)
+    refused = run_cli("run", str(root), "-w", str(workspace))
+    assert refused.returncode == 2
+    assert "pruning.reduction_factor" in refused.stderr
+    assert (workspace / "exp" / "logs" / "events.jsonl").read_bytes() == lines
+
+
+# -- config mistakes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({**ASHA, "reduction_factor": 1}, "pruning.reduction_factor: expected a number >= 2"),
+        (
+            {**ASHA, "grace_period": 10},
+            "pruning.grace_period: grace_period 10 is above max_epochs 9",
+        ),
+        ({**ASHA, "type": "sha"}, "pruning.type: expected a pruner type, one of asha, hyperband"),
+        ({**ASHA, "mode": "lowest"}, "pruning.mode: expected min, max or auto"),
+        ({**ASHA, "metric": "wobble"}, "pruning.mode: cannot tell from the name 'wobble'"),
+        (
+            {**ASHA, "determinism": "fast"},
+            "pruning.determinism: expected one of sequential, arrival",
+        ),
+        ({**ASHA, "brackets": 2}, "pruning.brackets: asha has one bracket"),
+        (
+            {"type": "median", "metric": "val_loss", "grace_period": 2},
+            "pruning.grace_period: unknown key",
+        ),
+        ({"type": "percentile", "metric": "val_loss"}, "missing key 'percentile'"),
+        ({"type": "threshold", "metric": "val_loss"}, "threshold needs lower, upper or both"),
+        ({"type": "hyperband", "metric": "val_loss"}, "hyperband needs max_epochs"),
+    ],
+)
+def test_pruning_mistakes_are_config_errors_at_their_key(
+    make_experiment: Make, tmp_path: Path, block: dict[str, Any], message: str
+) -> None:
+    root = make_sweep(make_experiment, pruning=block)
+    result = run_cli("validate", str(root))
+    assert result.returncode == 2, result.stdout
+    assert "experiment.yaml:" in result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_shows_the_resolved_pruning_block(make_experiment: Make) -> None:
+    root = make_sweep(make_experiment, pruning={"type": "median", "metric": "val_loss"})
+    plan = expman.load_plan(root)
+    assert plan.pruning is not None
+    described = plan.describe()["pruning"]
+    assert (described["type"], described["mode"]) == ("median", "min")
+    assert (described["n_startup_trials"], described["determinism"]) == (5, "sequential")
+    assert json.loads(json.dumps(described)) == described
+
+
+async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """search + asha: sampled trials judged at rungs; a pruned one is told pruned, in order."""
+    root = make_sweep(make_experiment, trials=1, concurrency=3)
+    text = (root / "experiment.yaml").read_text()
+    text += (
+        "search:\n  sampler: {type: random, seed: 1}\n  metric: val_loss\n  trials: 10\n"
+        "  lag: 3\n  space:\n    c: {randint: [0, 12]}\n"
+    )
+    (root / "experiment.yaml").write_text(text)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    pruned = {e.trial for e in events.of_type(PruneDecision) if e.action == "prune"}
+    assert pruned
+    started = [e.trial for e in events.of_type(RunStarted)]
+    assert started == sorted(started)  # plan order, placeholders sampled in turn
+    runs = statuses(workspace)
+    assert {runs[(t, 0)] for t in pruned} == {"pruned"}
