@@ -13,7 +13,9 @@ fraction of the full grid's (each run's ``epochs``; the mean over instances, tar
 <= 12%), and in how many instances ASHA's best trial (``best_trial("val_loss")``:
 complete trials by their last value, pruned ones after them) is exactly the known
 best configuration (``SyntheticCurves.best`` at 81 epochs; target >= 75%).  The full
-grid's own best is reported beside it (noise can hide the best even there).
+grid's own best is reported beside it (noise can hide the best even there), and
+``epochs_as_simulated``: in how many instances every trial trained exactly the epochs
+the simulation below predicts (all of them, for ``determinism: sequential``).
 
 The second measurement (``--timing-instances``, default 5; 0 skips it): the same
 ASHA sweep at max_concurrency 8 with a random sleep per epoch (``sleep: [lo, hi]``
@@ -133,6 +135,8 @@ class Outcome:
     epochs: int
     best: int | None
     pruned: int
+    #: Each configuration's epochs trained.
+    trained: Mapping[int, int]
 
 
 def config_of(trial: str) -> int:
@@ -144,11 +148,10 @@ async def run_sweep(root: Path, workspace: Path) -> Outcome:
     if result.status != "completed":
         raise SystemExit(f"{root.name} ended {result.status}: {result.counts}")
     results = expman.load_results(workspace / root.name)
-    epochs = sum(run.epochs for run in results.runs)
+    trained = {config_of(run.trial): run.epochs for run in results.runs}
     pruned = sum(1 for run in results.runs if run.status == "pruned")
-    return Outcome(
-        epochs=epochs, best=config_of(results.best_trial("val_loss").trial), pruned=pruned
-    )
+    best = config_of(results.best_trial("val_loss").trial)
+    return Outcome(epochs=sum(trained.values()), best=best, pruned=pruned, trained=trained)
 
 
 # -- the simulation ---------------------------------------------------------------------
@@ -174,13 +177,11 @@ def milestones(grace: int, rf: int, max_t: int) -> list[int]:
     return [grace * rf**k for k in range(count)]
 
 
-def simulate(
-    runs: Sequence[tuple[int, Sequence[float]]], rule: str, max_t: int
-) -> tuple[list[int], int | None]:
+def simulate(runs: Sequence[tuple[int, Sequence[float]]], rule: str, max_t: int) -> Outcome:
     """Sequential ASHA: each run's epochs trained, and the best complete run's configuration."""
     rungs = milestones(GRACE, RF, max_t)
     recorded: dict[int, list[float]] = {m: [] for m in rungs}  # losses, plan order
-    trained: list[int] = []
+    trained: dict[int, int] = {}
     finals: list[tuple[float, int]] = []
     for config, losses in runs:
         done = 0
@@ -193,10 +194,22 @@ def simulate(
             earlier.append(loss)
             if stop and done < max_t:
                 break
-        trained.append(done)
+        trained[config] = done
         if done == len(losses):
             finals.append((losses[-1], config))
-    return trained, min(finals)[1] if finals else None
+    return Outcome(
+        epochs=sum(trained.values()),
+        best=min(finals)[1] if finals else None,
+        pruned=sum(1 for config, losses in runs if trained[config] < len(losses)),
+        trained=trained,
+    )
+
+
+def full_grid(runs: Sequence[tuple[int, Sequence[float]]]) -> Outcome:
+    """The grid without pruning: every epoch of every run, the lowest last value wins."""
+    trained = {config: len(losses) for config, losses in runs}
+    best = min((losses[-1], config) for config, losses in runs)[1]
+    return Outcome(epochs=sum(trained.values()), best=best, pruned=0, trained=trained)
 
 
 def cut(loss: float, earlier: Sequence[float], rule: str) -> bool:
@@ -231,6 +244,7 @@ def emit_efficiency(
     wall: float,
     params: Mapping[str, Any],
     grid_epochs: int,
+    **extra: Any,
 ) -> None:
     fraction, found, grid_found = summary(outcomes, grid_epochs)
     count = len(outcomes)
@@ -245,6 +259,7 @@ def emit_efficiency(
         result=("epochs trained / full grid's", fraction * 100, "%"),
         target=("<=", 12.0),
         fractions=fractions,
+        **extra,
     )
     _measure.emit(
         "pruning",
@@ -278,6 +293,7 @@ async def efficiency(args: argparse.Namespace, workdir: Path) -> None:
         "simulated": args.simulate,
     }
     outcomes = []
+    agree = 0  # instances where the experiments trained what the simulation predicts
     with _measure.stopwatch() as t:
         for instance in range(args.instances):
             best = SyntheticCurves.best(instance=instance, configs=configs, epochs=epochs)
@@ -290,18 +306,18 @@ async def efficiency(args: argparse.Namespace, workdir: Path) -> None:
             )
             grid_root = write_folder(workdir / f"grid-{instance}", pruning=None, **folder)
             asha_root = write_folder(workdir / f"asha-{instance}", pruning=block, **folder)
+            runs = planned_losses(grid_root)
+            simulated = simulate(runs, args.rule, max_t=epochs)
             if args.simulate:
-                runs = planned_losses(grid_root)
-                asha = simulate(runs, args.rule, max_t=epochs)
-                grid_best = min((losses[-1], config) for config, losses in runs)[1]
-                grid_outcome = Outcome(sum(len(losses) for _, losses in runs), grid_best, 0)
-                asha_outcome = Outcome(sum(asha[0]), asha[1], sum(1 for e in asha[0] if e < epochs))
+                grid_outcome, asha_outcome = full_grid(runs), simulated
             else:
                 grid_outcome = await run_sweep(grid_root, workdir / "ws")
                 asha_outcome = await run_sweep(asha_root, workdir / "ws")
+                agree += asha_outcome.trained == simulated.trained
             outcomes.append((best, grid_outcome, asha_outcome))
     mode = "simulated" if args.simulate else "experiments"
-    emit_efficiency(mode, outcomes, t.wall, params, configs * epochs)
+    extra = {} if args.simulate else {"epochs_as_simulated": agree}
+    emit_efficiency(mode, outcomes, t.wall, params, configs * epochs, **extra)
 
 
 async def timing(args: argparse.Namespace, workdir: Path) -> None:
