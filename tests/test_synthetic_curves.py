@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -285,3 +286,58 @@ class TestSettings:
         assert SyntheticCurves(**settings).curve == SyncSyntheticCurves(**settings).curve
         assert SyntheticCurves(**settings).curve == curve(9, 2)
         assert math.isclose(SyntheticCurves(**settings).curve.loss(0), curve(9, 2).loss(0))
+
+
+def sequential_asha(losses: list[list[float]], rungs: list[int], rf: int) -> list[int]:
+    """Epochs each run trains under Ray's ASHA rule, the runs one after another in order."""
+    recorded: dict[int, list[float]] = {rung: [] for rung in rungs}
+    trained = []
+    for curve_losses in losses:
+        done = 0
+        for done, loss in enumerate(curve_losses, start=1):
+            if done not in recorded:
+                continue
+            earlier = recorded[done]
+            cutoff = (
+                np.nanpercentile([-x for x in earlier], (1 - 1 / rf) * 100) if earlier else None
+            )
+            earlier.append(loss)
+            if cutoff is not None and -loss < cutoff and done < len(curve_losses):
+                break
+        trained.append(done)
+    return trained
+
+
+class TestUnderPruning:
+    async def test_asha_stops_the_curves_at_their_rungs_as_sequential_asha_predicts(
+        self, tmp_path: Path
+    ) -> None:
+        """27 configurations x 9 epochs under ASHA (rf 3) at 8 slots with random sleeps: a
+        pruned run stops at the epoch of its rung's decision, and every run trains what
+        sequential ASHA computed on the curves' values predicts."""
+        root = write_curves(
+            tmp_path / "configs", configs=27, epochs=9, concurrency=8, sleep=[0.0, 0.003]
+        )
+        experiment = yaml.safe_load((root / "experiment.yaml").read_text())
+        experiment["pruning"] = {
+            "type": "asha",
+            "metric": "val_loss",
+            "grace_period": 1,
+            "reduction_factor": 3,
+            "max_epochs": 9,
+        }
+        (root / "experiment.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+        result = await expman.run_experiment(root, workspace=tmp_path / "ws")
+        assert result.status == "completed", result.counts
+        results = expman.load_results(tmp_path / "ws" / "exp")
+        runs = sorted(results.runs, key=lambda r: int(r.trial.removeprefix("c")))
+        expected = expected_losses(results, instance=0, noise=0.01)
+        full = [
+            [curve(0, c).noisy_loss(t, run.seed, 0.01) for t in range(9)]
+            for c, run in enumerate(runs)
+        ]
+        assert [run.epochs for run in runs] == sequential_asha(full, [1, 3, 9], 3)
+        assert {run.status for run in runs if run.epochs < 9} == {"pruned"}
+        assert {run.status for run in runs if run.epochs == 9} == {"completed"}
+        assert 0 < sum(run.epochs < 9 for run in runs) < 27
+        assert reported_losses(results) == expected  # a pruned run's epochs are the curve's
