@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from expman.events import Event
+from expman.testing.synthetic import SyncSyntheticCurves, SyntheticCurves
+
+__all__ = [
+    "CapturedEvents",
+    "SyncSyntheticCurves",
+    "SyntheticCurves",
+    "capture_events",
+]
 
 E = TypeVar("E", bound=Event)
 
