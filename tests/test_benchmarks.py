@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import REQUIRED_FIELDS as REQUIRED  # noqa: E402  (the suite's own list)
 
-WORKLOADS = {"sweep", "metric_logging", "bus", "concurrency", "resume", "memory"}
+WORKLOADS = {"sweep", "metric_logging", "bus", "concurrency", "resume", "memory", "pruning"}
 
 
 @pytest.mark.slow
