@@ -458,3 +458,16 @@ async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
     assert sampled == list(range(10))  # admitted in plan order, sampled in turn
     runs = statuses(workspace)
     assert {runs[(t, 0)] for t in pruned} == {"pruned"}
+
+
+def test_a_metric_no_run_reports_stops_the_experiment_with_its_name(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """pruning.metric misspelt: the first judgement stops everything, naming both, exit 1."""
+    root = make_sweep(make_experiment, pruning={**ASHA, "metric": "val_los", "mode": "min"})
+    result = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "--quiet")
+    assert result.returncode == 1, result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    assert "pruning.metric 'val_los' is not a number among the metrics" in shown
+    assert "(val_loss)" in shown
+    assert "Traceback" not in shown

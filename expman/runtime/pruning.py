@@ -157,7 +157,7 @@ class PruningDriver:
         #: The runs whose values count in their competitor's (see :meth:`_counts`).
         self._counted: set[RunKey] = set()
         self._changed = anyio.Event()
-        self._missing_warned: set[RunKey] = set()
+        self._stopped_for_missing = False
         self._count_decisions = 0
         self._count_pruned = 0
         self._count_replayed = 0
@@ -282,9 +282,9 @@ class PruningDriver:
         epochs = event.epoch + 1
         value = _number(event.metrics.get(self._metric))
         if value is None:
-            self._warn_missing(run, event)
             self._judged.add((run, epochs))  # nothing to judge: never wait on it
             self._wake()
+            await self._missing(run, epochs, event)
             return
         if (run, epochs) in self._decided:
             self._count_replayed += 1  # judged before this run resumed: the same again
@@ -411,19 +411,29 @@ class PruningDriver:
             return True
         return needs == "rung" and (run, epochs) in self._judged
 
-    def _warn_missing(self, run: RunKey, event: EpochEnd) -> None:
-        if run in self._missing_warned:
+    async def _missing(self, run: RunKey, epochs: int, event: EpochEnd) -> None:
+        """A run without a number for the metric where it is judged: a misnamed metric?
+
+        A run that never reported it by its first judgement stops the experiment (as a
+        misnamed search metric does: a pruner that can judge nothing is a mistake, not
+        a sweep without pruning); one that reported it before is skipped at this epoch.
+        """
+        if self._values[run] or self._stopped_for_missing:
             return
-        self._missing_warned.add(run)
+        if not self.rule.due(self._competitor_of[run].ident, epochs):
+            return
+        self._stopped_for_missing = True
         reported = ", ".join(sorted(event.metrics)[:12]) or "no metrics"
-        log.warning(
-            "pruning_metric_missing",
-            run=f"{run[0]}/run_{run[1]}",
-            message=(
-                f"pruning.metric {self._metric!r} is not a number among the metrics"
-                f" {run[0]}/run_{run[1]} reported ({reported}); it is not judged at"
-                " epochs without it"
-            ),
+        message = (
+            f"pruning.metric {self._metric!r} is not a number among the metrics"
+            f" {run[0]}/run_{run[1]} reported at epoch {event.epoch} ({reported});"
+            " fix pruning.metric in experiment.yaml"
+        )
+        log.error("pruning_metric_missing", message=message)
+        await self._bus.publish(
+            StopRequested(
+                experiment=self._plan.name, scope="experiment", reason=message, source="pruning"
+            )
         )
 
 

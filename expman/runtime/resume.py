@@ -112,11 +112,27 @@ def plan_resume(
     if not accept_changes and journal.sampled:
         search = search_changes(plan)
         if search:
-            raise ConfigChanged(_describe_search_changes(plan, search))
+            raise ConfigChanged(
+                _describe_block_changes(
+                    plan,
+                    "search",
+                    search,
+                    done="trials were sampled",
+                    kept="trials sampled so far keep their values",
+                )
+            )
     if not accept_changes and journal.runs:
         pruning = pruning_changes(plan)
         if pruning:
-            raise ConfigChanged(_describe_pruning_changes(plan, pruning))
+            raise ConfigChanged(
+                _describe_block_changes(
+                    plan,
+                    "pruning",
+                    pruning,
+                    done="trials were judged",
+                    kept="the decisions taken so far stand",
+                )
+            )
     if not journal.runs:
         return ResumePlan(
             todo=plan.runs,
@@ -220,28 +236,17 @@ def block_changes(
     ]
 
 
-def _describe_search_changes(plan: ExperimentPlan, keys: list[str]) -> str:
+def _describe_block_changes(
+    plan: ExperimentPlan, name: str, keys: list[str], *, done: str, kept: str
+) -> str:
+    """The refusal of a changed ``search``/``pruning`` block: what changed, what to do."""
     return "\n".join(
         [
-            f"the search block differs from what {plan.path} recorded, and trials were"
-            " sampled with the recorded one; refusing to resume into a different search.",
+            f"the {name} block differs from what {plan.path} recorded, and {done}"
+            f" with the recorded one; refusing to resume into a different {name}.",
             f"  changed keys: {', '.join(keys)}",
             "Use --fresh to start a new run of the experiment (the old directory is kept"
-            " under a new name), or --accept-changes to go on with the new block (trials"
-            " sampled so far keep their values).",
-        ]
-    )
-
-
-def _describe_pruning_changes(plan: ExperimentPlan, keys: list[str]) -> str:
-    return "\n".join(
-        [
-            f"the pruning block differs from what {plan.path} recorded, and trials were"
-            " judged with the recorded one; refusing to resume into a different pruner.",
-            f"  changed keys: {', '.join(keys)}",
-            "Use --fresh to start a new run of the experiment (the old directory is kept"
-            " under a new name), or --accept-changes to go on with the new block (the"
-            " decisions taken so far stand).",
+            f" under a new name), or --accept-changes to go on with the new block ({kept}).",
         ]
     )
 
