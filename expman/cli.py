@@ -266,6 +266,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if plan.search is not None:  # its trials are placeholders until sampled
         for line in _search_summary(plan.search):
             print(printable(line))
+    if plan.pruning is not None:
+        print(printable(_pruning_summary(plan.pruning)))
     runs: dict[int, list[Any]] = {}
     for spec in plan.runs:
         runs.setdefault(id(spec.trial), []).append(spec)
@@ -313,6 +315,38 @@ def _search_summary(search: Any) -> list[str]:
         form = dist.items() if isinstance(dist, dict) else [("values", dist)]
         lines.append(f"  {key}: " + ", ".join(f"{k} {dumps(v).decode()}" for k, v in form))
     return lines
+
+
+def _pruning_summary(pruning: Any) -> str:
+    """``expman validate``'s line about the pruning block (a PruningSpec)."""
+    head = (
+        f"pruning: {pruning.type}, {pruning.mode} of {pruning.metric}, unit {pruning.unit},"
+        f" {pruning.determinism}"
+    )
+    if pruning.uses_rungs:
+        from expman.pruning import rung_epochs
+
+        rungs = rung_epochs(pruning, 0, up_to=None if pruning.max_epochs else 10_000)[:8]
+        shown = ", ".join(str(r) for r in rungs) or "none"
+        brackets = f", {pruning.brackets} brackets" if pruning.brackets > 1 else ""
+        return (
+            f"{head}, rule {pruning.rule}{brackets}; rungs at {shown} epochs"
+            f" (reduction factor {pruning.reduction_factor}"
+            + (f", below max_epochs {pruning.max_epochs})" if pruning.max_epochs else ")")
+        )
+    if pruning.type == "threshold":
+        bounds = [
+            f"{k} {getattr(pruning, k):g}"
+            for k in ("lower", "upper")
+            if getattr(pruning, k) is not None
+        ]
+        return (
+            f"{head}; outside {' and '.join(bounds)} after {pruning.n_warmup_steps} warm-up epochs"
+        )
+    return (
+        f"{head}; percentile {pruning.percentile:g} of complete trials after"
+        f" {pruning.n_startup_trials} of them and {pruning.n_warmup_steps} warm-up epochs"
+    )
 
 
 #: How many trials ``expman validate`` lists before "... and K more".

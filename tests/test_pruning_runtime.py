@@ -471,3 +471,13 @@ def test_a_metric_no_run_reports_stops_the_experiment_with_its_name(
     assert "pruning.metric 'val_los' is not a number among the metrics" in shown
     assert "(val_loss)" in shown
     assert "Traceback" not in shown
+
+
+def test_validate_prints_the_pruner_and_its_rungs(make_experiment: Make) -> None:
+    root = make_sweep(make_experiment)
+    result = run_cli("validate", str(root))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "pruning: asha, min of val_loss, unit trial, sequential, rule ray; rungs at 1, 3 epochs"
+        " (reduction factor 3, below max_epochs 9)"
+    ) in result.stdout
