@@ -181,8 +181,15 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_an_older_one(
     root = make_chain(make_experiment, epochs=8, seconds=0.1)
     ws = tmp_path / "ws"
     proc = start_cli(root, ws)
-    kill_when(proc, lambda: bool(records(ws, "CheckpointStaged", reason="last", epoch=4)))
     artifacts = ws / "exp" / "trials" / "t" / "run_0" / "artifacts"
+
+    def renamed() -> bool:
+        # Journaled and renamed into place: a staged file left beside it would be
+        # renamed over the broken one on resume, and the case would not be exercised.
+        staged = records(ws, "CheckpointStaged", reason="last", epoch=4)
+        return bool(staged) and not (artifacts / staged[-1]["staged"]).exists()
+
+    kill_when(proc, renamed)
     newest = read_journal(ws / "exp" / "logs" / "events.jsonl").runs["t", 0].checkpoints
     names = [Path(p).name for p in newest]
     assert names[-1] == "checkpoint-last"
