@@ -463,14 +463,49 @@ async def test_a_search_hears_of_pruned_trials_and_keeps_its_order(
 def test_a_metric_no_run_reports_stops_the_experiment_with_its_name(
     make_experiment: Make, tmp_path: Path
 ) -> None:
-    """pruning.metric misspelt: the first judgement stops everything, naming both, exit 1."""
+    """pruning.metric misspelt: the first run to end without it stops everything, exit 1."""
     root = make_sweep(make_experiment, pruning={**ASHA, "metric": "val_los", "mode": "min"})
     result = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "--quiet")
     assert result.returncode == 1, result.stdout + result.stderr
     shown = result.stdout + result.stderr
-    assert "pruning.metric 'val_los' is not a number among the metrics" in shown
-    assert "(val_loss)" in shown
+    assert "pruning.metric 'val_los' was never reported by t00/run_0, which reported" in shown
     assert "Traceback" not in shown
+
+
+CURVES_WITH_GAPS = '''
+from curves import Curves, loss
+
+
+class Gaps(Curves):
+    """Reports val_loss on odd epochs only, and None for trial c == 5."""
+
+    async def run(self, ctx):
+        c = ctx.settings["c"]
+        for epoch in range(ctx.start_epoch, self.epochs):
+            value = None if c == 5 else loss(c, ctx.seed, epoch)
+            metrics = {"val_loss": value} if epoch % 2 else {"other": 1.0}
+            if await ctx.epoch_end(epoch, metrics):
+                break
+        return {}
+'''
+
+
+async def test_a_metric_missing_at_some_epochs_or_none_is_judged_where_reported(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """Ray continues a result without the metric: so do we; nothing is cancelled."""
+    rungs = {**ASHA, "grace_period": 2, "reduction_factor": 2, "max_epochs": 27}  # 2, 4, 8, 16
+    root = make_sweep(make_experiment, pipeline="gaps:Gaps", pruning=rungs)
+    (root / "gaps.py").write_text(CURVES_WITH_GAPS)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "completed"
+    judged = events.of_type(PruneDecision)
+    assert {e.epochs for e in judged} == {2, 4, 8}  # the rungs within 9 epochs
+    assert not [e for e in judged if e.trial == "t01"]  # c == 5 reports None: never judged
+    assert "cancelled" not in set(statuses(workspace).values())
 
 
 def test_validate_prints_the_pruner_and_its_rungs(make_experiment: Make) -> None:
@@ -481,3 +516,47 @@ def test_validate_prints_the_pruner_and_its_rungs(make_experiment: Make) -> None
         "pruning: asha, min of val_loss, unit trial, sequential, rule ray; rungs at 1, 3 epochs"
         " (reduction factor 3, below max_epochs 9)"
     ) in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_runs_wait_at_a_rung_then_resume_judges_that_rung(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """SIGINT at random moments (runs waiting to be judged, checkpoints every epoch), then
+    resume: no rung is skipped, the decisions and epochs are the uninterrupted run's."""
+    options: dict[str, Any] = {
+        "trials": 12,
+        "epochs": 9,
+        "jitter": 0.05,
+        "concurrency": 4,
+        "callbacks": [{"type": "curves:EveryEpoch"}],
+    }
+    reference_ws = tmp_path / "reference"
+    root = make_sweep(make_experiment, **options)
+    done = run_cli("run", str(root), "-w", str(reference_ws), "--quiet")
+    assert done.returncode == 0, done.stderr
+    expected = (decisions(reference_ws), reached(reference_ws))
+
+    workspace = tmp_path / "interrupted"
+    moments = random.Random(7)
+    interrupted = 0
+    for _ in range(6):
+        before = len(journal(workspace)) if (workspace / "exp").exists() else 0
+        proc = start_cli(root, workspace, "--quiet")
+        try:
+            target = before + moments.randint(8, 30)
+
+            def due(proc: Any = proc, target: int = target) -> bool:
+                exists = (workspace / "exp").exists()
+                return proc.poll() is not None or (exists and len(journal(workspace)) >= target)
+
+            wait_for(due, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                interrupted += 1
+            proc.wait(timeout=60)
+    assert interrupted >= 3, "the sweep finished before most interrupts: not exercised"
+    final = run_cli("run", str(root), "-w", str(workspace), "--quiet")
+    assert final.returncode == 0, final.stderr
+    assert (decisions(workspace), reached(workspace)) == expected

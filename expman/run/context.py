@@ -84,6 +84,9 @@ class RunContext(RunView):
         self._stop_scope: str | None = None
         #: The stop that reached the run is a pruner's decision: it ends ``pruned``.
         self.stop_pruned = False
+        #: An epoch whose pruning judgement an interruption cut off: no checkpoint of
+        #: it or a later one is saved (resume must reach the rung again).
+        self.checkpoints_from: int | None = None
         self._stop_event = anyio.Event()
         self.epochs_reported = 0
         # A run resumed from a checkpoint continues from it: its last epoch and metrics
@@ -205,8 +208,15 @@ class RunContext(RunView):
     # -- the runtime's bookkeeping ------------------------------------------------------
 
     def mark_stopped(self, reason: str, scope: str, *, pruned: bool = False) -> bool:
-        """Record a stop request; True if it is the first for this run."""
+        """Record a stop request; True if it is the first for this run.
+
+        A pruner's (``pruned``) replaces an earlier one that was not: a journaled
+        decision outlasts an interruption.
+        """
         if self._stop_reason is not None:
+            if not pruned or self.stop_pruned:
+                return False
+            self._stop_reason, self._stop_scope, self.stop_pruned = reason, scope, True
             return False
         self._stop_reason = reason
         self._stop_scope = scope

@@ -78,6 +78,16 @@ class Checkpoints:
         # A relative path is relative to the run's artifacts folder.
         path = ctx.paths.artifacts / event.path
         epoch = ctx.last_epoch if ctx.last_epoch is not None else ctx.start_epoch - 1
+        if ctx.checkpoints_from is not None and epoch >= ctx.checkpoints_from:
+            # A pruning judgement of this epoch was cut off by an interruption.
+            log.info(
+                "checkpoint_not_saved",
+                path=event.path,
+                reason=event.reason,
+                why=f"the pruning judgement after epoch {ctx.checkpoints_from} is still due;"
+                " resume trains to it again",
+            )
+            return
         state = ctx.plain_value(ctx.callbacks.state(), "callback state")
         metrics = dict(ctx.last_metrics)
         fields: dict[str, Any] = {

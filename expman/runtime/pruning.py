@@ -44,9 +44,10 @@ import structlog
 from expman.bus import EventBus
 from expman.config import ExperimentPlan, PruningSpec, RunSpec
 from expman.errors import WorkspaceError
-from expman.events import EpochEnd, PruneDecision, StopRequested
+from expman.events import EpochEnd, PruneDecision, RunFinished, StopRequested
 from expman.pruning import Rule, Series, make_rule
 from expman.run.records import RunOutcome
+from expman.runtime.active import ActiveRuns
 from expman.runtime.admission import AdmissionPolicy, Admit, Drop, PlanOrder
 from expman.runtime.stopping import Stopping
 from expman.status import RunStatus, run_status
@@ -106,6 +107,7 @@ class PruningDriver:
         plan: ExperimentPlan,
         bus: EventBus,
         stopping: Stopping,
+        active: ActiveRuns,
         *,
         done: Sequence[RunOutcome] = (),
         decisions: Sequence[Mapping[str, Any]] = (),
@@ -116,6 +118,7 @@ class PruningDriver:
         self._spec: PruningSpec = plan.pruning
         self._bus = bus
         self._stopping = stopping
+        self._active = active
         self._sequential = self._spec.determinism == "sequential"
         self._by_run = self._spec.unit == "run"
         noun = "runs" if self._by_run else "trials"
@@ -158,6 +161,8 @@ class PruningDriver:
         self._counted: set[RunKey] = set()
         self._changed = anyio.Event()
         self._stopped_for_missing = False
+        #: Runs that reported the metric's name without a number (None, a string).
+        self._named: set[RunKey] = set()
         self._count_decisions = 0
         self._count_pruned = 0
         self._count_replayed = 0
@@ -282,9 +287,12 @@ class PruningDriver:
         epochs = event.epoch + 1
         value = _number(event.metrics.get(self._metric))
         if value is None:
-            self._judged.add((run, epochs))  # nothing to judge: never wait on it
+            if self._metric in event.metrics:
+                self._named.add(run)  # named, with no number: not a misnamed metric
+            # Not reported (or not a number) at this epoch: not judged here, as Ray
+            # continues a trial whose result lacks the metric; never waited on.
+            self._judged.add((run, epochs))
             self._wake()
-            await self._missing(run, epochs, event)
             return
         if (run, epochs) in self._decided:
             self._count_replayed += 1  # judged before this run resumed: the same again
@@ -302,10 +310,12 @@ class PruningDriver:
             return
         spec = self._specs[run]
         if self._stopping.stopping(spec):
+            self._unjudged(run, spec, epoch)
             return  # it is ending anyway: its value counts, no judgement needed
         needs = self.rule.compares(competitor.ident, epochs)
         if self._sequential and needs != "none":
             if not await self._wait_for_earlier(run, epochs, needs):
+                self._unjudged(run, spec, epoch)
                 return  # a stop reached it while it waited
         own, others = self._view(run, epochs)
         verdict = self.rule.judge(competitor.ident, epochs, own, others)
@@ -338,6 +348,20 @@ class PruningDriver:
                 " the experiment stops rather than act on an unrecorded decision"
             )
         await self._bus.publish(self._stop(spec, verdict.reason))
+
+    def _unjudged(self, run: RunKey, spec: RunSpec, epoch: int) -> None:
+        """An interruption came before the judgement due at ``epoch``: keep it due.
+
+        The run will run again on resume; a checkpoint of this epoch would resume it
+        past the rung, never judged, so none is saved from here on (the interrupt's,
+        a callback's, the final one): resume re-trains to the rung and judges it there.
+        """
+        stop = self._stopping.reason_for(spec)
+        if stop is None or stop[1] != "experiment":
+            return  # its trial or itself stopped: a decision, not run again
+        active = self._active.get(run)
+        if active is not None and active.ctx.checkpoints_from is None:
+            active.ctx.checkpoints_from = epoch
 
     def _stop(self, spec: RunSpec, reason: str) -> StopRequested:
         return StopRequested(
@@ -411,23 +435,27 @@ class PruningDriver:
             return True
         return needs == "rung" and (run, epochs) in self._judged
 
-    async def _missing(self, run: RunKey, epochs: int, event: EpochEnd) -> None:
-        """A run without a number for the metric where it is judged: a misnamed metric?
+    async def run_finished(self, event: RunFinished) -> None:
+        """A run ended: one that never reported the metric, but others, means a misnamed one.
 
-        A run that never reported it by its first judgement stops the experiment (as a
-        misnamed search metric does: a pruner that can judge nothing is a mistake, not
-        a sweep without pruning); one that reported it before is skipped at this epoch.
+        Then the experiment stops (as a misnamed search metric does: a pruner that can
+        judge nothing is a mistake, not a sweep without pruning).  A run that reported
+        it at some epochs only, or NaN, or None now and then, is judged where it did.
         """
-        if self._values[run] or self._stopped_for_missing:
+        run = event.run_key
+        if run is None or run not in self._rank or self._stopped_for_missing:
             return
-        if not self.rule.due(self._competitor_of[run].ident, epochs):
+        if self._values[run] or run in self._named or not event.metrics:
+            return
+        if self._metric in event.metrics:
+            return
+        if event.status.is_failure or event.epochs == 0:
             return
         self._stopped_for_missing = True
-        reported = ", ".join(sorted(event.metrics)[:12]) or "no metrics"
+        reported = ", ".join(sorted(event.metrics)[:12])
         message = (
-            f"pruning.metric {self._metric!r} is not a number among the metrics"
-            f" {run[0]}/run_{run[1]} reported at epoch {event.epoch} ({reported});"
-            " fix pruning.metric in experiment.yaml"
+            f"pruning.metric {self._metric!r} was never reported by {run[0]}/run_{run[1]},"
+            f" which reported {reported}; fix pruning.metric in experiment.yaml"
         )
         log.error("pruning_metric_missing", message=message)
         await self._bus.publish(

@@ -34,7 +34,7 @@ import anyio
 
 from expman.bus import EventBus, Subscription
 from expman.config import ExperimentPlan, RunSpec
-from expman.events import CheckpointDue, EpochEnd, Event, StopRequested
+from expman.events import CheckpointDue, EpochEnd, Event, RunFinished, StopRequested
 from expman.executors.base import Executor
 from expman.run.records import ResumePoint, RunOutcome
 from expman.runtime.active import ActiveRuns
@@ -115,10 +115,13 @@ class Scheduler:
         #: in plan order, around the policy chosen so far.
         self.pruning: PruningDriver | None = None
         if plan.pruning is not None:
-            self.pruning = PruningDriver(plan, bus, self.stopping, done=done, decisions=decisions)
+            self.pruning = PruningDriver(
+                plan, bus, self.stopping, active, done=done, decisions=decisions
+            )
             self.policy = self.pruning.policy(self.policy)
             self._subscriptions += [
                 bus.subscribe(EpochEnd, self.pruning, name="runtime.pruning"),
+                bus.subscribe(RunFinished, self.pruning.run_finished, name="runtime.pruning.ends"),
                 bus.subscribe(
                     StopRequested, self.pruning.stop_requested, name="runtime.pruning.stops"
                 ),

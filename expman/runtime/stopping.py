@@ -4,6 +4,8 @@
   active run (``ctx.should_stop`` becomes True, ``epoch_end`` returns True) and
   starts its grace timer; runs not yet started are not started (the first reason
   recorded for a run, a trial or the experiment stands).
+* A pruner's stop (``StopRequested.pruned``) wins over every other for the runs it
+  reaches, an experiment stop that came first included: the decision is journaled.
 * A run that returns after a stop request ends ``stopped`` (scopes run and trial: a
   decision about that run, kept on resume), ``pruned`` (a pruner's decision,
   ``StopRequested.pruned``; kept on resume too) or ``cancelled`` (scope experiment: an
@@ -55,7 +57,15 @@ class Stopping:
         self._pruned: set[str | tuple[str, int]] = set()
 
     def reason_for(self, spec: RunSpec) -> tuple[str, str] | None:
-        """``(reason, scope)`` of the stop that reached ``spec``, if one did."""
+        """``(reason, scope)`` of the stop that reached ``spec``, if one did.
+
+        A pruner's decision about it wins over an experiment stop, whichever came
+        first: it is journaled, so the run is pruned, not an interruption to redo.
+        """
+        if spec.trial.name in self._pruned and spec.trial.name in self._trial_stops:
+            return (self._trial_stops[spec.trial.name], "trial")
+        if spec.key in self._pruned and spec.key in self._run_stops:
+            return (self._run_stops[spec.key], "run")
         if self.experiment_stop is not None:
             return (self.experiment_stop, "experiment")
         if spec.trial.name in self._trial_stops:
@@ -81,12 +91,16 @@ class Stopping:
             if self.experiment_stop is None:
                 self.experiment_stop = reason
         elif event.scope == "trial" and event.trial is not None:
-            if event.trial not in self._trial_stops:
+            if event.trial not in self._trial_stops or (
+                event.pruned and event.trial not in self._pruned
+            ):
                 self._trial_stops[event.trial] = reason
                 if event.pruned:
                     self._pruned.add(event.trial)
         elif event.scope == "run" and event.run_key is not None:
-            if event.run_key not in self._run_stops:
+            if event.run_key not in self._run_stops or (
+                event.pruned and event.run_key not in self._pruned
+            ):
                 self._run_stops[event.run_key] = reason
                 if event.pruned:
                     self._pruned.add(event.run_key)
