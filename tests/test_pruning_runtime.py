@@ -34,7 +34,7 @@ CURVES = textwrap.dedent(
 
     import anyio
 
-    from expman import Callback, CheckpointDue, Pipeline
+    from expman import Callback, CheckpointDue, Pipeline, StopRequested
 
 
     def loss(c, seed, epoch):
@@ -79,6 +79,15 @@ CURVES = textwrap.dedent(
         def save_checkpoint(self, path):
             with open(path, "w") as f:
                 f.write("{}")
+
+
+    class StopAtFirstPrune(Callback):
+        # Stops the whole experiment the moment a pruner decides to prune.
+
+        async def on_prune_decision(self, event):
+            if event.action == "prune":
+                await self.publish(StopRequested(
+                    experiment=event.experiment, scope="experiment", reason="enough"))
 
 
     class EveryEpoch(Callback):
@@ -560,3 +569,26 @@ def test_ctrl_c_while_runs_wait_at_a_rung_then_resume_judges_that_rung(
     final = run_cli("run", str(root), "-w", str(workspace), "--quiet")
     assert final.returncode == 0, final.stderr
     assert (decisions(workspace), reached(workspace)) == expected
+
+
+async def test_a_prune_wins_over_an_experiment_stop_that_came_before_it_acted(
+    make_experiment: Make, workspace: Path
+) -> None:
+    """An experiment stop between a prune's journal record and its stop: the trial is
+    pruned (its decision is on disk), the other runs are cancelled."""
+    root = make_sweep(make_experiment, concurrency=1)
+    text = (root / "experiment.yaml").read_text()
+    text += "subscribers:\n- type: curves:StopAtFirstPrune\n"
+    (root / "experiment.yaml").write_text(text)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert result.status == "cancelled"
+    (first,) = [e for e in events.of_type(PruneDecision) if e.action == "prune"]
+    runs = statuses(workspace)
+    assert runs[(first.trial, first.repeat)] == "pruned"
+    assert {(r.trial, r.status) for r in result.runs if r.trial == first.trial} == {
+        (first.trial, "pruned")
+    }
+    assert "cancelled" in {r.status for r in result.runs}
