@@ -330,7 +330,8 @@ def _pruning_summary(pruning: Any) -> str:
         shown = ", ".join(str(r) for r in rungs) or "none"
         brackets = f", {pruning.brackets} brackets" if pruning.brackets > 1 else ""
         return (
-            f"{head}, rule {pruning.rule}{brackets}; rungs at {shown} epochs"
+            f"{head}, rule {pruning.rule}{brackets}; rungs at {shown}"
+            f" epoch{'' if rungs == (1,) else 's'}"
             f" (reduction factor {pruning.reduction_factor}"
             + (f", below max_epochs {pruning.max_epochs})" if pruning.max_epochs else ")")
         )

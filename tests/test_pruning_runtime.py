@@ -592,3 +592,15 @@ async def test_a_prune_wins_over_an_experiment_stop_that_came_before_it_acted(
         (first.trial, "pruned")
     }
     assert "cancelled" in {r.status for r in result.runs}
+
+
+def test_a_pruning_override_on_the_command_line_is_refused_not_a_new_setting(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    root = make_sweep(make_experiment)
+    result = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "pruning.max_epochs=3")
+    assert result.returncode == 2
+    assert "the pruning block of experiment.yaml is not changed from the command line" in (
+        result.stderr
+    )
+    assert not (tmp_path / "ws").exists()

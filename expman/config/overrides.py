@@ -36,6 +36,9 @@ from expman.errors import ConfigError
 
 COMMAND_LINE = Path("<command line>")
 VALUES = Path("<values>")
+#: experiment.yaml's blocks that are not settings: ``pruning.x=1`` is refused, never a
+#: new setting ``pruning`` that nothing reads (``settings.pruning.x=1`` is that).
+EXPERIMENT_BLOCKS = frozenset({"pruning", "search"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,15 @@ def parse_overrides(overrides: Sequence[str]) -> CallerChanges:
             )
         _check_override_key(item, key)
         _refuse_sweep(item, key, _value)
+        block = key.split(".", 1)[0]
+        if block in EXPERIMENT_BLOCKS:
+            raise ConfigError(
+                f"override {item!r}: the {block} block of experiment.yaml is not changed from"
+                f" the command line (edit experiment.yaml); a setting named {block!r} is"
+                f" written settings.{key}",
+                file=COMMAND_LINE,
+                key=key,
+            )
         if key.startswith("execution."):
             execution.append(item[len("execution.") :])
         elif key.startswith("settings."):

@@ -170,8 +170,10 @@ def check_int(doc: ErrorSite, key: str, value: object, *, minimum: int | None = 
 
 
 def check_number(doc: ErrorSite, key: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise doc.error(key, f"expected a number, got {type_name(value)} {shown(value)}")
+    if not math.isfinite(value):
+        raise doc.error(key, f"expected a finite number, got {shown(value)}")
     if positive and value <= 0:
         raise doc.error(key, f"expected a number > 0, got {value}")
     return float(value)
@@ -191,7 +193,7 @@ def check_mode(doc: ErrorSite, key: str, raw: object, metric: str) -> Literal["m
             raise doc.error(
                 key,
                 f"cannot tell from the name {metric!r} whether lower or higher is better;"
-                " expected mode: min or mode: max",
+                " expected mode: min or mode: max (or is the metric misspelt?)",
             )
         return inferred
     if raw not in ("min", "max"):

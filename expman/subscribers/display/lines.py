@@ -75,7 +75,7 @@ class LineDisplay(Display):
             metrics = fmt_metrics(event.metrics)
             return (
                 f"{progress}{label}: {event.status} in {event.duration:.1f}s,"
-                f" {event.epochs} epochs{note}{'  ' + metrics if metrics else ''}"
+                f" {plural(event.epochs, 'epoch')}{note}{'  ' + metrics if metrics else ''}"
             )
         if isinstance(event, RunRetrying):
             return f"{label}: retrying (attempt {event.attempt})"
