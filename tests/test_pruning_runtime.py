@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import expman
 from expman.events import PruneDecision, RunStarted, TrialSampled
 from expman.testing import capture_events
 from expman.workspace.journal import read_journal
 
-from .conftest import run_cli
+from .conftest import run_cli, write_yaml
 from .test_resume import journal, start_cli, wait_for
 
 Make = Callable[..., Path]
@@ -43,16 +44,16 @@ CURVES = textwrap.dedent(
 
 
     class Curves(Pipeline):
-        def __init__(self, epochs=9, jitter=0.0, **params):
+        def __init__(self, epochs=9, jitter=0.0, pause=0.0, **params):
             super().__init__(**params)
-            self.epochs, self.jitter = epochs, jitter
+            self.epochs, self.jitter, self.pause = epochs, jitter, pause
 
         async def run(self, ctx):
             c = ctx.settings["c"]
             pace = random.Random(f"pace/{ctx.seed}/{ctx.attempt}")
             for epoch in range(ctx.start_epoch, self.epochs):
-                if self.jitter:
-                    await anyio.sleep(pace.uniform(0, self.jitter))
+                if self.jitter or self.pause:
+                    await anyio.sleep(self.pause + pace.uniform(0, self.jitter))
                 if await ctx.epoch_end(epoch, {"val_loss": loss(c, ctx.seed, epoch)}):
                     break
             return {}
@@ -604,3 +605,25 @@ def test_a_pruning_override_on_the_command_line_is_refused_not_a_new_setting(
         result.stderr
     )
     assert not (tmp_path / "ws").exists()
+
+
+async def test_waiting_at_a_rung_is_no_stall(make_experiment: Make, workspace: Path) -> None:
+    """A slow first trial keeps the others waiting past stall_timeout: none is stalled."""
+    root = make_sweep(make_experiment, trials=3, epochs=3, concurrency=3)
+    experiment = yaml.safe_load((root / "experiment.yaml").read_text())
+    experiment["execution"]["stall_timeout"] = 0.5
+    write_yaml(root / "experiment.yaml", experiment)
+    trials = yaml.safe_load((root / "trials.yaml").read_text())
+    # t00: the worst curve, 0.3 s per epoch (no stall of its own); t01, the best, waits
+    # at its rung of 3 epochs for t00's third epoch, 0.9 s after the start.
+    trials[0]["settings"].update(c=5, pipeline={"pause": 0.3})
+    trials[1]["settings"]["c"] = 0
+    write_yaml(root / "trials.yaml", trials)
+    async with capture_events() as events:
+        result = await expman.run_experiment(
+            root, workspace=workspace, subscribers=[events.subscriber]
+        )
+    assert {r.status for r in result.runs} <= {"completed", "pruned"}, [
+        (r.trial, r.status, r.error) for r in result.runs
+    ]
+    assert len(events.of_type(PruneDecision)) >= 3

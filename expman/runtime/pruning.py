@@ -34,6 +34,7 @@ The rule (:mod:`expman.pruning`) says what a judgement is; the driver says when:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,6 +57,8 @@ from expman.workspace.journal import JOURNAL
 log = structlog.get_logger("expman.runtime")
 
 RunKey = tuple[str, int]
+#: How often a run waiting for its judgement tells the stall watch it is alive (s).
+_PATIENCE = 1.0
 State = Literal["running", "complete", "pruned", "failed"]
 
 
@@ -397,7 +400,12 @@ class PruningDriver:
             if not waited:
                 waited = True
                 self._count_waits += 1
-            await self._changed.wait()
+            with anyio.move_on_after(_PATIENCE):
+                await self._changed.wait()
+            # Waiting for a judgement is no stall: the stall watch sees the run alive.
+            active = self._active.get(run)
+            if active is not None:
+                active.ctx.last_report = time.monotonic()
         # What the earlier runs decided may have reached this one (its trial pruned).
         return not self._stopping.stopping(spec)
 
