@@ -343,7 +343,7 @@ def test_the_live_display_counts_and_names_the_pruned(tmp_path: Path) -> None:
     assert f"pruned b: {REASON_B}" in out
     # Redrawn while a's runs train (b's first): the counts and the name.
     assert "pruned 2" in out
-    assert "pruned: b" in out
+    assert "pruned trials: b" in out
     assert "pruned trials (1):" in out
     assert f"b: {REASON_B}" in out[out.index("pruned trials (1):") :]
 

@@ -72,9 +72,14 @@ PRUNED_NAMED = 3
 
 
 def pruned_names(pruned: Sequence[str]) -> str:
-    """``pruned: b, d (+4 more)``: what the pruner stopped, the first few named."""
+    """``pruned trials: b, d (+4 more)``: what the pruner decided, the first few named.
+
+    The counts above count runs that ended ``pruned``; a decision comes before that.
+    """
     more = len(pruned) - PRUNED_NAMED
-    return f"pruned: {', '.join(pruned[:PRUNED_NAMED])}" + (f" (+{more} more)" if more > 0 else "")
+    return f"pruned trials: {', '.join(pruned[:PRUNED_NAMED])}" + (
+        f" (+{more} more)" if more > 0 else ""
+    )
 
 
 class LiveDisplay(Display):
