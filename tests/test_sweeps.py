@@ -484,3 +484,23 @@ def test_command_line_sweep_options_must_agree_with_the_entry(make_experiment: M
     assert info.value.file == "<command line>"
     assert "samples 3 differs from the entry's 2" in str(info.value)
     assert len(load_plan(root, sweep={"random": {"samples": 2}}).trials) == 2
+
+
+def test_a_sweep_key_may_be_written_with_settings_as_on_the_command_line(
+    make_experiment: Callable[..., Path],
+) -> None:
+    """``settings.lr`` in a sweep axis is ``lr``: the same trials as writing ``lr``."""
+    base = {"pipeline": {"type": "pipelines:Sleeper"}, "lr": 0.1}
+    plain = make_experiment(
+        base=base,
+        trials=[{"name": "a", "id": 1, "sweep": {"grid": {"lr": [0.1, 0.2]}}}],
+        folder="plain",
+    )
+    prefixed = make_experiment(
+        base=base,
+        trials=[{"name": "a", "id": 1, "sweep": {"grid": {"settings.lr": [0.1, 0.2]}}}],
+        folder="prefixed",
+    )
+    one, two = load_plan(plain), load_plan(prefixed)
+    assert [t.name for t in one.trials] == [t.name for t in two.trials]
+    assert [t.settings["lr"] for t in two.trials] == [0.1, 0.2]

@@ -130,7 +130,9 @@ def parse_sweep(site: ErrorSite, raw: object, *, prefix: str) -> Sweep:
             if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
                 raise site.error(section_key, f"expected dotted settings keys, got {shown(key)}")
             where = join_key(section_key, key) if prefix else key
-            out.append(Axis(key, parse_distribution(site, where, value, grid=grid), where, site))
+            # ``settings.lr`` means ``lr``, as on the command line.
+            name = key.removeprefix("settings.") if key != "settings." else key
+            out.append(Axis(name, parse_distribution(site, where, value, grid=grid), where, site))
         return out
 
     grid = axes(at("grid"), expect_mapping(site, at("grid"), block.get("grid")), grid=True)
