@@ -877,7 +877,7 @@ SWEEP = [
         "two generated trials with the same name",
         sweep0({"name": "a-{lr}", "grid": {"lr": [0.1, 0.2], "batch_size": [8, 16]}}),
         "trials.yaml",
-        "trials.yaml:1: [0].name: duplicate trial name 'a-0.1'"
+        "trials.yaml:8: [0].sweep.name: duplicate trial name 'a-0.1'"
         " (also trial generated from trial [0])",
     ),
     Mistake(

@@ -100,10 +100,11 @@ def expand_entries(
                 other = names[entry.name]
                 also = f"generated from trial {other.key}" if other.generated else other.key
                 hint = "; a sweep's name template must tell its points apart"
+                both = entry.source.generated and other.generated
                 raise entry.error(
-                    "name",
+                    "sweep.name" if both and _has_template(written) else "name",
                     f"duplicate trial name {entry.name!r} (also trial {also})"
-                    + (hint if entry.source.generated and other.generated else ""),
+                    + (hint if both else ""),
                 )
             if entry.id in ids:
                 raise entry.error(
@@ -121,3 +122,8 @@ def expand_entries(
     if first is not None and not expanded:
         raise first.source.doc.error("", "expected at least one trial; the entries expand to none")
     return tuple(expanded)
+
+
+def _has_template(entry: TrialEntry) -> bool:
+    """Whether ``entry`` (as written) names its sweep's trials by a template."""
+    return entry.sweep is not None and "name" in entry.sweep
