@@ -627,3 +627,19 @@ async def test_waiting_at_a_rung_is_no_stall(make_experiment: Make, workspace: P
         (r.trial, r.status, r.error) for r in result.runs
     ]
     assert len(events.of_type(PruneDecision)) >= 3
+
+
+def test_the_lines_display_says_what_a_search_sampled(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    root = make_sweep(make_experiment, trials=1, concurrency=2)
+    text = (root / "experiment.yaml").read_text()
+    text += (
+        "search:\n  sampler: {type: random, seed: 1}\n  metric: val_loss\n  trials: 3\n"
+        "  space:\n    c: {randint: [0, 12]}\n"
+    )
+    (root / "experiment.yaml").write_text(text)
+    result = run_cli("run", str(root), "-w", str(tmp_path / "ws"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    sampled = [line for line in result.stdout.splitlines() if ": sampled c=" in line]
+    assert [line.split(":")[0] for line in sampled] == ["t00-0000", "t00-0001", "t00-0002"]

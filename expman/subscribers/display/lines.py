@@ -14,6 +14,7 @@ from expman.events import (
     RunRetrying,
     RunStalled,
     RunStarted,
+    TrialSampled,
     to_dict,
 )
 from expman.formatting import error_line, fmt, fmt_metrics, printable, printable_json
@@ -81,6 +82,9 @@ class LineDisplay(Display):
             return f"{label}: retrying (attempt {event.attempt})"
         if isinstance(event, PruneDecision):
             return prune_line(event)
+        if isinstance(event, TrialSampled):
+            values = ", ".join(f"{k}={fmt(v)}" for k, v in event.values.items())
+            return f"{event.trial}: sampled {values}"
         if isinstance(event, RunStalled):
             return f"{label}: stalled, no epoch for {fmt(event.seconds)}s"
         return None
