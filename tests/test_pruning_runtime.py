@@ -643,3 +643,21 @@ def test_the_lines_display_says_what_a_search_sampled(
     assert result.returncode == 0, result.stderr
     sampled = [line for line in result.stdout.splitlines() if ": sampled c=" in line]
     assert [line.split(":")[0] for line in sampled] == ["t00-0000", "t00-0001", "t00-0002"]
+
+
+def test_adding_a_pruning_block_to_a_recorded_experiment_is_a_config_change(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """Run without pruning, add the block: refused (exit 2) unless --accept-changes."""
+    workspace = tmp_path / "ws"
+    root = make_sweep(make_experiment, epochs=3)
+    experiment = yaml.safe_load((root / "experiment.yaml").read_text())
+    block = experiment.pop("pruning")
+    write_yaml(root / "experiment.yaml", experiment)
+    assert run_cli("run", str(root), "-w", str(workspace), "--quiet").returncode == 0
+    write_yaml(root / "experiment.yaml", {**experiment, "pruning": block})
+    refused = run_cli("run", str(root), "-w", str(workspace))
+    assert refused.returncode == 2
+    assert "the pruning block differs" in refused.stderr
+    accepted = run_cli("run", str(root), "-w", str(workspace), "--accept-changes", "--quiet")
+    assert accepted.returncode == 0, accepted.stderr

@@ -219,12 +219,16 @@ def block_changes(
 ) -> list[str]:
     """The keys of experiment.yaml's block ``name`` that differ from resolved.yaml's.
 
-    Nothing recorded (an older or a missing resolved.yaml) is nothing to compare with.
+    Nothing recorded (a missing or unreadable resolved.yaml) is nothing to compare
+    with; one recorded without the block makes adding it a change.
     """
-    recorded = _recorded(plan.path / "configs" / "resolved.yaml").get(name)
+    snapshot = _recorded(plan.path / "configs" / "resolved.yaml")
+    recorded = snapshot.get(name)
     if now is not None:
         now = loads(dumps(dict(now)))
     if not isinstance(recorded, Mapping):
+        if recorded is None and "experiment" in snapshot and now is not None:
+            return [name]  # recorded without the block: adding one is a change too
         return [] if recorded is None or now is None else [name]
     if now is None:
         return [name]
