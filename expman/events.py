@@ -235,7 +235,7 @@ class PruneDecision(Event):
     """A pruner judged a run at a rung (or step): continue, or prune its trial (or run).
 
     ``trial``/``repeat`` name the run whose ``EpochEnd`` was judged: the one with
-    ``epoch == epochs - 1``.  ``reported`` is that run's value of the metric; ``value``
+    ``epoch == epochs - 1``.  ``reported`` is that run's value of ``metric``; ``value``
     the competitor's (the mean over the trial's repeats that reached the rung, with
     ``unit: trial``); ``cutoff`` what it was compared with (None: nothing to compare
     yet), over ``compared`` competitors.  ``action`` is ``continue`` or ``prune``;
@@ -254,6 +254,7 @@ class PruneDecision(Event):
     action: Literal["continue", "prune"] = "continue"
     reason: str = ""
     unit: Literal["trial", "run"] = "trial"
+    metric: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -661,3 +661,28 @@ def test_adding_a_pruning_block_to_a_recorded_experiment_is_a_config_change(
     assert "the pruning block differs" in refused.stderr
     accepted = run_cli("run", str(root), "-w", str(workspace), "--accept-changes", "--quiet")
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_metric_changed_with_accept_changes_starts_the_rungs_afresh(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """Decisions on another metric stand; their values never enter the new cutoffs."""
+    workspace = tmp_path / "ws"
+    root = make_sweep(make_experiment, trials=4)
+    assert run_cli("run", str(root), "-w", str(workspace), "--quiet").returncode == 0
+    experiment = yaml.safe_load((root / "experiment.yaml").read_text())
+    experiment["pruning"]["metric"] = "other_loss"
+    write_yaml(root / "experiment.yaml", experiment)
+    trials = yaml.safe_load((root / "trials.yaml").read_text())
+    trials += [{"name": "t99", "id": 99, "repeat": 1, "settings": {"c": 3}}]
+    write_yaml(root / "trials.yaml", trials)
+    (root / "curves.py").write_text(
+        CURVES.replace('{"val_loss": loss(c, ctx.seed, epoch)}', '{"other_loss": 1000.0}')
+    )
+    done = run_cli("run", str(root), "-w", str(workspace), "--accept-changes", "--quiet")
+    assert done.returncode == 0, done.stderr
+    (new,) = [
+        e for e in journal(workspace) if e["type"] == "PruneDecision" and e["trial"] == "t99"
+    ][:1]
+    assert new["metric"] == "other_loss"
+    assert (new["cutoff"], new["compared"], new["action"]) == (None, 0, "continue")

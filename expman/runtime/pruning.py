@@ -190,6 +190,17 @@ class PruningDriver:
         if run not in self._rank:
             return  # a trial the plan no longer holds
         epochs = int(record["epochs"])
+        if record.get("metric", self._metric) != self._metric:
+            # Judged on another metric (a block changed with --accept-changes): its
+            # values do not compare with this one's; the decision still stands.
+            if record.get("action") == "prune":
+                self._journaled_prunes.setdefault(
+                    self._competitor_of[run].ident, (run, str(record.get("reason") or ""))
+                )
+                self._pruned.add(self._competitor_of[run].ident)
+            self._decided[(run, epochs)] = record
+            self._judged.add((run, epochs))
+            return
         reported = record.get("reported")
         if isinstance(reported, (int, float)):
             self._record(run, epochs, float(reported))
@@ -337,6 +348,7 @@ class PruningDriver:
             action=verdict.action,
             reason=verdict.reason,
             unit=self._spec.unit,
+            metric=self._metric,
         )
         self._decided[(run, epochs)] = {"action": verdict.action, "reason": verdict.reason}
         self._count_decisions += 1

@@ -419,6 +419,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "compared": _INT,
         "action": _STR,
         "reason": _STR,
+        "metric": _STR,
     },
 }
 _COMMON: dict[str, tuple[type, ...]] = {
