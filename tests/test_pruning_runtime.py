@@ -91,6 +91,21 @@ CURVES = textwrap.dedent(
                     experiment=event.experiment, scope="experiment", reason="enough"))
 
 
+    class KillAtFirstPrune(Callback):
+        # SIGKILL the process once, right after a prune is journaled (before it acts).
+        def __init__(self, marker="", **params):
+            super().__init__(**params)
+            self.marker = marker
+
+        async def on_stop_requested(self, event):
+            import os
+            import signal
+
+            if event.pruned and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
     class EveryEpoch(Callback):
         async def on_epoch_end(self, event):
             await self.publish(CheckpointDue(
@@ -686,3 +701,34 @@ def test_a_metric_changed_with_accept_changes_starts_the_rungs_afresh(
     ][:1]
     assert new["metric"] == "other_loss"
     assert (new["cutoff"], new["compared"], new["action"]) == (None, 0, "continue")
+
+
+def test_a_run_pruned_just_before_a_kill_resumes_as_pruned_with_its_epochs(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """kill -9 between a prune's journal record and its run's end: resume settles the run
+    pruned, with the epochs it was judged at and its reason, and does not run it again."""
+    workspace = tmp_path / "ws"
+    root = make_sweep(make_experiment, concurrency=1)
+    experiment = yaml.safe_load((root / "experiment.yaml").read_text())
+    marker = str(tmp_path / "killed")
+    experiment["subscribers"] = [{"type": "curves:KillAtFirstPrune", "marker": marker}]
+    write_yaml(root / "experiment.yaml", experiment)
+    killed = run_cli("run", str(root), "-w", str(workspace), "--quiet")
+    assert killed.returncode == -signal.SIGKILL
+    (decision,) = [e for e in journal(workspace) if e["type"] == "PruneDecision"][-1:]
+    assert decision["action"] == "prune"
+    resumed = run_cli("run", str(root), "-w", str(workspace))
+    assert resumed.returncode == 0, resumed.stderr
+    key = (decision["trial"], decision["repeat"])
+    assert f"{key[0]}/run_{key[1]}: runs again" not in resumed.stdout
+    (last,) = [
+        e
+        for e in journal(workspace)
+        if e["type"] == "RunFinished" and (e["trial"], e["repeat"]) == key
+    ]
+    assert (last["status"], last["epochs"], last["reason"]) == (
+        "pruned",
+        decision["epochs"],
+        decision["reason"],
+    )

@@ -70,5 +70,18 @@ class ResumePlan:
 
     @property
     def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:
-        """Runs that ran before and run again (with their checkpoint, if any)."""
-        return [(s, self.points.get(s.key)) for s in self.todo if s.key in self.previously_run]
+        """Runs that ran before and run again (with their checkpoint, if any).
+
+        Not those a journaled prune reached: they are settled pruned, never run again.
+        """
+        trials = {d.get("trial") for d in self.decisions if _prunes(d, "trial")}
+        runs = {(d.get("trial"), d.get("repeat")) for d in self.decisions if _prunes(d, "run")}
+        return [
+            (s, self.points.get(s.key))
+            for s in self.todo
+            if s.key in self.previously_run and s.trial.name not in trials and s.key not in runs
+        ]
+
+
+def _prunes(decision: Mapping[str, Any], unit: str) -> bool:
+    return decision.get("action") == "prune" and decision.get("unit", "trial") == unit

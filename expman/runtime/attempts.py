@@ -84,6 +84,9 @@ class Attempts:
         self._resume = resume
         self._callbacks = callbacks
         self._record = record
+        #: The pruner's record of a run pruned in an earlier session before its
+        #: RunFinished (the scheduler sets it when the plan prunes).
+        self.judged_out: Callable[[RunSpec], tuple[int, str] | None] | None = None
 
     # -- runs that never start -----------------------------------------------------------
 
@@ -99,9 +102,15 @@ class Attempts:
         reason, scope = stop
         if scope == "experiment":
             await self._never_started(spec, RunStatus.CANCELLED, reason)
+        elif self._stopping.pruned(spec):
+            judged = self.judged_out(spec) if self.judged_out is not None else None
+            if judged is None:
+                await self.settle_dropped(spec, reason, RunStatus.PRUNED)
+            else:  # pruned in an earlier session, cut off before its RunFinished
+                epochs, why = judged
+                await self._settle(spec, RunStatus.PRUNED, why or reason, epochs=epochs)
         else:
-            pruned = self._stopping.pruned(spec)
-            await self.settle_dropped(spec, reason, RunStatus.PRUNED if pruned else None)
+            await self.settle_dropped(spec, reason)
         return True
 
     async def settle_dropped(
@@ -111,7 +120,11 @@ class Attempts:
 
         It ends ``status``: ``stopped`` unless given (a pruned trial's runs: ``pruned``).
         """
-        status = status or RunStatus.STOPPED
+        await self._settle(spec, status or RunStatus.STOPPED, f"not started: {reason}")
+
+    async def _settle(
+        self, spec: RunSpec, status: RunStatus, reason: str, *, epochs: int = 0
+    ) -> None:
         await self.bus.publish(
             RunFinished(
                 experiment=self.plan.name,
@@ -119,11 +132,16 @@ class Attempts:
                 repeat=spec.repeat,
                 status=status,
                 duration=0.0,
-                reason=f"not started: {reason}",
+                reason=reason,
+                epochs=epochs,
                 config_hash=spec.config_hash,
             )
         )
-        await self._never_started(spec, status, reason)
+        outcome = RunOutcome(
+            spec.trial.name, spec.repeat, status, reason=reason, epochs=epochs, seed=spec.seed
+        )
+        self._record(outcome)
+        await self._trials.run_done(spec, status)
 
     async def _never_started(self, spec: RunSpec, status: RunStatus, reason: str) -> None:
         outcome = RunOutcome(

@@ -158,6 +158,8 @@ class PruningDriver:
         self._judged: set[tuple[RunKey, int]] = set()
         #: The competitors a journaled prune reached, with its reason.
         self._journaled_prunes: dict[str, tuple[RunKey, str]] = {}
+        #: Runs the journal says were judged out, at how many epochs, and why.
+        self._judged_out: dict[RunKey, tuple[int, str]] = {}
         #: The competitors pruned so far (journaled, or in this session).
         self._pruned: set[str] = set()
         #: The runs whose values count in their competitor's (see :meth:`_counts`).
@@ -207,9 +209,15 @@ class PruningDriver:
         self._decided[(run, epochs)] = record
         self._judged.add((run, epochs))
         if record.get("action") == "prune":
+            self._judged_out[run] = (epochs, str(record.get("reason") or ""))
             ident = self._competitor_of[run].ident
             self._journaled_prunes.setdefault(ident, (run, str(record.get("reason") or "")))
             self._pruned.add(ident)
+
+    def judged_out(self, spec: RunSpec) -> tuple[int, str] | None:
+        """``(epochs, reason)`` if the journal says ``spec`` itself was pruned (a crash
+        came before its RunFinished): it is settled as what it was, not as never started."""
+        return self._judged_out.get(spec.key)
 
     async def replay(self) -> None:
         """Stop again what a journaled prune reached (before anything is admitted)."""

@@ -119,6 +119,7 @@ class Scheduler:
                 plan, bus, self.stopping, active, done=done, decisions=decisions
             )
             self.policy = self.pruning.policy(self.policy)
+            self.attempts.judged_out = self.pruning.judged_out
             self._subscriptions += [
                 bus.subscribe(EpochEnd, self.pruning, name="runtime.pruning"),
                 bus.subscribe(RunFinished, self.pruning.run_finished, name="runtime.pruning.ends"),
