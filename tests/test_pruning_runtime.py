@@ -338,32 +338,34 @@ async def test_arrival_mode_judges_against_whatever_arrived(
 # -- resume ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
-    make_experiment: Make, tmp_path: Path
-) -> None:
-    """SIGKILL ten times mid-sweep, resume each time: decisions and epochs as if never killed."""
-    options: dict[str, Any] = {
-        "trials": 12,
-        "epochs": 9,
-        "jitter": 0.03,
-        "concurrency": 4,
-        "callbacks": [{"type": "curves:EveryEpoch"}],
-    }
+#: A sweep with a checkpoint every epoch and random pace, for the interruption loops.
+INTERRUPTED_SWEEP: dict[str, Any] = {
+    "trials": 12,
+    "epochs": 9,
+    "concurrency": 4,
+    "callbacks": [{"type": "curves:EveryEpoch"}],
+}
+
+
+def interrupted_then_resumed(
+    make_experiment: Make, tmp_path: Path, sig: int, *, times: int, seed: int, jitter: float
+) -> tuple[Any, Any]:
+    """The uninterrupted sweep's (decisions, epochs), and the same after ``times`` signals
+    ``sig`` at random moments (each a run of ``expman run`` until it) and a last resume."""
+    root = make_sweep(make_experiment, jitter=jitter, **INTERRUPTED_SWEEP)
     reference_ws = tmp_path / "reference"
-    root = make_sweep(make_experiment, **options)
     done = run_cli("run", str(root), "-w", str(reference_ws), "--quiet")
     assert done.returncode == 0, done.stderr
     expected = (decisions(reference_ws), reached(reference_ws))
 
-    workspace = tmp_path / "killed"
-    moments = random.Random(15)
-    kills = 0
-    for _ in range(10):
+    workspace = tmp_path / "interrupted"
+    moments = random.Random(seed)
+    sent = 0
+    for _ in range(times):
         before = len(journal(workspace)) if (workspace / "exp").exists() else 0
         proc = start_cli(root, workspace, "--quiet")
         try:
-            target = before + moments.randint(3, 25)
+            target = before + moments.randint(3, 30)
 
             def due(proc: Any = proc, target: int = target) -> bool:
                 exists = (workspace / "exp").exists()
@@ -372,14 +374,25 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
             wait_for(due, timeout=60)
         finally:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
-    assert kills >= 5, "the sweep finished before most kills: the case is not exercised"
+                proc.send_signal(sig)
+                sent += 1
+            proc.wait(timeout=60)
+    assert sent >= times // 2, "the sweep finished before most signals: the case is not exercised"
     final = run_cli("run", str(root), "-w", str(workspace), "--quiet")
     assert final.returncode == 0, final.stderr
-    assert (decisions(workspace), reached(workspace)) == expected
     assert set(statuses(workspace).values()) <= {"completed", "pruned"}
+    return expected, (decisions(workspace), reached(workspace))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_decisions(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """SIGKILL ten times mid-sweep, resume each time: decisions and epochs as if never killed."""
+    expected, found = interrupted_then_resumed(
+        make_experiment, tmp_path, signal.SIGKILL, times=10, seed=15, jitter=0.03
+    )
+    assert found == expected
 
 
 def test_resume_keeps_pruned_runs_and_replays_decisions(
@@ -549,42 +562,10 @@ def test_ctrl_c_while_runs_wait_at_a_rung_then_resume_judges_that_rung(
 ) -> None:
     """SIGINT at random moments (runs waiting to be judged, checkpoints every epoch), then
     resume: no rung is skipped, the decisions and epochs are the uninterrupted run's."""
-    options: dict[str, Any] = {
-        "trials": 12,
-        "epochs": 9,
-        "jitter": 0.05,
-        "concurrency": 4,
-        "callbacks": [{"type": "curves:EveryEpoch"}],
-    }
-    reference_ws = tmp_path / "reference"
-    root = make_sweep(make_experiment, **options)
-    done = run_cli("run", str(root), "-w", str(reference_ws), "--quiet")
-    assert done.returncode == 0, done.stderr
-    expected = (decisions(reference_ws), reached(reference_ws))
-
-    workspace = tmp_path / "interrupted"
-    moments = random.Random(7)
-    interrupted = 0
-    for _ in range(6):
-        before = len(journal(workspace)) if (workspace / "exp").exists() else 0
-        proc = start_cli(root, workspace, "--quiet")
-        try:
-            target = before + moments.randint(8, 30)
-
-            def due(proc: Any = proc, target: int = target) -> bool:
-                exists = (workspace / "exp").exists()
-                return proc.poll() is not None or (exists and len(journal(workspace)) >= target)
-
-            wait_for(due, timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                interrupted += 1
-            proc.wait(timeout=60)
-    assert interrupted >= 3, "the sweep finished before most interrupts: not exercised"
-    final = run_cli("run", str(root), "-w", str(workspace), "--quiet")
-    assert final.returncode == 0, final.stderr
-    assert (decisions(workspace), reached(workspace)) == expected
+    expected, found = interrupted_then_resumed(
+        make_experiment, tmp_path, signal.SIGINT, times=6, seed=7, jitter=0.05
+    )
+    assert found == expected
 
 
 async def test_a_prune_wins_over_an_experiment_stop_that_came_before_it_acted(
