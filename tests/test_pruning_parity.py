@@ -12,6 +12,7 @@ Step ``k`` is ``k`` epochs completed.
 
 from __future__ import annotations
 
+import abc
 import math
 import random
 import warnings
@@ -95,17 +96,18 @@ def make_stream(seed: int, max_length: int, mode: str) -> Stream:
     return stream
 
 
-class Oracle:
+class Oracle(abc.ABC):
     """The library's decision at each report, driven as its own tests drive it."""
 
+    @abc.abstractmethod
     def report(self, name: str, epochs: int, value: float) -> bool:  # True: prune
-        raise NotImplementedError
+        """The oracle's decision for ``name``'s report after ``epochs`` epochs."""
 
-    def pruned(self, name: str) -> None:
-        pass
+    def pruned(self, name: str) -> None:  # noqa: B027 - most oracles need not hear it
+        """``name`` was pruned (its later reports are dropped)."""
 
-    def ended(self, name: str, how: str, epochs: int, value: float) -> None:
-        pass
+    def ended(self, name: str, how: str, epochs: int, value: float) -> None:  # noqa: B027
+        """``name`` ended ``how`` after ``epochs`` epochs at ``value``."""
 
 
 class RayOracle(Oracle):

@@ -109,30 +109,28 @@ def plan_resume(
     plan: ExperimentPlan, journal: JournalState, *, accept_changes: bool = False
 ) -> ResumePlan:
     """Split ``plan`` into what to run and what the journal says is done."""
-    if not accept_changes and journal.sampled:
-        search = search_changes(plan)
-        if search:
-            raise ConfigChanged(
-                _describe_block_changes(
-                    plan,
-                    "search",
-                    search,
-                    done="trials were sampled",
-                    kept="trials sampled so far keep their values",
-                )
-            )
-    if not accept_changes and journal.runs:
-        pruning = pruning_changes(plan)
-        if pruning:
-            raise ConfigChanged(
-                _describe_block_changes(
-                    plan,
-                    "pruning",
-                    pruning,
-                    done="trials were judged",
-                    kept="the decisions taken so far stand",
-                )
-            )
+    if not accept_changes:
+        # A block once used (trials sampled, runs judged) may not change under them.
+        blocks = [
+            (
+                "search",
+                journal.sampled,
+                search_changes,
+                "trials were sampled",
+                "trials sampled so far keep their values",
+            ),
+            (
+                "pruning",
+                journal.runs,
+                pruning_changes,
+                "trials were judged",
+                "the decisions taken so far stand",
+            ),
+        ]
+        for name, used, changes, what, kept in blocks:
+            keys = changes(plan) if used else []
+            if keys:
+                raise ConfigChanged(_describe_block_changes(plan, name, keys, done=what, kept=kept))
     if not journal.runs:
         return ResumePlan(
             todo=plan.runs,
