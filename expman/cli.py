@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume even though the config differs from the recorded one",
     )
     run.add_argument(
+        "--no-integrations",
+        action="store_true",
+        help="feed none of the trackers integrations: names (TensorBoard, MLflow, W&B, CSV)",
+    )
+    run.add_argument(
         "-q", "--quiet", action="store_true", help="plain lines instead of the live display"
     )
     run.add_argument(
@@ -405,6 +410,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         accept_changes=args.accept_changes,
         on_plan=display.on_plan,
         subscribers=[display],
+        integrations=not args.no_integrations,
     ) as handle:
         with single_errors():
             async with anyio.create_task_group() as tg:

@@ -305,6 +305,71 @@ class RunRetrying(Event):
     error: str
 
 
+# -- integrations (trackers fed from the bus: TensorBoard, MLflow, W&B, CSV) -----------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrationBound(Event):
+    """An integration exported a run for the first time: the run's identity over there.
+
+    ``external`` is what the tracker calls the run (an MLflow or W&B run id, a
+    TensorBoard folder); a resumed run binds to the same one (journaled).
+    """
+
+    integration: str
+    external: str
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrationWatermark(Event):
+    """Every epoch of the run up to ``epoch`` is in the tracker, for good (journaled).
+
+    Published at the run's checkpoints and at its end, once the tracker confirmed
+    them; ``sent`` and ``lost`` count the run's values so far.
+    """
+
+    integration: str
+    epoch: int
+    sent: int = 0
+    lost: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrationLagging(Event):
+    """An integration fell behind: ``pending`` values wait (the oldest ``behind`` s)."""
+
+    integration: str
+    pending: int
+    behind: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrationCaughtUp(Event):
+    """An integration that was lagging has sent everything it was given."""
+
+    integration: str
+    lagged: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrationReport(Event):
+    """An integration's totals at the end of a session (journaled).
+
+    ``sent``: values the tracker confirmed; ``lost``: values given up on (the
+    tracker refused them, or was still down when the flush deadline passed), with
+    ``runs`` the runs that lost some and ``error`` the last failure.
+    """
+
+    integration: str
+    sent: int = 0
+    lost: int = 0
+    retries: int = 0
+    runs: tuple[str, ...] = ()
+    error: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogRecord(Event):
     """A log line emitted inside a run, forwarded from a worker process."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from expman.config.entries import EntrySource, TrialEntry
 from expman.config.expansion import DEFAULT_EXPANDERS, Expander
+from expman.config.integrations import IntegrationSpec
 from expman.config.loading import YamlDocument, load_yaml
 from expman.config.merging import deep_merge, insert_value, multiply
 from expman.config.plan import load_plan
@@ -26,6 +27,7 @@ __all__ = [
     "ExecutionSettings",
     "Expander",
     "ExperimentPlan",
+    "IntegrationSpec",
     "PruningSpec",
     "RunSpec",
     "SearchSpec",

@@ -107,6 +107,7 @@ def load_plan(
         written_id=config.written_id,
         search=search,
         pruning=_seeded(config.pruning, (*config.layers, *caller)),
+        integrations=config.integrations,
     )
 
 

@@ -28,10 +28,11 @@ EXPERIMENT_KEYS = {
     "subscribers",
     "search",
     "pruning",
+    "integrations",
 }
 BASE_KEYS = {"settings"}
 TRIAL_KEYS = {"name", "id", "desc", "repeat", "settings", "resources", "sweep"}
-ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers"}
+ENV_KEYS = {"workspace", "execution", "max_concurrency", "devices", "subscribers", "integrations"}
 EXECUTION_KEYS = {
     "executor",
     "max_concurrency",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from expman.config.entries import EntrySource
+from expman.config.integrations import IntegrationSpec
 from expman.config.loading import YamlDocument, join_key
 from expman.config.pruning import PruningSpec
 from expman.config.schema import ExecutionSettings
@@ -174,6 +175,8 @@ class ExperimentPlan:
     search: SearchSpec | None = None
     #: experiment.yaml's ``pruning:`` block: the pruner that judges the trials' epochs.
     pruning: PruningSpec | None = None
+    #: The trackers the experiment feeds (``integrations:``; env.yaml's list wins).
+    integrations: tuple[IntegrationSpec, ...] = ()
 
     @property
     def yaml_id(self) -> str | int:
@@ -205,6 +208,11 @@ class ExperimentPlan:
             "subscribers": [dict(entry.config) for entry in self.subscribers],
             **({"search": self.search.describe()} if self.search is not None else {}),
             **({"pruning": self.pruning.describe()} if self.pruning is not None else {}),
+            **(
+                {"integrations": [i.describe() for i in self.integrations]}
+                if self.integrations
+                else {}
+            ),
         }
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from expman.config.entries import EntrySource, TrialEntry, check_entry
+from expman.config.integrations import IntegrationSpec, parse_integrations
 from expman.config.loading import YamlDocument, join_key
 from expman.config.pruning import PruningSpec, parse_pruning
 from expman.config.schema import (
@@ -69,6 +70,8 @@ class ValidatedConfig:
     search: Mapping[str, Any] | None = None
     #: experiment.yaml's ``pruning:`` block; None without one.
     pruning: PruningSpec | None = None
+    #: ``integrations:`` of env.yaml when it has the key, else of experiment.yaml.
+    integrations: tuple[IntegrationSpec, ...] = ()
 
 
 def validate_config(sources: ConfigSources) -> ValidatedConfig:
@@ -90,10 +93,17 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         layers.insert(0, _settings_layer(sources.base, base))
 
     subscribers = _subscribers(experiment, exp)
+    named = {"name": name, "id": exp_id}
+    integrations = parse_integrations(experiment, exp.get("integrations"), experiment=named)
     workspace = None
     if sources.env is not None:
         workspace = _check_env(sources.env, sources.root, execution)
         subscribers += _subscribers(sources.env, sources.env.data)
+        if isinstance(sources.env.data, dict) and "integrations" in sources.env.data:
+            # env.yaml's list wins, as its execution does ([] turns them off here).
+            integrations = parse_integrations(
+                sources.env, sources.env.data["integrations"] or [], experiment=named
+            )
 
     return ValidatedConfig(
         sources=sources,
@@ -110,6 +120,7 @@ def validate_config(sources: ConfigSources) -> ValidatedConfig:
         if "search" in exp
         else None,
         pruning=parse_pruning(experiment, exp["pruning"]) if "pruning" in exp else None,
+        integrations=integrations,
     )
 
 

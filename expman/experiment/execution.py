@@ -9,7 +9,9 @@ each attached as it declares itself (:mod:`expman.subscribers.base`), in this or
 4. ``writer.workspace``: folders and snapshots (control, RunStarted only: a run's
    folders exist before its pipeline is called);
 5. subscribers named in YAML (``subscribers:``), then the caller's (``subscribers=``);
-6. the runtime's own, from the scheduler: per-run callbacks, stops, checkpoints
+6. the integrations (``integrations:``): mailbox subscribers whose export tasks run
+   beside the scheduler and are flushed before ``ExperimentFinished``;
+7. the runtime's own, from the scheduler: per-run callbacks, stops, checkpoints
    (control).
 
 Control subscribers that come first see an event before whatever later ones publish
@@ -44,6 +46,8 @@ from expman.executors.choice import make_executor
 from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
 from expman.experiment.result import ExperimentResult, experiment_status, in_plan_order
 from expman.experiment.subscriber_errors import SubscriberErrors
+from expman.integrations import ExportContext, make_exporter
+from expman.integrations.driver import Integration
 from expman.run.records import ResumePlan, RunOutcome
 from expman.runtime.admission import AdmissionPolicy
 from expman.runtime.scheduler import Scheduler
@@ -52,12 +56,13 @@ from expman.status import RunStatus
 from expman.subscribers.callbacks.base import Callback
 from expman.subscribers.writers.eventlog import EventLogWriter
 from expman.subscribers.writers.workspace import WorkspaceWriter
-from expman.workspace.journal import JournalWriter
+from expman.workspace.journal import ExportRecord, JournalWriter
 from expman.workspace.layout import ExperimentLayout
 from expman.workspace.logrouting import configure_structlog, log_to
 from expman.workspace.logsink import LogFiles
 
 log = structlog.get_logger("expman")
+_NO_EXPORT = ExportRecord()
 
 
 class ExperimentRun:
@@ -73,6 +78,7 @@ class ExperimentRun:
         plan_subscribers: Sequence[Any] = (),
         admission: AdmissionPolicy | None = None,
         run_callbacks: Sequence[Any] = (),
+        integrations: bool = True,
     ) -> None:
         self.plan = plan
         self.layout = layout
@@ -83,6 +89,9 @@ class ExperimentRun:
         self.admission = admission
         #: Callbacks every run gets a fresh copy of (after its YAML ones).
         self.run_callbacks = tuple(run_callbacks)
+        #: The integrations' specs (none with ``integrations=False``), built in ``_execute``.
+        self.integration_specs = plan.integrations if integrations else ()
+        self.integrations: list[Integration] = []
         self.files = LogFiles(on_error=self._workspace_failed, within=layout.root)
         self.subscriber_errors = SubscriberErrors(self.files, str(layout.log_file), plan.name)
         self.bus = EventBus(on_error=self.subscriber_errors)
@@ -186,11 +195,14 @@ class ExperimentRun:
                 with log_to(self.files, str(layout.log_file), experiment=plan.name):
                     for note, fields in self.notes:
                         log.warning(note, **fields)
+                    await self._build_integrations()
                     async with bus:
                         executor = make_executor(
                             plan.execution, self.max_concurrency, config_dir=plan.config_dir
                         )
                         scheduler, workspace = self._wire(executor)
+                        for integration in self.integrations:
+                            tg.start_soon(integration.run, name=integration.name)
                         await bus.publish(
                             ExperimentStarted(
                                 experiment=plan.name,
@@ -209,7 +221,10 @@ class ExperimentRun:
                                     finally:
                                         await workspace.aclose()
                         finally:
-                            with anyio.move_on_after(10, shield=True):
+                            flush = max(
+                                (i.spec.flush_timeout for i in self.integrations), default=0
+                            )
+                            with anyio.move_on_after(10 + flush, shield=True):
                                 await self._finish()
                     # Every mailbox has drained: the totals of failing subscribers.
                     self.subscriber_errors.summarise()
@@ -232,7 +247,59 @@ class ExperimentRun:
             self.workspace,
             *self.plan_subscribers,
             *self.caller_subscribers,
+            *self.integrations,
         ]
+
+    async def _build_integrations(self) -> None:
+        """Each named integration's backend (imported off the loop) and its driver."""
+        plan, resume = self.plan, self.resume
+        context = ExportContext(
+            experiment=plan.name,
+            experiment_id=plan.id,
+            desc=plan.desc,
+            workspace=plan.workspace,
+            root=self.layout.root,
+        )
+        in_plan = {spec.key: spec for spec in plan.runs}
+        for spec in self.integration_specs:
+            try:
+                exporter = await anyio.to_thread.run_sync(make_exporter, spec, context)
+            except Exception as exc:  # a tracker that cannot start never stops the runs
+                self.notes.append(
+                    ("integration_unavailable", {"integration": spec.name, "error": repr(exc)})
+                )
+                continue
+            records = {
+                (trial, repeat): record
+                for (name, trial, repeat), record in resume.exports.items()
+                if name == spec.name
+            }
+            # Runs that ended before, past what this tracker was known to have.
+            catch_up = [
+                (in_plan[o.trial, o.repeat], o.status, o.reason)
+                for o in resume.done
+                if (o.trial, o.repeat) in in_plan
+                and o.epochs > 0
+                and records.get((o.trial, o.repeat), _NO_EXPORT).watermark < o.epochs - 1
+            ]
+            self.integrations.append(
+                Integration(
+                    spec,
+                    exporter,
+                    plan=plan,
+                    layout=self.layout,
+                    publish=self.bus.publish,
+                    settled=self.bus.settled,
+                    records=records,
+                    catch_up=catch_up,
+                    logs_written=self._logs_written,
+                )
+            )
+
+    async def _logs_written(self, paths: Sequence[str]) -> None:
+        """Once this returns, the lines published so far are in ``paths`` (readable)."""
+        await self.bus.settled(EventLogWriter.name)
+        await self.files.flush()
 
     def _callbacks_of(self, spec: RunSpec) -> list[Any]:
         return build_callbacks(spec, self.run_callbacks)
@@ -273,6 +340,8 @@ class ExperimentRun:
             for spec in self.plan.runs
             if spec.key not in ended
         ]
+        for integration in self.integrations:
+            await integration.finish()
         runs = in_plan_order(self.plan, (*self.outcomes, *cut))
         status = experiment_status(runs)
         duration = time.monotonic() - self.started

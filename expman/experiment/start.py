@@ -53,6 +53,7 @@ async def start_experiment(
     on_plan: Callable[[ExperimentPlan, ResumePlan], None] | None = None,
     admission: AdmissionPolicy | None = None,
     callbacks: Sequence[Any] = (),
+    integrations: bool = True,
 ) -> AsyncIterator[ExperimentHandle]:
     """Start an experiment in the background; yields a handle with its live events.
 
@@ -68,6 +69,7 @@ async def start_experiment(
     its own mailbox, so it never slows the runs).  ``admission`` chooses which
     waiting run starts next (:mod:`expman.runtime.admission`; default plan order).
     ``callbacks`` join every run, as a fresh copy each, after the YAML ones.
+    ``integrations=False`` feeds none of the trackers ``integrations:`` names.
     Leaving the block early (an exception, a cancellation) cancels the experiment.
     """
     for sub in subscribers:
@@ -109,6 +111,7 @@ async def start_experiment(
             plan_subscribers=plan_subscribers,
             admission=admission,
             run_callbacks=callbacks,
+            integrations=integrations,
         )
         for problem in resume.problems:
             runner.notes.append(("journal_record_skipped", {"problem": problem}))
@@ -151,6 +154,7 @@ async def run_experiment(
     admission: AdmissionPolicy | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
+    integrations: bool = True,
 ) -> ExperimentResult:
     """Run the experiment in ``config_dir`` to its end and return its result.
 
@@ -173,6 +177,7 @@ async def run_experiment(
         accept_changes=accept_changes,
         admission=admission,
         callbacks=callbacks,
+        integrations=integrations,
         on_plan=display.on_plan if display is not None else None,
     ) as handle:
         result = await handle.wait()

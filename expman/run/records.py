@@ -67,6 +67,9 @@ class ResumePlan:
     problems: tuple[str, ...] = ()
     #: The journal's PruneDecision records, in order (the pruner folds them back).
     decisions: tuple[Mapping[str, Any], ...] = ()
+    #: Each run's export to each integration: (integration, trial, repeat) -> its
+    #: :class:`~expman.workspace.journal.ExportRecord`.
+    exports: Mapping[tuple[str, str, int], Any] = field(default_factory=dict)
 
     @property
     def restarting(self) -> list[tuple[RunSpec, ResumePoint | None]]:

@@ -186,6 +186,7 @@ def plan_resume(
         previously_run=frozenset(journal.runs),
         problems=tuple(journal.problems),
         decisions=tuple(journal.decisions),
+        exports=journal.exports,
     )
 
 

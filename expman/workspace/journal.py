@@ -43,6 +43,12 @@ file and the line.  The fold, line by line:
   (``decisions``: the records in file order, NaN and infinities as floats again); a
   prune is fsync'd before it acts, a ``continue`` travels with the next durable
   batch.  Resume folds them back into the pruner and replays them.
+* ``IntegrationBound`` and ``IntegrationWatermark`` record, per integration and
+  run, the run's identity in the tracker and how far its export is final
+  (``exports``: (integration, trial, repeat) -> :class:`ExportRecord`); a resumed
+  run binds to the same external run and re-sends only what lies past the mark.
+  They travel with the next durable batch; a mark that a crash lost is an older
+  mark, which only means more is re-sent (and replaced) on resume.
 * Any other line about a run (``RunRetrying``, a run's ``StopRequested``) only makes
   the run known.  Lines without a trial and repeat (trial events, trial and
   experiment stops) change no run.
@@ -69,6 +75,9 @@ from expman.events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
+    IntegrationBound,
+    IntegrationReport,
+    IntegrationWatermark,
     PruneDecision,
     RunFinished,
     RunRetrying,
@@ -101,6 +110,9 @@ JOURNALED: tuple[type[Event], ...] = (
     CheckpointStaged,
     StopRequested,
     PruneDecision,
+    IntegrationBound,
+    IntegrationWatermark,
+    IntegrationReport,
 )
 _DURABLE = (
     RunStarted,
@@ -333,6 +345,17 @@ class JournaledRun:
 
 
 @dataclass(slots=True)
+class ExportRecord:
+    """One run's export to one integration, as the journal tells it."""
+
+    external: str = ""  # the run's id in the tracker ("" until it was bound)
+    location: str = ""
+    watermark: int = -1  # every epoch up to this one is final in the tracker
+    sent: int = 0
+    lost: int = 0
+
+
+@dataclass(slots=True)
 class JournalState:
     """The journal folded: one :class:`JournaledRun` per run, and the last session."""
 
@@ -342,6 +365,8 @@ class JournalState:
     sampled: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The pruners' decisions (PruneDecision records as written, floats restored), in order.
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    #: Each run's export to each integration: (integration, trial, repeat) -> record.
+    exports: dict[tuple[str, str, int], ExportRecord] = field(default_factory=dict)
     experiments: int = 0  # ExperimentStarted lines: sessions so far
     finished: bool = False  # the last session wrote ExperimentFinished
     lines: int = 0
@@ -421,6 +446,8 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "reason": _STR,
         "metric": _STR,
     },
+    "IntegrationBound": {"integration": _STR, "external": _STR, "location": _STR},
+    "IntegrationWatermark": {"integration": _STR, "epoch": _INT, "sent": _INT, "lost": _INT},
 }
 _COMMON: dict[str, tuple[type, ...]] = {
     "experiment": _STR,
@@ -435,6 +462,8 @@ _REQUIRED = {
     "CheckpointSaved": ("trial", "repeat", "path", "epoch"),
     "TrialSampled": ("trial", "number", "values"),
     "PruneDecision": ("trial", "repeat", "rule", "epoch", "epochs", "action"),
+    "IntegrationBound": ("trial", "repeat", "integration", "external"),
+    "IntegrationWatermark": ("trial", "repeat", "integration", "epoch"),
 }
 _STATUSES = frozenset(s.value for s in RunStatus)
 #: Per record type, the (field, types) pairs to check: the common ones, then its own.
@@ -583,6 +612,14 @@ def _fold(
         return
     if kind == "PruneDecision":
         _decision(state, entry)
+        return
+    if kind in ("IntegrationBound", "IntegrationWatermark"):
+        record = state.exports.setdefault((entry["integration"], trial, repeat), ExportRecord())
+        if kind == "IntegrationBound":
+            record.external, record.location = entry["external"], entry.get("location", "")
+        else:
+            record.watermark = entry["epoch"]
+            record.sent, record.lost = entry.get("sent", 0), entry.get("lost", 0)
         return
     key = (trial, repeat)
     checkpoint = None
