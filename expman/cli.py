@@ -273,6 +273,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(printable(line))
     if plan.pruning is not None:
         print(printable(_pruning_summary(plan.pruning)))
+    for integration in plan.integrations:
+        print(printable(_integration_summary(integration)))
     runs: dict[int, list[Any]] = {}
     for spec in plan.runs:
         runs.setdefault(id(spec.trial), []).append(spec)
@@ -320,6 +322,13 @@ def _search_summary(search: Any) -> list[str]:
         form = dist.items() if isinstance(dist, dict) else [("values", dist)]
         lines.append(f"  {key}: " + ", ".join(f"{k} {dumps(v).decode()}" for k, v in form))
     return lines
+
+
+def _integration_summary(spec: Any) -> str:
+    """``integration mlflow: mlflow, tracking_uri=sqlite:///mlflow.db, export=live``."""
+    options = ", ".join(f"{k}={v}" for k, v in spec.options.items() if v not in (None, [], {}))
+    named = f"{spec.name}: " if spec.name != spec.type else ""
+    return f"integration {named}{spec.type}{', ' + options if options else ''}"
 
 
 def _pruning_summary(pruning: Any) -> str:

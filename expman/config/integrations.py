@@ -13,10 +13,13 @@
         mode: offline                  # online | offline | disabled
       - type: csv                      # <run>/logs/metrics.csv
 
-Each entry is checked here, key by key, with the file and line of a mistake; so is
-the package its type needs (``pip install 'expman[mlflow]'``), without importing it.
-``${experiment.name}`` and ``${experiment.id}`` in a string are the experiment's.
-What the entries do is :mod:`expman.integrations`'.
+Each entry is checked here, key by key, with the file and line of a
+mistake; so is the package its type needs (``pip install 'expman[mlflow]'``),
+without importing it.  ``${experiment.name}`` and ``${experiment.id}`` in a string
+are the experiment's.  A ``type`` written ``module:Class`` is the user's own
+backend (an :class:`expman.integrations.Exporter` subclass, in the config folder or
+an installed module); its other keys are its options, passed as written.  What the
+entries do is :mod:`expman.integrations`'.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from expman.config.loading import YamlDocument, join_key
 from expman.config.schema import check_bool, check_int, check_number, shown, type_name
+from expman.errors import ConfigError
 
 #: Keys every integration takes: its name (two of one type need two names), how long
 #: the end of a session waits for it to send what is left, how many values it holds
@@ -136,6 +140,21 @@ class IntegrationSpec:
     max_pending: int = 100_000
     #: Where it was written (``experiment.yaml, integrations[0]``).
     source: str = ""
+    #: Its document and key path (errors found later point here).
+    doc: YamlDocument | None = field(default=None, compare=False, repr=False)
+    key: str = ""
+
+    @property
+    def custom(self) -> bool:
+        """A user's backend named by import path (``module:Class``)."""
+        return ":" in self.type
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError at ``key`` of the entry (``type``, ``dir``, ...)."""
+        where = join_key(self.key, key) if key else self.key
+        if self.doc is None:
+            return ConfigError(message, key=where or None)
+        return self.doc.error(where, message)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -183,10 +202,13 @@ def _entry(
         )
     kind = entry["type"]
     found = TYPES.get(kind) if isinstance(kind, str) else None
+    if found is None and isinstance(kind, str) and ":" in kind:
+        found = IntegrationType(keys={k: _as_written for k in entry if k not in COMMON_KEYS})
     if found is None:
         raise doc.error(
             join_key(key, "type"),
-            f"unknown integration {shown(kind)}; expected one of: {', '.join(sorted(TYPES))}",
+            f"unknown integration {shown(kind)}; expected one of: {', '.join(sorted(TYPES))}"
+            " (or module:Class, a backend of your own)",
         )
     allowed = COMMON_KEYS | set(found.keys)
     for k in entry:
@@ -220,7 +242,13 @@ def _entry(
         flush_timeout=flush,
         max_pending=pending,
         source=f"{doc.path.name}, {key}",
+        doc=doc,
+        key=key,
     )
+
+
+def _as_written(doc: YamlDocument, key: str, value: object) -> object:
+    return value
 
 
 def _substitute(value: Any, experiment: Mapping[str, str]) -> Any:

@@ -32,7 +32,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from expman.bus import EventBus
-from expman.config import ExperimentPlan, RunSpec
+from expman.config import ExperimentPlan, IntegrationSpec, RunSpec
 from expman.errors import WorkspaceError, WorkspaceLinkError
 from expman.events import (
     CheckpointStaged,
@@ -46,7 +46,7 @@ from expman.executors.choice import make_executor
 from expman.experiment.handle import STREAM_BUFFER, ExperimentHandle
 from expman.experiment.result import ExperimentResult, experiment_status, in_plan_order
 from expman.experiment.subscriber_errors import SubscriberErrors
-from expman.integrations import ExportContext, make_exporter
+from expman.integrations import ExportContext, Exporter, make_exporter
 from expman.integrations.driver import Integration
 from expman.run.records import ResumePlan, RunOutcome
 from expman.runtime.admission import AdmissionPolicy
@@ -263,7 +263,7 @@ class ExperimentRun:
         in_plan = {spec.key: spec for spec in plan.runs}
         for spec in self.integration_specs:
             try:
-                exporter = await anyio.to_thread.run_sync(make_exporter, spec, context)
+                exporter = await anyio.to_thread.run_sync(self._make_exporter, spec, context)
             except Exception as exc:  # a tracker that cannot start never stops the runs
                 self.notes.append(
                     ("integration_unavailable", {"integration": spec.name, "error": repr(exc)})
@@ -295,6 +295,10 @@ class ExperimentRun:
                     logs_written=self._logs_written,
                 )
             )
+
+    def _make_exporter(self, spec: IntegrationSpec, context: ExportContext) -> Exporter:
+        with import_path(self.plan.config_dir):  # a backend of the user's own
+            return make_exporter(spec, context)
 
     async def _logs_written(self, paths: Sequence[str]) -> None:
         """Once this returns, the lines published so far are in ``paths`` (readable)."""
@@ -346,7 +350,12 @@ class ExperimentRun:
         status = experiment_status(runs)
         duration = time.monotonic() - self.started
         result = ExperimentResult(
-            name=self.plan.name, status=status, path=self.plan.path, runs=runs, duration=duration
+            name=self.plan.name,
+            status=status,
+            path=self.plan.path,
+            runs=runs,
+            duration=duration,
+            integrations={i.spec.name: i.totals() for i in self.integrations},
         )
         self.handle._result = result
         await self.bus.publish(

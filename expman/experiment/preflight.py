@@ -29,6 +29,7 @@ from expman.events import ExperimentFinished, ExperimentStarted, TrialFinished, 
 from expman.executors.devices import detect_devices, resource_problem
 from expman.experiment.parameters import accepted_parameters, unchecked_reason
 from expman.import_paths import ConfigModuleError, RefusedType, user_frames
+from expman.integrations import exporter_class
 from expman.pipeline import Pipeline, pipeline_problem
 from expman.serializable import (
     InvalidParam,
@@ -179,6 +180,9 @@ def check_buildables(plan: ExperimentPlan) -> None:
                 _refuse_wider_hooks(trial.error, f"callbacks.{i}.type", cb["type"], target)
         for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
+        for integration in plan.integrations:
+            if integration.custom:
+                exporter_class(integration)  # a ConfigError at its type if it is none
 
 
 def check_config_modules(plan: ExperimentPlan) -> None:
@@ -300,6 +304,9 @@ def build_subscribers(plan: ExperimentPlan) -> list[Any]:
     with import_path(plan.config_dir):
         for entry in plan.subscribers:
             _check_buildable(entry.error, entry.key, entry.config, "subscriber")
+        for integration in plan.integrations:
+            if integration.custom:
+                exporter_class(integration)  # a ConfigError at its type if it is none
         for entry in plan.subscribers:
             try:
                 built.append(YAMLSerializable.from_config(entry.config))

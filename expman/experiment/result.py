@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import (
-    Iterable,
-)
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from expman.config import ExperimentPlan
 from expman.run.records import RunOutcome as RunResult
@@ -23,6 +22,9 @@ class ExperimentResult:
     path: Path
     runs: tuple[RunResult, ...]
     duration: float = 0.0
+    #: Each integration's totals this session, by name: ``sent``, ``lost``,
+    #: ``retries``, ``runs`` (those that lost values), ``error`` (the last failure).
+    integrations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:

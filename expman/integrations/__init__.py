@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib
 
 from expman.config import IntegrationSpec
+from expman.import_paths import RefusedType
 from expman.integrations.base import Binding, ExportContext, Exporter, ExportRun, Point, Refused
+from expman.serializable import UnknownType, resolve_type
 
 __all__ = [
     "BACKENDS",
@@ -24,6 +26,7 @@ __all__ = [
     "Exporter",
     "Point",
     "Refused",
+    "exporter_class",
     "make_exporter",
 ]
 
@@ -36,9 +39,29 @@ BACKENDS = {
 }
 
 
+def exporter_class(spec: IntegrationSpec) -> type[Exporter]:
+    """The backend class of ``spec``: a built-in one, or the user's ``module:Class``.
+
+    A user's type is resolved as callbacks are (the config folder first); one that
+    is no :class:`Exporter` subclass is a ConfigError at its ``type``.
+    """
+    if not spec.custom:
+        module, _, name = BACKENDS[spec.type].partition(":")
+        found: type[Exporter] = getattr(importlib.import_module(module), name)
+        return found
+    try:
+        target = resolve_type(spec.type)
+    except (UnknownType, RefusedType) as exc:
+        raise spec.error("type", str(exc)) from None
+    if not (isinstance(target, type) and issubclass(target, Exporter)):
+        raise spec.error(
+            "type",
+            f"{spec.type} is not an integration backend: expected a subclass of"
+            " expman.integrations.Exporter",
+        )
+    return target
+
+
 def make_exporter(spec: IntegrationSpec, context: ExportContext) -> Exporter:
     """The backend of ``spec``, built for this session."""
-    module, _, name = BACKENDS[spec.type].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    exporter: Exporter = cls(spec, context)
-    return exporter
+    return exporter_class(spec)(spec, context)

@@ -299,20 +299,31 @@ class Integration:
                 while self._queue:
                     await self._pump()
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+        if self._lagging_since is not None and not self._failing and not self._give_up:
+            lagged, self._lagging_since = time.monotonic() - self._lagging_since, None
+            self._notices.append(
+                IntegrationCaughtUp(
+                    experiment=self._plan.name, integration=self.spec.name, lagged=lagged
+                )
+            )
         for notice in self._notices:
             await self._publish(notice)
         self._notices = []
+        totals = self.totals()
+        totals["runs"] = tuple(totals["runs"])
         await self._publish(
-            IntegrationReport(
-                experiment=self._plan.name,
-                integration=self.spec.name,
-                sent=self.sent,
-                lost=self.lost,
-                retries=self.retries,
-                runs=tuple(sorted(self._lost_runs)),
-                error=self._last_error,
-            )
+            IntegrationReport(experiment=self._plan.name, integration=self.spec.name, **totals)
         )
+
+    def totals(self) -> dict[str, Any]:
+        """This session's counts: what the summary and ``ExperimentResult`` show."""
+        return {
+            "sent": self.sent,
+            "lost": self.lost,
+            "retries": self.retries,
+            "runs": sorted(self._lost_runs),
+            "error": self._last_error,
+        }
 
     # -- the worker thread ---------------------------------------------------------
 

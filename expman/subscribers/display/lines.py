@@ -9,6 +9,8 @@ from typing import IO, Any
 from expman.events import (
     Event,
     ExperimentStarted,
+    IntegrationCaughtUp,
+    IntegrationLagging,
     PruneDecision,
     RunFinished,
     RunRetrying,
@@ -87,6 +89,14 @@ class LineDisplay(Display):
             return f"{event.trial}: sampled {values}"
         if isinstance(event, RunStalled):
             return f"{label}: stalled, no epoch for {fmt(event.seconds)}s"
+        if isinstance(event, IntegrationLagging):
+            why = f": {event.error}" if event.error else ""
+            return (
+                f"integration {event.integration}: lagging, {event.pending:,} values waiting"
+                f" for {fmt(event.behind)}s{why} (runs go on)"
+            )
+        if isinstance(event, IntegrationCaughtUp):
+            return f"integration {event.integration}: caught up after {fmt(event.lagged)}s"
         return None
 
     def run_log(self, event: Event) -> Path | None:

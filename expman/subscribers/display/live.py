@@ -47,6 +47,7 @@ from expman.subscribers.display.summary import (
     best_sheet,
     digest,
     failures_sheet,
+    integration_lines,
     lists_every_run,
     more_text,
     pruned_lines,
@@ -253,4 +254,7 @@ class LiveDisplay(Display):
                 console.print(Text(printable(line), style=pruned_style), soft_wrap=True)
             for line in more_text(result, found):
                 console.print(Text(printable(line)), highlight=False, soft_wrap=True)
+        for line in integration_lines(result):
+            style = "yellow" if "LOST" in line else ""
+            console.print(Text(printable(line), style=style), highlight=False, soft_wrap=True)
         console.print(Text(printable(f"workspace: {result.path}")), highlight=False)

@@ -272,6 +272,24 @@ def failures_sheet(failures: Sequence[RunOutcome]) -> Sheet:
     )
 
 
+def integration_lines(result: EndedExperiment) -> list[str]:
+    """A line per integration: what it sent and, exactly, what it lost (and why)."""
+    lines = []
+    for name, totals in (getattr(result, "integrations", None) or {}).items():
+        text = f"  integration {name}: {totals.get('sent', 0):,} values sent"
+        lost = totals.get("lost", 0)
+        if lost:
+            runs = list(totals.get("runs") or ())
+            shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+            text += f", {lost:,} LOST ({shown})"
+            if totals.get("error"):
+                text += f": {totals['error']}"
+        elif totals.get("retries"):
+            text += f" (after {totals['retries']:,} retried calls)"
+        lines.append(text)
+    return lines
+
+
 def plain_summary(result: EndedExperiment) -> str:
     """The end-of-run summary as plain text (a pipe, ``--quiet``, ``--json``'s stderr)."""
     lines = [heading_text(result)]
@@ -302,6 +320,7 @@ def plain_summary(result: EndedExperiment) -> str:
                 lines.append(f"    {run_label(run)}: {error_line(run.error) or 'failed'}")
         lines += pruned_lines(found.pruned, found.pruned_trials)
         lines += more_text(result, found)
+    lines += integration_lines(result)
     lines.append(f"workspace: {result.path}")
     # Line by line: a newline in a metric key or a reason cannot forge a line.
     return "\n".join(map(printable, lines)) + "\n"
