@@ -217,7 +217,8 @@ def test_the_journal_records_identity_watermark_and_the_session_report(
     assert {(r["trial"], r["repeat"]) for r in bound} == {("a", 0), ("a", 1), ("b c", 0)}
     assert bound[0]["external"].endswith("logs/metrics.csv")
     assert {r["epoch"] for r in marks} == {7}
-    assert report["sent"] == 33 and report["lost"] == 0
+    assert report["sent"] == 33
+    assert report["lost"] == 0
     assert "integration csv: 33 values sent" in done.stderr + done.stdout
 
 
@@ -259,14 +260,17 @@ def test_a_mistake_in_the_block_names_file_key_and_what_was_expected(
     root = make_late(make_experiment, [entry])
     done = run_cli("validate", str(root))
     assert done.returncode != 0
-    assert "experiment.yaml" in done.stderr and key in done.stderr and says in done.stderr
+    assert "experiment.yaml" in done.stderr
+    assert key in done.stderr
+    assert says in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_two_integrations_of_one_name_are_refused(make_experiment: Make) -> None:
     root = make_late(make_experiment, [{"type": "csv"}, {"type": "csv"}])
     done = run_cli("validate", str(root))
-    assert done.returncode != 0 and "integrations[1]" in done.stderr
+    assert done.returncode != 0
+    assert "integrations[1]" in done.stderr
     assert "its own name" in done.stderr
 
 
@@ -311,7 +315,8 @@ def test_a_missing_package_is_a_config_error_naming_the_extra(
         timeout=60,
     )
     assert done.returncode != 0
-    assert "pip install 'expman[wandb]'" in done.stderr and "integrations[0].type" in done.stderr
+    assert "pip install 'expman[wandb]'" in done.stderr
+    assert "integrations[0].type" in done.stderr
 
 
 # -- the driver against a tracker at the edge ------------------------------------------
@@ -346,7 +351,8 @@ async def test_a_tracker_down_for_a_while_fails_no_run_and_gets_every_point(
     result = await expman.run_experiment(root, workspace=tmp_path / "ws", subscribers=[events])
     assert result.ok, result.failed
     totals = result.integrations["tracker:FileTracker"]
-    assert totals["lost"] == 0 and totals["retries"] > 0
+    assert totals["lost"] == 0
+    assert totals["retries"] > 0
     shown, duplicates = visible(root / "tracker.jsonl")
     assert duplicates == 0
     for run in runs_of(tmp_path / "ws"):
@@ -373,7 +379,8 @@ def test_a_tracker_still_down_at_the_end_reports_exactly_what_was_lost_then_catc
     (report,) = [
         r for r in read_lines(ws / "exp/logs/events.jsonl") if r["type"] == "IntegrationReport"
     ]
-    assert report["lost"] == values and report["sent"] == 0
+    assert report["lost"] == values
+    assert report["sent"] == 0
     assert "tracker down" in report["error"]
     assert f"{values} LOST" in done.stderr + done.stdout
 
@@ -406,7 +413,8 @@ async def test_a_slow_tracker_never_holds_up_the_runs(
     last_run = max(e.time for e in events.of("RunFinished"))
     report = events.of("IntegrationReport")[0]
     assert report.time - last_run > 0.3
-    assert report.lost == 0 and report.sent == 33
+    assert report.lost == 0
+    assert report.sent == 33
     assert time.monotonic() - started < 30
 
 
