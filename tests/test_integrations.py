@@ -513,3 +513,52 @@ def test_kill_9_at_random_moments_sends_every_point_once(
     }
     assert len(bound) == 8  # one identity per run, however often it was opened
     json.dumps(shown)  # plain data all the way through
+
+
+async def test_behind_a_slow_tracker_memory_holds_ranges_and_every_point_still_arrives_once(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    root = make_late(make_experiment, [])
+    write_yaml(
+        root / "experiment.yaml",
+        {
+            "name": "exp",
+            "id": 1,
+            "integrations": [tracker_entry(root, delay=0.3, max_pending=3)],
+        },
+    )
+    events = Events()
+    result = await expman.run_experiment(root, workspace=tmp_path / "ws", subscribers=[events])
+    assert result.ok
+    assert result.integrations["tracker:FileTracker"]["lost"] == 0
+    shown, duplicates = visible(root / "tracker.jsonl")
+    assert duplicates == 0
+    for run in runs_of(tmp_path / "ws"):
+        assert same(shown[f"{run.parent.name}/{run.name}"], history(run))
+    assert events.of("IntegrationLagging")
+
+
+def test_scalars_are_numbers_numpy_scalars_and_0_d_tensors() -> None:
+    import numpy as np
+    import torch
+
+    from expman.integrations.base import scalars
+
+    got = scalars(
+        {
+            "f": 0.5,
+            "i": 3,
+            "b": True,
+            "np": np.float32(0.25),
+            "t": torch.tensor(1.5),
+            "nan": float("nan"),
+            "vector": torch.tensor([1.0, 2.0]),
+            "text": "x",
+            "nested": {"a": 1},
+        }
+    )
+    assert set(got) == {"f", "i", "b", "np", "t", "nan"}
+    assert got["t"] == 1.5
+    assert got["np"] == 0.25
+    assert got["b"] == 1.0
+    assert math.isnan(got["nan"])

@@ -90,6 +90,7 @@ class _Op:
     attempt: int = 1
     status: RunStatus | None = None
     reason: str | None = None
+    queued: float = 0.0  # when it was queued (monotonic)
 
 
 @dataclass(slots=True)
@@ -145,7 +146,7 @@ class Integration:
         #: Each run's last queued operation (a points or range op still growing).
         self._tail: dict[tuple[str, int], _Op] = {}
         self._pending = 0  # values held in queued operations
-        self._since: float | None = None  # when the oldest queued operation was queued
+        self._inflight: float | None = None  # when the oldest operation being sent was queued
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
@@ -180,8 +181,7 @@ class Integration:
         self._wake.set()
 
     def _push(self, op: _Op) -> None:
-        if not self._queue:
-            self._since = time.monotonic()
+        op.queued = time.monotonic()
         self._queue.append(op)
         self._tail[op.key] = op
 
@@ -228,7 +228,8 @@ class Integration:
         while True:
             await anyio.sleep(LAG_AFTER / 4)
             now = time.monotonic()
-            behind = now - self._since if self._since is not None else 0.0
+            oldest = self._inflight or (self._queue[0].queued if self._queue else None)
+            behind = now - oldest if oldest is not None else 0.0
             if self._lagging_since is None and (behind > LAG_AFTER or self._failing):
                 self._lagging_since = now
                 await self._publish(
@@ -266,9 +267,12 @@ class Integration:
                 chunk.append(op)
             if any(self._reads_log(op) for op in chunk):
                 await self._logs_written(self._logs_of(chunk))  # what it reads back is there
-            await anyio.to_thread.run_sync(self._apply, chunk, limiter=self._limiter)
+            self._inflight = chunk[0].queued
+            try:
+                await anyio.to_thread.run_sync(self._apply, chunk, limiter=self._limiter)
+            finally:
+                self._inflight = None
             notices, self._notices = self._notices, []
-            self._since = time.monotonic() if self._queue else None
             for notice in notices:
                 await self._publish(notice)
 
