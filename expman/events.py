@@ -325,14 +325,16 @@ class IntegrationBound(Event):
 class IntegrationWatermark(Event):
     """Every epoch of the run up to ``epoch`` is in the tracker, for good (journaled).
 
-    Published at the run's checkpoints and at its end, once the tracker confirmed
-    them; ``sent`` and ``lost`` count the run's values so far.
+    Published at the run's checkpoints and at its end (``ended``), once the tracker
+    confirmed them; ``sent`` and ``lost`` count the run's values so far.
     """
 
     integration: str
     epoch: int
     sent: int = 0
     lost: int = 0
+    #: Published after the tracker was told the run ended.
+    ended: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

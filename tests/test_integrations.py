@@ -562,3 +562,17 @@ def test_scalars_are_numbers_numpy_scalars_and_0_d_tensors() -> None:
     assert got["np"] == 0.25
     assert got["b"] == 1.0
     assert math.isnan(got["nan"])
+
+
+def test_running_a_finished_experiment_again_sends_nothing_twice(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    root = make_late(make_experiment, [])
+    write_yaml(
+        root / "experiment.yaml", {"name": "exp", "id": 1, "integrations": [tracker_entry(root)]}
+    )
+    ws = tmp_path / "ws"
+    assert run_cli("run", str(root), "-w", str(ws), "--quiet").returncode == 0
+    sent = (root / "tracker.jsonl").read_bytes()
+    assert run_cli("run", str(root), "-w", str(ws), "--quiet").returncode == 0
+    assert (root / "tracker.jsonl").read_bytes() == sent

@@ -280,7 +280,7 @@ class ExperimentRun:
                 for o in resume.done
                 if (o.trial, o.repeat) in in_plan
                 and o.epochs > 0
-                and records.get((o.trial, o.repeat), _NO_EXPORT).watermark < o.epochs - 1
+                and _behind(records.get((o.trial, o.repeat), _NO_EXPORT), o.epochs)
             ]
             self.integrations.append(
                 Integration(
@@ -363,6 +363,11 @@ class ExperimentRun:
                 experiment=self.plan.name, status=status, duration=duration, counts=result.counts
             )
         )
+
+
+def _behind(record: ExportRecord, epochs: int) -> bool:
+    """Whether a run that ended with ``epochs`` epochs is not all in the tracker yet."""
+    return record.watermark < epochs - 1 or not record.ended
 
 
 def build_callbacks(spec: RunSpec, shared: Sequence[Any] = ()) -> list[Any]:

@@ -458,10 +458,10 @@ class Integration:
             self._write(state, ready)
         assert op.status is not None
         self._call(state, lambda: self.exporter.finish(state.run, op.status, op.reason))  # type: ignore[arg-type]
-        self._mark(state)
+        self._mark(state, ended=True)
         state.opened = False
 
-    def _mark(self, state: _RunState) -> None:
+    def _mark(self, state: _RunState, *, ended: bool = False) -> None:
         if self._call(state, lambda: self.exporter.flush(state.run)) is None:
             return
         state.record.watermark = state.written
@@ -474,6 +474,7 @@ class Integration:
                 epoch=state.written,
                 sent=state.sent,
                 lost=state.lost,
+                ended=ended,
             )
         )
 

@@ -353,6 +353,7 @@ class ExportRecord:
     watermark: int = -1  # every epoch up to this one is final in the tracker
     sent: int = 0
     lost: int = 0
+    ended: bool = False  # the tracker was told the run ended
 
 
 @dataclass(slots=True)
@@ -620,6 +621,7 @@ def _fold(
         else:
             record.watermark = entry["epoch"]
             record.sent, record.lost = entry.get("sent", 0), entry.get("lost", 0)
+            record.ended = entry.get("ended") is True
         return
     key = (trial, repeat)
     checkpoint = None
