@@ -75,6 +75,26 @@ SAMPLES: list[ev.Event] = [
     ev.RunEnding(experiment="e", trial="a", repeat=0, epoch=4, stop_reason="enough"),
     ev.RunStalled(experiment="e", trial="a", repeat=0, seconds=30.0),
     ev.RunRetrying(experiment="e", trial="a", repeat=0, attempt=2, error="ValueError: x"),
+    ev.IntegrationBound(
+        experiment="e", trial="a", repeat=0, integration="mlflow", external="r1", location="x"
+    ),
+    ev.IntegrationWatermark(
+        experiment="e",
+        trial="a",
+        repeat=0,
+        integration="mlflow",
+        epoch=4,
+        sent=8,
+        lost=1,
+        ended=True,
+    ),
+    ev.IntegrationLagging(
+        experiment="e", integration="mlflow", pending=12, behind=3.5, error="down"
+    ),
+    ev.IntegrationCaughtUp(experiment="e", integration="mlflow", lagged=3.5),
+    ev.IntegrationReport(
+        experiment="e", integration="mlflow", sent=8, lost=1, retries=2, runs=("a/0",), error="down"
+    ),
     ev.LogRecord(experiment="e", trial="a", repeat=0, line='{"event": "hi"}'),
 ]
 
