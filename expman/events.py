@@ -426,5 +426,9 @@ def from_dict(data: Mapping[str, Any]) -> Event:
     cls = _EVENT_TYPES.get(str(name)) or event_types().get(str(name))
     if cls is None:
         raise ValueError(f"unknown event type {name!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in fields.items() if k in known})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in fields.items() if k in known}
+    for key, value in kwargs.items():  # JSON has lists only; a tuple field gets its tuple back
+        if isinstance(value, list) and str(known[key].type).startswith("tuple"):
+            kwargs[key] = tuple(value)
+    return cls(**kwargs)
