@@ -480,7 +480,7 @@ def test_a_timeout_ends_a_pipeline_that_blocks_the_loop(
     root, flag = spinning(make_experiment, tmp_path, **{limit: 2})
     started = time.monotonic()
     proc = run_cli("run", str(root), "-w", str(workspace), "-q", timeout=30)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20  # ~5 s; a loaded machine doubles it, a hang is 30
     assert proc.returncode == 1, proc.stderr
     assert "run a/run_0 (at hostile.py:" in proc.stderr
     assert f"execution.{limit} (2s) of a/run_0 is due" in proc.stderr
