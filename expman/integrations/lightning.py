@@ -59,7 +59,7 @@ from typing import Any, Protocol, TextIO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint, ModelSummary
 
-__all__ = ["ExpmanCallback"]
+__all__ = ["ExpmanCallback", "RunHandle", "route_lightning_output"]
 
 #: Loggers to which Lightning gives a stderr handler of its own.
 LIGHTNING_LOGGERS = (
