@@ -124,10 +124,11 @@ def start(config: Path, ws: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_in_process_runs_share_one_display_stop_early_and_resume_after_kill_9(
     tmp_path: Path,
 ) -> None:
-    """Four Trainers in threads: killed mid-run, resumed from their last checkpoints, complete."""
+    """Four Trainers in threads (local, then thread): killed, resumed exactly, complete."""
     config = copy_example(
         tmp_path,
         [
@@ -150,7 +151,10 @@ def test_in_process_runs_share_one_display_stop_early_and_resume_after_kill_9(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    done = run_cli("run", str(config), "-w", str(ws), "-q", "-j", "4", timeout=120)
+    # The same in-process executor under its other name: the session resumes on threads.
+    done = run_cli(
+        "run", str(config), "-w", str(ws), "-q", "-j", "4", "--executor", "thread", timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "experiment lightning_digits: completed" in done.stdout
     entries = journal(ws)
