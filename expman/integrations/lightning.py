@@ -125,6 +125,12 @@ class ExpmanCallback(Checkpoint):
         table it prints on the terminal.  ``overrides`` win; a ``callbacks`` list is
         added to, this callback kept.
         """
+        if overrides.get("enable_checkpointing") is False:
+            raise ValueError(
+                "ExpmanCallback.trainer_kwargs: enable_checkpointing=False, but this callback"
+                " is the Trainer's checkpointing (expman's CheckpointCallback decides when);"
+                " leave it on, and leave CheckpointCallback out of the YAML for none"
+            )
         callbacks = list(overrides.pop("callbacks", None) or ())
         if not any(isinstance(c, ModelSummary) for c in callbacks):
             callbacks.append(ModelSummary())
