@@ -181,6 +181,7 @@ class ExpmanCallback(Checkpoint):
             trainer.should_stop = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _install_showwarning()
         if self._started:
             return
         self._started = True
@@ -229,11 +230,10 @@ def route_lightning_output() -> None:
     Lightning gives its loggers a stderr handler of their own (``lightning`` always,
     ``lightning.pytorch`` and ``lightning.fabric`` when imported before any logging
     was configured, and then not propagating); under expman each record belongs in
-    the run's run.log instead.  Warnings issued in a run that
-    made an :class:`ExpmanCallback` are logged as ``py.warnings``; others are shown as
-    before.
+    the run's run.log instead.  Warnings issued in a run that made an
+    :class:`ExpmanCallback` (in its context) are logged as ``py.warnings``; others are
+    shown as before.
     """
-    global _previous_showwarning
     _in_run.set(True)
     with _setup_lock:
         for name in LIGHTNING_LOGGERS:
@@ -243,6 +243,16 @@ def route_lightning_output() -> None:
                 logger.removeHandler(handler)
             if own:
                 logger.propagate = True
+    _install_showwarning()
+
+
+def _install_showwarning() -> None:
+    # Called again at each epoch: a catch_warnings() block entered in any thread before
+    # the first call and left after it puts the old function back.
+    global _previous_showwarning
+    if warnings.showwarning is _show_warning:
+        return
+    with _setup_lock:
         if warnings.showwarning is not _show_warning:
             _previous_showwarning = warnings.showwarning
             warnings.showwarning = _show_warning
