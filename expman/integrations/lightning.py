@@ -17,9 +17,10 @@ What the callback does, on every executor (in-process threads, process workers):
 * **Epochs.** Each training epoch in which validation ran (each epoch when the
   Trainer has no validation) is reported to ``ctx.epoch_end(trainer.current_epoch,
   trainer.callback_metrics)`` from the Trainer's thread, at the end of the epoch,
-  when the epoch's training and validation metrics are both in; the sanity check
-  is never reported.  The metrics go as they are (0-d tensors): ``epoch_end``
-  turns them into numbers.
+  when the epoch's training and validation metrics are both in (after the
+  LightningModule's own ``on_train_epoch_end``: Lightning calls a ``Checkpoint``
+  callback after it); the sanity check is never reported.  The metrics go as they
+  are (0-d tensors): ``epoch_end`` turns them into numbers.
 * **Stopping.** When ``epoch_end`` answers that the run should stop (expman's
   EarlyStopping, a pruner, a ``StopRequested``, Ctrl-C) the callback sets
   ``trainer.should_stop``: the Trainer ends after that epoch, like expman's own
