@@ -51,7 +51,7 @@ from expman.integrations.base import Binding, ExportContext, Exporter, ExportRun
 from expman.status import RunStatus
 
 #: Seconds between wandb-core's writes of a run's ``.wandb`` file.
-LOG_FLUSH_INTERVAL = 0.05
+LOG_FLUSH_INTERVAL = 0.02
 #: How long :meth:`WandbExporter.flush` waits for the file to hold what was logged.
 FLUSH_WAIT = 10.0
 #: Statuses W&B shows as "finished" (exit code 0); the others end "failed".
