@@ -178,7 +178,9 @@ class WandbExporter(Exporter):
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             if not self._logged_in:
-                # Never a login prompt in the integration's thread: a key or nothing.
+                # Never a login prompt in the integration's thread: a key or nothing;
+                # and no "Loaded credentials" line on the terminal either.
+                wandb.setup(settings=wandb.Settings(silent=True, quiet=True))
                 if not wandb.login(prompt=False, verify=False):
                     raise Refused(
                         "W&B has no API key: run `wandb login`, set WANDB_API_KEY,"
