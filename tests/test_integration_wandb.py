@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,30 @@ from typing import Any
 import pytest
 
 import expman
-from expman.integrations.wandb import TransactionLog
+from expman.config import IntegrationSpec
+from expman.integrations.base import ExportContext, ExportRun, Point
+from expman.integrations.wandb import TransactionLog, WandbExporter
 from expman.jsonlines import read_lines
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_yaml
 from tests.test_exact_resume import CHAIN
 from tests.test_resume import start_cli, wait_for
 
 Make = Callable[..., Path]
+
+#: Chains x like CHAIN, and fails once, at epoch 5 of its first attempt.
+FLAKY = CHAIN + textwrap.dedent(
+    """
+
+    class Flaky(Chain):
+        def run(self, ctx):
+            if ctx.attempt == 1:
+                for epoch in range(ctx.start_epoch, 5):
+                    self.x = (self.x * 1103515245 + ctx.seed + epoch) % 2**31
+                    ctx.epoch_end(epoch, {"x": self.x, "loss": 1.0 / (epoch + 1)})
+                raise RuntimeError("a flaky node")
+            return super().run(ctx)
+    """
+)
 
 
 @pytest.fixture(autouse=True)
@@ -283,6 +302,28 @@ def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_aga
     assert not step_warnings(ws / "wandb")
 
 
+async def test_a_retried_attempt_rewinds_the_same_wandb_run_within_the_session(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """An attempt that fails after its checkpoint and is retried in the same session
+    rewinds its W&B run to the checkpoint: the epoch it sent past it is replaced."""
+    root = make_chain(make_experiment, {"mode": "offline"}, type="chain:Flaky", epochs=8)
+    (root / "chain.py").write_text(FLAKY)
+    write_yaml(root / "trials.yaml", [{"name": "a", "id": 1, "repeat": 1}])
+    write_yaml(root / "env.yaml", {"execution": {"max_retries": 1}})
+    result = await expman.run_experiment(root, workspace=tmp_path / "ws")
+    assert result.ok, result.failed
+    ((run_id,),) = bound(tmp_path / "ws").values()
+    first, retried = segments(tmp_path / "ws" / "wandb")[run_id]
+    assert [step for step, _ in first.history] == [0, 1, 2, 3, 4]
+    assert first.exit_code == 1
+    assert retried.run.branch_point.value == 3  # the checkpoint at epoch 3
+    assert [step for step, _ in retried.history] == [4, 5, 6, 7]
+    (run,) = runs_of(tmp_path / "ws")
+    assert same(shown([first, retried]), history(run))
+    assert not step_warnings(tmp_path / "ws" / "wandb")
+
+
 async def test_mode_disabled_writes_nothing_and_fails_nothing(
     make_experiment: Make, tmp_path: Path
 ) -> None:
@@ -323,3 +364,44 @@ def test_online_without_a_key_is_refused_at_once_and_the_runs_go_on(
     assert report["lost"] == 32
     assert report["retries"] == 0
     assert "W&B has no API key" in report["error"]
+
+
+def test_flush_follows_the_wandb_file_past_its_blocks_and_through_torn_writes(
+    tmp_path: Path,
+) -> None:
+    """flush() returns once the run's .wandb file holds the last step, past many 32 KiB
+    blocks; read while it grows, cut at any byte, the file gives each record once."""
+    options = {"project": "p", "entity": None, "mode": "offline", "dir": "wb", "tags": []}
+    spec = IntegrationSpec(type="wandb", name="wandb", options=options)
+    exporter = WandbExporter(spec, ExportContext("exp", "1", "", tmp_path, tmp_path / "exp"))
+    run = ExportRun("a", 0, "1", 7, "h", {"lr": 0.1}, {}, 1, tmp_path / "exp/trials/a/run_0")
+    exporter.open(run, external=None, rewind=0)
+    try:
+        for start in range(0, 400, 100):
+            points = [
+                Point(e, 1000.0 + e, {"loss": 1 / (e + 1), "a_rather_long_metric_name": e})
+                for e in range(start, start + 100)
+            ]
+            exporter.write(run, points)
+            exporter.flush(run)  # raises TimeoutError if the reader never sees the step
+        exporter.finish(run, expman.RunStatus.COMPLETED, None)
+    finally:
+        exporter.close()
+    (path,) = tmp_path.glob("wb/wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert len(data) > 3 * 32768
+
+    def steps(records: list[Any]) -> list[int]:
+        return [r.history.step.num for r in records if r.WhichOneof("record_type") == "history"]
+
+    assert steps(TransactionLog(path).records()) == list(range(400))
+    growing = tmp_path / "growing.wandb"
+    reader, seen, at, cuts = TransactionLog(growing), [], 0, random.Random(16)
+    with open(growing, "wb") as f:
+        while at < len(data):
+            n = cuts.randint(1, 3000)
+            f.write(data[at : at + n])
+            f.flush()
+            at += n
+            seen += steps(reader.records())
+    assert seen == list(range(400))
