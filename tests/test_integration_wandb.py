@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,12 +372,10 @@ def test_flush_follows_the_wandb_file_past_its_blocks_and_through_torn_writes(
 ) -> None:
     """flush() returns once the run's .wandb file holds the last step, past many 32 KiB
     blocks; read while it grows, cut at any byte, the file gives each record once."""
-    options = {"project": "p", "entity": None, "mode": "offline", "dir": "wb", "tags": []}
-    spec = IntegrationSpec(type="wandb", name="wandb", options=options)
-    exporter = WandbExporter(spec, ExportContext("exp", "1", "", tmp_path, tmp_path / "exp"))
+    exporter = offline_exporter(tmp_path)
     run = ExportRun("a", 0, "1", 7, "h", {"lr": 0.1}, {}, 1, tmp_path / "exp/trials/a/run_0")
-    exporter.open(run, external=None, rewind=0)
     try:
+        run_id = exporter.open(run, external=None, rewind=0).external
         for start in range(0, 400, 100):
             points = [
                 Point(e, 1000.0 + e, {"loss": 1 / (e + 1), "a_rather_long_metric_name": e})
@@ -387,7 +386,7 @@ def test_flush_follows_the_wandb_file_past_its_blocks_and_through_torn_writes(
         exporter.finish(run, expman.RunStatus.COMPLETED, None)
     finally:
         exporter.close()
-    (path,) = tmp_path.glob("wb/wandb/offline-run-*/run-*.wandb")
+    (path,) = tmp_path.glob(f"wb/wandb/offline-run-*/run-{run_id}.wandb")
     data = path.read_bytes()
     assert len(data) > 3 * 32768
 
@@ -405,3 +404,32 @@ def test_flush_follows_the_wandb_file_past_its_blocks_and_through_torn_writes(
             at += n
             seen += steps(reader.records())
     assert seen == list(range(400))
+
+
+def test_a_run_reopened_with_nothing_left_to_send_flushes_at_once(tmp_path: Path) -> None:
+    """Reopened past its last epoch (a catch-up that finds nothing to re-send), the new
+    folder holds no step: the flush before the watermark does not wait for one."""
+    exporter = offline_exporter(tmp_path)
+    run = ExportRun("a", 0, "1", 7, "h", {"lr": 0.1}, {}, 1, tmp_path / "exp/trials/a/run_0")
+    try:
+        run_id = exporter.open(run, external=None, rewind=0).external
+        exporter.write(run, [Point(e, 1000.0 + e, {"loss": 1.0}) for e in range(3)])
+        exporter.finish(run, expman.RunStatus.FAILED, "killed")
+        exporter.open(run, external=run_id, rewind=3)
+        started = time.monotonic()
+        exporter.flush(run)
+        assert time.monotonic() - started < 1
+        exporter.finish(run, expman.RunStatus.COMPLETED, None)
+    finally:
+        exporter.close()
+    first, again = segments(tmp_path / "wb")[run_id]
+    assert again.run.branch_point.value == 2
+    assert (first.exit_code, again.exit_code) == (1, 0)
+    assert sorted(shown([first, again])) == [0, 1, 2]
+
+
+def offline_exporter(tmp_path: Path) -> WandbExporter:
+    """The backend as an experiment builds it, for a workspace at tmp_path."""
+    options = {"project": "p", "entity": None, "mode": "offline", "dir": "wb", "tags": []}
+    spec = IntegrationSpec(type="wandb", name="wandb", options=options)
+    return WandbExporter(spec, ExportContext("exp", "1", "", tmp_path, tmp_path / "exp"))

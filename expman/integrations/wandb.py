@@ -14,10 +14,12 @@ epochs from ``rewind`` on replace the orphaned ones, so steps only ever increase
 
 Offline: wandb 0.31 takes ``resume_from`` offline but cannot truncate anything there
 (wandb-core: "when offline, we assume the run exists and we don't pull its past
-data").  Each session writes one more ``offline-run-*-<id>`` folder, whose run
-record carries the branch point (``_step = rewind - 1``); ``wandb sync`` of the
-folders in the order they were written performs the rewind on the server
-(``RewindRun``), one segment after the other.
+data"); it starts the run at step ``rewind``.  Each session (and each retried
+attempt) writes one more ``offline-run-*-<id>`` folder whose run record carries the
+branch point (``_step = rewind - 1``); ``wandb sync`` of such a folder first calls
+the server's ``RewindRun`` with it, then streams its steps, so the folders synced
+oldest first leave every epoch there once.  Online, the rewind needs the server's
+(preview) support; where it is refused, opening the run fails and is retried.
 
 Final means on disk: wandb-core buffers the run's ``.wandb`` file (lost on kill -9),
 so :meth:`WandbExporter.flush` waits until the file holds the last step written (the
@@ -73,7 +75,9 @@ class _Open:
     """One W&B run this session holds open."""
 
     wb: Any  # wandb.Run
-    #: The highest step logged to it (rewind - 1 when it was opened).
+    #: Its first step in this session (the rewind): the folder holds nothing before.
+    start: int
+    #: The highest step logged to it (start - 1 until one is).
     last: int
     log: TransactionLog | None
 
@@ -118,7 +122,7 @@ class WandbExporter(Exporter):
             **branch,
         )
         log = TransactionLog(Path(wb.settings.sync_file)) if self.mode != "disabled" else None
-        self._runs[run.key] = _Open(wb=wb, last=rewind - 1, log=log)
+        self._runs[run.key] = _Open(wb=wb, start=rewind, last=rewind - 1, log=log)
         location = (wb.url or "") if self.mode == "online" else str(self.dir)
         return Binding(run_id, location)
 
@@ -134,8 +138,8 @@ class WandbExporter(Exporter):
 
     def flush(self, run: ExportRun) -> None:
         held = self._runs.get(run.key)
-        if held is None or held.log is None or held.last < 0:
-            return
+        if held is None or held.log is None or held.last < held.start:
+            return  # nothing logged to this session's folder: nothing to wait for
         deadline = time.monotonic() + FLUSH_WAIT
         while held.log.last_step() < held.last:
             if time.monotonic() > deadline:
