@@ -258,10 +258,28 @@ def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_aga
     journal = ws / "exp" / "logs" / "events.jsonl"
 
     def checkpointed_and_beyond() -> bool:
+        """Every run exported up to a checkpoint, and one has an epoch past its last
+        checkpoint in its W&B folder: the resume must replace that one."""
         if not journal.exists():
             return False
-        marks = [r for r in read_lines(journal) if r["type"] == "IntegrationWatermark"]
-        return len({(r["trial"], r["repeat"]) for r in marks if r["epoch"] >= 1}) == 4
+        records = list(read_lines(journal))
+        marks = {
+            (r["trial"], r["repeat"])
+            for r in records
+            if r["type"] == "IntegrationWatermark" and r["epoch"] >= 1
+        }
+        if len(marks) < 4:
+            return False
+        saved: dict[tuple[str, int], int] = {}
+        for r in records:
+            if r["type"] == "CheckpointStaged":
+                key = (r["trial"], r["repeat"])
+                saved[key] = max(saved.get(key, -1), r["epoch"])
+        for key, (run_id,) in bound(ws).items():
+            for path in ws.glob(f"wandb/wandb/offline-run-*-{run_id}/run-{run_id}.wandb"):
+                if TransactionLog(path).last_step() > saved.get(key, -1):
+                    return True
+        return False
 
     try:
         wait_for(checkpointed_and_beyond, timeout=60)
