@@ -1,0 +1,248 @@
+"""TensorBoard: scalars (and hparams) per run, in ``<experiment>/tensorboard/<trial>/run_<k>/``.
+
+``dir:`` (default ``tensorboard``) is relative to the experiment's folder, or
+absolute.  Each epoch is one event: tag = metric name, step = epoch, wall time =
+the epoch's time, the values as float32 (what TensorBoard stores).  With
+``hparams:`` (default true) the run's first file also carries the hparams
+plugin's session start (the trial's flattened settings, grouped by trial), and a
+run that ended for good its session end, so the HPARAMS tab lists every run.
+
+**Rewind.**  Every :meth:`open` starts a new event file, named to sort after the
+run's other files (TensorBoard reads them in name order: the timestamp in the
+name is bumped past theirs when needed).  Each file begins with the file version
+and a ``SessionLog.START``, at step 0 in a run's first file and at the rewind
+epoch in a later one: TensorBoard's reader takes a run's first START as its start
+and each later one as a restart, dropping every value of the run at steps >= it
+read from the earlier files (its ``purge_orphaned_data``, what tensorboardX's
+``purge_step`` writes), and the re-sent epochs take their place.
+
+**Files.**  The event files are written by :mod:`expman.integrations.tfevents`,
+not by tensorboardX's writer (one thread per writer, ~12,000 values/s): each
+``write`` opens the file, appends one buffer and closes it, so a thousand runs
+never hold a thousand descriptors, and ``flush`` fsyncs the file (and, for a new
+one, its folders) before the driver journals the watermark.  tensorboardX's
+protobuf classes encode the hparams records (a few per run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.plugin_hparams_pb2 import (
+    HParamsPluginData,
+    SessionEndInfo,
+    SessionStartInfo,
+)
+from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+from expman.config import IntegrationSpec
+from expman.integrations import tfevents
+from expman.integrations.base import Binding, ExportContext, Exporter, ExportRun, Point
+from expman.status import RunStatus
+
+FILE_VERSION = "brain.Event:2"
+#: A run's event files carry this at the end of their name (``events.out.tfevents.<ts>.<host>``).
+SUFFIX = ".expman"
+
+
+@dataclass(slots=True)
+class _Open:
+    """The event file a run writes to in this session."""
+
+    path: Path
+    #: Folders (and the file) created since the last flush: their parents are fsynced.
+    created: list[Path] = field(default_factory=list)
+
+
+class TensorBoardExporter(Exporter):
+    """The ``tensorboard`` integration (see the module's docstring)."""
+
+    def __init__(self, spec: IntegrationSpec, context: ExportContext) -> None:
+        super().__init__(spec, context)
+        base = Path(str(spec.options.get("dir", "tensorboard"))).expanduser()
+        self.base = base if base.is_absolute() else context.root / base
+        self.hparams = bool(spec.options.get("hparams", True))
+        self._host = socket.gethostname() or "localhost"
+        self._files: dict[tuple[str, int], _Open] = {}
+
+    def folder(self, run: ExportRun) -> Path:
+        """Where a run's event files go (its TensorBoard "run": ``<trial>/run_<k>``)."""
+        return self.base / run.trial / f"run_{run.repeat}"
+
+    def open(self, run: ExportRun, *, external: str | None, rewind: int) -> Binding:
+        folder = self.context.root / external if external else self.folder(run)
+        created = _make_folders(folder)
+        earlier = event_files(folder)
+        now = time.time()
+        stamp = max([int(now), *(_stamp(p) + 1 for p in earlier)])
+        path = folder / f"events.out.tfevents.{stamp:010d}.{self._host}{SUFFIX}"
+        # Every file starts a session (the plugin reader ignores a run's first START,
+        # the plain one purges on every START): a later one drops steps >= rewind.
+        start = rewind if earlier else 0
+        head = [
+            tfevents.event(start, now, file_version=FILE_VERSION),
+            tfevents.event(start, now, session_start=True),
+        ]
+        if self.hparams and (not earlier or rewind == 0):
+            head.append(tfevents.event(0, now, summary=_session_start(run, now)))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, tfevents.records(head))
+        finally:
+            os.close(fd)
+        self._files[run.key] = _Open(path, [*created, path])
+        try:
+            external = str(folder.relative_to(self.context.root))
+        except ValueError:
+            external = str(folder)
+        return Binding(external, str(folder))
+
+    def write(self, run: ExportRun, points: Sequence[Point]) -> None:
+        target = self._files.get(run.key)
+        if target is None:  # never opened in this session: the driver opens first
+            self.open(run, external=None, rewind=points[0].epoch if points else 0)
+            target = self._files[run.key]
+        data = tfevents.records(
+            [tfevents.scalars_event(p.epoch, p.time, p.metrics) for p in points if p.metrics]
+        )
+        if data:
+            _append(target.path, data)
+
+    def flush(self, run: ExportRun) -> None:
+        target = self._files.get(run.key)
+        if target is None:
+            return
+        fd = os.open(target.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # A new file (and new folders) are durable once their folders' entries are.
+        for parent in dict.fromkeys(p.parent for p in target.created):
+            _fsync_folder(parent)
+        target.created.clear()
+
+    def finish(self, run: ExportRun, status: RunStatus, reason: str | None) -> None:
+        target = self._files.get(run.key)
+        if target is None or not self.hparams or not status.is_finished:
+            # A failed or cancelled run runs again: its end is written when it has one
+            # (the hparams plugin keeps the first end it reads).
+            return
+        now = time.time()
+        _append(target.path, tfevents.records([tfevents.event(0, now, summary=_session_end(now))]))
+
+    def close(self) -> None:
+        self._files.clear()
+
+
+def event_files(folder: Path) -> list[Path]:
+    """The TensorBoard event files of one run's folder, in the order TensorBoard reads them."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [folder / n for n in sorted(names) if "tfevents" in n]
+
+
+def _stamp(path: Path) -> int:
+    """The timestamp in an event file's name (``events.out.tfevents.<ts>.<host>``), or 0."""
+    parts = path.name.split(".")
+    try:
+        return int(parts[parts.index("tfevents") + 1])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _append(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder: the file itself is synced
+    finally:
+        os.close(fd)
+
+
+# -- the hparams plugin's records (tensorboardX's protobuf classes) --------------------------
+
+_PLUGIN = "hparams"
+_START_TAG = "_hparams_/session_start_info"
+_END_TAG = "_hparams_/session_end_info"
+
+
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``settings`` as ``{dotted key: bool | number | str}`` (lists as JSON; None left out)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_settings(value, f"{name}."))
+        elif value is None:
+            continue
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value, default=str, sort_keys=True)
+    return out
+
+
+def _plugin_summary(tag: str, content: bytes) -> bytes:
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=_PLUGIN, content=content)
+    )
+    return bytes(Summary(value=[Summary.Value(tag=tag, metadata=metadata)]).SerializeToString())
+
+
+def _session_start(run: ExportRun, now: float) -> bytes:
+    info = SessionStartInfo(group_name=run.trial, start_time_secs=now)
+    for key, value in flat_settings(run.settings).items():
+        if isinstance(value, bool):
+            info.hparams[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.hparams[key].number_value = float(value)
+        else:
+            info.hparams[key].string_value = value
+    data = HParamsPluginData(session_start_info=info, version=0)
+    return _plugin_summary(_START_TAG, data.SerializeToString())
+
+
+def _session_end(now: float) -> bytes:
+    info = SessionEndInfo(status=Status.Value("STATUS_SUCCESS"), end_time_secs=now)
+    data = HParamsPluginData(session_end_info=info, version=0)
+    return _plugin_summary(_END_TAG, data.SerializeToString())
