@@ -20,8 +20,8 @@ read from the earlier files (its ``purge_orphaned_data``, what tensorboardX's
 not by tensorboardX's writer (one thread per writer, ~12,000 values/s): each
 ``write`` opens the file, appends one buffer and closes it, so a thousand runs
 never hold a thousand descriptors, and ``flush`` fsyncs the file (and, for a new
-one, its folders) before the driver journals the watermark.  tensorboardX's
-protobuf classes encode the hparams records (a few per run).
+one, its folders) before the driver journals the watermark.  The hparams records
+are hand-encoded too: importing tensorboardX would import PyTorch (seconds).
 """
 
 from __future__ import annotations
@@ -34,14 +34,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tensorboardX.proto.api_pb2 import Status
-from tensorboardX.proto.plugin_hparams_pb2 import (
-    HParamsPluginData,
-    SessionEndInfo,
-    SessionStartInfo,
-)
-from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 
 from expman.config import IntegrationSpec
 from expman.integrations import tfevents
@@ -199,9 +191,8 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-# -- the hparams plugin's records (tensorboardX's protobuf classes) --------------------------
+# -- the hparams plugin's records ----------------------------------------------------------
 
-_PLUGIN = "hparams"
 _START_TAG = "_hparams_/session_start_info"
 _END_TAG = "_hparams_/session_end_info"
 
@@ -222,27 +213,11 @@ def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return out
 
 
-def _plugin_summary(tag: str, content: bytes) -> bytes:
-    metadata = SummaryMetadata(
-        plugin_data=SummaryMetadata.PluginData(plugin_name=_PLUGIN, content=content)
-    )
-    return bytes(Summary(value=[Summary.Value(tag=tag, metadata=metadata)]).SerializeToString())
-
-
 def _session_start(run: ExportRun, now: float) -> bytes:
-    info = SessionStartInfo(group_name=run.trial, start_time_secs=now)
-    for key, value in flat_settings(run.settings).items():
-        if isinstance(value, bool):
-            info.hparams[key].bool_value = value
-        elif isinstance(value, (int, float)):
-            info.hparams[key].number_value = float(value)
-        else:
-            info.hparams[key].string_value = value
-    data = HParamsPluginData(session_start_info=info, version=0)
-    return _plugin_summary(_START_TAG, data.SerializeToString())
+    info = tfevents.session_start_info(flat_settings(run.settings), run.trial, now)
+    return tfevents.plugin_summary(_START_TAG, info)
 
 
 def _session_end(now: float) -> bytes:
-    info = SessionEndInfo(status=Status.Value("STATUS_SUCCESS"), end_time_secs=now)
-    data = HParamsPluginData(session_end_info=info, version=0)
-    return _plugin_summary(_END_TAG, data.SerializeToString())
+    info = tfevents.session_end_info(tfevents.STATUS_SUCCESS, now)
+    return tfevents.plugin_summary(_END_TAG, info)

@@ -214,3 +214,46 @@ def event(
     if session_start:
         out += _field(7, b"\x08\x01")  # SessionLog { status: START }
     return out
+
+
+# -- the hparams plugin's records (HParamsPluginData, hand-encoded as the rest) --------
+
+_HPARAMS_PLUGIN = "hparams"
+#: ``tensorboard.plugins.hparams.api_pb2.Status``: what a session end says.
+STATUS_SUCCESS, STATUS_FAILURE = 1, 2
+
+
+def _double_field(number: int, value: float) -> bytes:
+    return _varint(number << 3 | 1) + _DOUBLE(value)
+
+
+def plugin_summary(tag: str, content: bytes, plugin: str = _HPARAMS_PLUGIN) -> bytes:
+    """A ``Summary`` of one value that carries only its plugin's data (``metadata``)."""
+    data = _field(1, plugin.encode()) + _field(2, content)
+    return _field(1, _field(1, tag.encode()) + _field(9, _field(1, data)))
+
+
+def _hparam(value: bool | float | str) -> bytes:
+    """A ``google.protobuf.Value``: bool, number (double) or string."""
+    if isinstance(value, bool):
+        return b"\x20" + (b"\x01" if value else b"\x00")
+    if isinstance(value, (int, float)):
+        return _double_field(2, float(value))
+    return _field(3, str(value).encode())
+
+
+def session_start_info(
+    hparams: Mapping[str, bool | float | str], group: str, start_time: float
+) -> bytes:
+    """``HParamsPluginData { session_start_info { hparams, group_name, start_time_secs } }``."""
+    info = b"".join(
+        _field(1, _field(1, key.encode()) + _field(2, _hparam(value)))
+        for key, value in hparams.items()
+    )
+    info += _field(4, group.encode()) + _double_field(5, start_time)
+    return _field(3, info)  # version 0: left out
+
+
+def session_end_info(status: int, end_time: float) -> bytes:
+    """``HParamsPluginData { session_end_info { status, end_time_secs } }``."""
+    return _field(4, b"\x08" + _varint(status) + _double_field(2, end_time))
