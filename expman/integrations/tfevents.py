@@ -152,9 +152,11 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+_SMALLS = 1 << 14
+#: The varints of 0..16383 (steps, lengths): two bytes at most.
+_SMALL = [_varint(i) for i in range(_SMALLS)]
 _DOUBLE = struct.Struct("<d").pack
 _FLOAT = struct.Struct("<f").pack
-_FLOAT_MAX = 3.4028234663852886e38
 #: Each tag's encoded ``Summary.Value`` up to its float: ``value { tag: ..., simple_value: }``.
 _VALUE_HEAD: dict[str, bytes] = {}
 
@@ -180,20 +182,26 @@ def float32(value: float) -> bytes:
 def scalars_event(step: int, wall_time: float, metrics: Mapping[str, float]) -> bytes:
     """One ``Event``: ``wall_time``, ``step`` and a ``Summary`` of every metric, as float32."""
     parts: list[bytes] = []
+    add = parts.append
+    heads = _VALUE_HEAD
     for tag, value in metrics.items():
-        head = _VALUE_HEAD.get(tag) or _value_head(tag)
-        if -_FLOAT_MAX <= value <= _FLOAT_MAX or value != value:
-            parts += (head, _FLOAT(value))
-        else:
-            parts += (head, float32(value))
+        add(heads.get(tag) or _value_head(tag))
+        try:
+            add(_FLOAT(value))
+        except OverflowError:
+            add(float32(value))
     summary = b"".join(parts)
-    return (
-        b"\x09"
-        + _DOUBLE(wall_time)
-        + (b"\x10" + _varint(step) if step else b"")
-        + b"\x2a"
-        + _varint(len(summary))
-        + summary
+    n = len(summary)
+    return b"".join(
+        (
+            b"\x09",
+            _DOUBLE(wall_time),
+            b"\x10",
+            _SMALL[step] if 0 <= step < _SMALLS else _varint(step),
+            b"\x2a",
+            _SMALL[n] if n < _SMALLS else _varint(n),
+            summary,
+        )
     )
 
 
