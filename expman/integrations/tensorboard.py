@@ -157,11 +157,13 @@ def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; the ones created, outermost first."""
     missing = []
     for candidate in (folder, *folder.parents):
-        if candidate.exists():
+        if candidate.is_dir():
             break
         missing.append(candidate)
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
+    missing.reverse()
+    for made in missing:
+        made.mkdir(exist_ok=True)  # one call each (mkdir(parents=True) fails first)
+    return missing
 
 
 def _write_all(fd: int, data: bytes) -> None:

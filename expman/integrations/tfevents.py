@@ -30,6 +30,8 @@ _MASK_DELTA = 0xA282EAD8
 _WIDEST = 1024
 #: Below this many records in a batch, the loop is cheaper than NumPy's call overhead.
 _VECTOR_FROM = 6
+#: ... or when a record is this long (an hparams record of many settings).
+_VECTOR_BYTES = 160
 
 
 def _byte_table() -> list[int]:
@@ -125,7 +127,8 @@ def records(datas: Sequence[bytes]) -> bytes:
     """``datas`` framed as TFRecords, ready to append to an event file."""
     if not datas:
         return b""
-    if len(datas) >= _VECTOR_FROM and max(map(len, datas)) <= _WIDEST and all(datas):
+    widest = max(map(len, datas))
+    if (len(datas) >= _VECTOR_FROM or widest >= _VECTOR_BYTES) and widest <= _WIDEST and all(datas):
         crcs = _masked_crcs(datas)
     else:
         crcs = [masked_crc32c(d) for d in datas]
