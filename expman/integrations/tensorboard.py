@@ -14,7 +14,11 @@ and a ``SessionLog.START``, at step 0 in a run's first file and at the rewind
 epoch in a later one: TensorBoard's reader takes a run's first START as its start
 and each later one as a restart, dropping every value of the run at steps >= it
 read from the earlier files (its ``purge_orphaned_data``, what tensorboardX's
-``purge_step`` writes), and the re-sent epochs take their place.
+``purge_step`` writes), and the re-sent epochs take their place.  That covers a
+TensorBoard already running; the Rust data server (TensorBoard's default loader)
+ignores START records, so the earlier files are also cut short at their first
+record at or past the rewind (removed when nothing is left; a torn tail goes
+too): a reader started afterwards, of either kind, finds no orphan at all.
 
 **Files.**  The event files are written by :mod:`expman.integrations.tfevents`,
 not by tensorboardX's writer (one thread per writer, ~12,000 values/s): each
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +57,8 @@ class _Open:
     path: Path
     #: Folders (and the file) created since the last flush: their parents are fsynced.
     created: list[Path] = field(default_factory=list)
+    #: Earlier files of the run cut short at the rewind (fsynced at the next flush).
+    cut: list[Path] = field(default_factory=list)
 
 
 class TensorBoardExporter(Exporter):
@@ -73,6 +80,8 @@ class TensorBoardExporter(Exporter):
         folder = self.context.root / external if external else self.folder(run)
         created = _make_folders(folder)
         earlier = event_files(folder)
+        cut = [p for p in earlier if _cut_from(p, rewind)]
+        earlier = [p for p in earlier if p.exists()]
         now = time.time()
         stamp = max([int(now), *(_stamp(p) + 1 for p in earlier)])
         path = folder / f"events.out.tfevents.{stamp:010d}.{self._host}{SUFFIX}"
@@ -90,7 +99,7 @@ class TensorBoardExporter(Exporter):
             _write_all(fd, tfevents.records(head))
         finally:
             os.close(fd)
-        self._files[run.key] = _Open(path, [*created, path])
+        self._files[run.key] = _Open(path, [*created, path], cut)
         try:
             external = str(folder.relative_to(self.context.root))
         except ValueError:
@@ -117,10 +126,13 @@ class TensorBoardExporter(Exporter):
             os.fsync(fd)
         finally:
             os.close(fd)
+        for path in target.cut:
+            _fsync_path(path)
         # A new file (and new folders) are durable once their folders' entries are.
-        for parent in dict.fromkeys(p.parent for p in target.created):
-            _fsync_folder(parent)
+        for parent in dict.fromkeys(p.parent for p in [*target.created, *target.cut]):
+            _fsync_path(parent)
         target.created.clear()
+        target.cut.clear()
 
     def finish(self, run: ExportRun, status: RunStatus, reason: str | None) -> None:
         target = self._files.get(run.key)
@@ -180,7 +192,36 @@ def _append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def _cut_from(path: Path, step: int) -> bool:
+    """Cut an earlier event file short at its first record at ``step`` or later.
+
+    Its records are in step order (each open writes its epochs ascending after its
+    head), except a session end at step 0 after the last epoch, which goes with
+    them.  A file left empty is removed.  Whether it was changed.
+    """
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    offsets = tfevents.record_steps(blob)
+    keep = next((at for at, s in offsets if s >= step), None)
+    if keep is None:  # nothing at or past the rewind; a torn tail is cut too
+        keep = offsets[-1][0] + _record_size(blob, offsets[-1][0]) if offsets else 0
+    if keep >= len(blob):
+        return False
+    if keep == 0:
+        path.unlink()
+        return True
+    os.truncate(path, keep)
+    return True
+
+
+def _record_size(blob: bytes, at: int) -> int:
+    (length,) = struct.unpack_from("<Q", blob, at)
+    return int(length) + 16
+
+
+def _fsync_path(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

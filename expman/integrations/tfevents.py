@@ -268,3 +268,66 @@ def session_start_info(
 def session_end_info(status: int, end_time: float) -> bytes:
     """``HParamsPluginData { session_end_info { status, end_time_secs } }``."""
     return _field(4, b"\x08" + _varint(status) + _double_field(2, end_time))
+
+
+# -- reading back: where a file's records start, and their steps ----------------------
+
+
+def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def event_step(data: bytes | memoryview) -> int:
+    """The ``step`` of an encoded ``Event`` (0 when absent, as protobuf reads it)."""
+    at, step = 0, 0
+    while at < len(data):
+        key, at = _read_varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _read_varint(data, at)
+            if number == 2:
+                step = value - (1 << 64) if value >= 1 << 63 else value
+        elif wire == 1:
+            at += 8
+        elif wire == 2:
+            length, at = _read_varint(data, at)
+            at += length
+        elif wire == 5:
+            at += 4
+        else:
+            raise ValueError(f"not an Event: wire type {wire}")
+    return step
+
+
+def record_steps(blob: bytes) -> list[tuple[int, int]]:
+    """``(offset, step)`` of each whole record of an event file's bytes, in order.
+
+    Reading stops at the first record that is torn (a crash mid-append) or fails
+    its CRCs: what follows it is no record TensorBoard would read either.
+    """
+    out = []
+    at = 0
+    view = memoryview(blob)
+    while at + 12 <= len(blob):
+        (length,) = struct.unpack_from("<Q", blob, at)
+        (head_crc,) = struct.unpack_from("<I", blob, at + 8)
+        end = at + 12 + length + 4
+        if head_crc != masked_crc32c(blob[at : at + 8]) or end > len(blob):
+            break
+        data = view[at + 12 : at + 12 + length]
+        (data_crc,) = struct.unpack_from("<I", blob, end - 4)
+        if data_crc != masked_crc32c(bytes(data)):
+            break
+        try:
+            out.append((at, event_step(data)))
+        except (ValueError, IndexError):
+            break
+        at = end
+    return out
