@@ -327,6 +327,29 @@ def test_a_rewind_purges_orphans_even_those_never_sent_again(tmp_path: Path) -> 
     assert read_back(Path(binding.location), purge=False) == (shown, 0)
 
 
+def test_a_record_torn_by_a_crash_is_cut_and_what_follows_is_read(tmp_path: Path) -> None:
+    """Half a record at a file's end (a crash mid-append) is cut on the next open."""
+    root = tmp_path / "exp"
+    run = a_run(root)
+    first = exporter(root)
+    binding = first.open(run, external=None, rewind=0)
+    first.write(run, points(0, 3, 1.0))
+    (path,) = event_files(Path(binding.location))
+    whole = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(tfevents.records([tfevents.scalars_event(3, 3.0, {"loss": 9.0})])[:-7])
+    second = exporter(root)
+    second.open(run, external=binding.external, rewind=3)
+    second.write(run, points(3, 5, 1.0))
+    assert path.stat().st_size == whole
+    for purge in (True, False):
+        shown, duplicates = read_back(Path(binding.location), purge=purge)
+        assert duplicates == 0
+        assert {s: v for s, (_, v) in shown["loss"].items()} == {
+            e: f32(1.0 / (e + 1)) for e in range(5)
+        }
+
+
 def test_a_thousand_runs_hold_no_file_open(tmp_path: Path) -> None:
     """Writing to many runs opens and closes each file per call: no descriptor stays open."""
     root = tmp_path / "exp"
