@@ -107,9 +107,11 @@ class TensorBoardExporter(Exporter):
         return Binding(external, str(folder))
 
     def write(self, run: ExportRun, points: Sequence[Point]) -> None:
+        if not points:
+            return
         target = self._files.get(run.key)
         if target is None:  # never opened in this session: the driver opens first
-            self.open(run, external=None, rewind=points[0].epoch if points else 0)
+            self.open(run, external=None, rewind=points[0].epoch)
             target = self._files[run.key]
         data = tfevents.records(
             [tfevents.scalars_event(p.epoch, p.time, p.metrics) for p in points if p.metrics]
