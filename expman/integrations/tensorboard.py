@@ -22,9 +22,10 @@ too): a reader started afterwards, of either kind, finds no orphan at all.
 
 **Files.**  The event files are written by :mod:`expman.integrations.tfevents`,
 not by tensorboardX's writer (one thread per writer, ~12,000 values/s): each
-``write`` opens the file, appends one buffer and closes it, so a thousand runs
-never hold a thousand descriptors, and ``flush`` fsyncs the file (and, for a new
-one, its folders) before the driver journals the watermark.  The hparams records
+``write`` appends one buffer; the files of the :data:`OPEN_FILES` runs written to
+last stay open (a run's is closed when it ends), so a thousand runs never hold a
+thousand descriptors; ``flush`` fsyncs the file (and the folders of what was
+created or cut) before the driver journals the watermark.  The hparams records
 are hand-encoded too: importing tensorboardX would import PyTorch (seconds).
 """
 
@@ -35,6 +36,7 @@ import os
 import socket
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,8 @@ from expman.status import RunStatus
 FILE_VERSION = "brain.Event:2"
 #: A run's event files carry this at the end of their name (``events.out.tfevents.<ts>.<host>``).
 SUFFIX = ".expman"
+#: Event files kept open at once (the runs written to last); the rest are reopened.
+OPEN_FILES = 32
 
 
 @dataclass(slots=True)
@@ -59,6 +63,8 @@ class _Open:
     created: list[Path] = field(default_factory=list)
     #: Earlier files of the run cut short at the rewind (fsynced at the next flush).
     cut: list[Path] = field(default_factory=list)
+    #: The run ended (``finish``): its descriptor is closed at the flush that follows.
+    ended: bool = False
 
 
 class TensorBoardExporter(Exporter):
@@ -71,6 +77,8 @@ class TensorBoardExporter(Exporter):
         self.hparams = bool(spec.options.get("hparams", True))
         self._host = socket.gethostname() or "localhost"
         self._files: dict[tuple[str, int], _Open] = {}
+        #: Descriptors of the runs written to last (at most OPEN_FILES; oldest first).
+        self._fds: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     def folder(self, run: ExportRun) -> Path:
         """Where a run's event files go (its TensorBoard "run": ``<trial>/run_<k>``)."""
@@ -94,11 +102,10 @@ class TensorBoardExporter(Exporter):
         ]
         if self.hparams and (not earlier or rewind == 0):
             head.append(tfevents.event(0, now, summary=_session_start(run, now)))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            _write_all(fd, tfevents.records(head))
-        finally:
-            os.close(fd)
+        self._drop_fd(run.key)  # a retry: the attempt before wrote to another file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._keep_fd(run.key, fd)
+        _write_all(fd, tfevents.records(head))
         self._files[run.key] = _Open(path, [*created, path], cut)
         try:
             external = str(folder.relative_to(self.context.root))
@@ -117,17 +124,15 @@ class TensorBoardExporter(Exporter):
             [tfevents.scalars_event(p.epoch, p.time, p.metrics) for p in points if p.metrics]
         )
         if data:
-            _append(target.path, data)
+            _write_all(self._fd(run.key, target), data)
 
     def flush(self, run: ExportRun) -> None:
         target = self._files.get(run.key)
         if target is None:
             return
-        fd = os.open(target.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(self._fd(run.key, target))
+        if target.ended:
+            self._drop_fd(run.key)
         for path in target.cut:
             _fsync_path(path)
         # A new file (and new folders) are durable once their folders' entries are.
@@ -138,15 +143,41 @@ class TensorBoardExporter(Exporter):
 
     def finish(self, run: ExportRun, status: RunStatus, reason: str | None) -> None:
         target = self._files.get(run.key)
+        if target is not None:
+            target.ended = True
         if target is None or not self.hparams or not status.is_finished:
             # A failed or cancelled run runs again: its end is written when it has one
             # (the hparams plugin keeps the first end it reads).
             return
         now = time.time()
-        _append(target.path, tfevents.records([tfevents.event(0, now, summary=_session_end(now))]))
+        end = tfevents.records([tfevents.event(0, now, summary=_session_end(now))])
+        _write_all(self._fd(run.key, target), end)
 
     def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
         self._files.clear()
+
+    # A few descriptors stay open (the runs being written now), never one per run.
+
+    def _fd(self, key: tuple[str, int], target: _Open) -> int:
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = os.open(target.path, os.O_WRONLY | os.O_APPEND)
+            self._keep_fd(key, fd)
+        else:
+            self._fds.move_to_end(key)
+        return fd
+
+    def _keep_fd(self, key: tuple[str, int], fd: int) -> None:
+        self._fds[key] = fd
+        while len(self._fds) > OPEN_FILES:
+            os.close(self._fds.popitem(last=False)[1])
+
+    def _drop_fd(self, key: tuple[str, int]) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def event_files(folder: Path) -> list[Path]:
@@ -184,14 +215,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _append(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
 
 
 def _cut_from(path: Path, step: int) -> bool:
