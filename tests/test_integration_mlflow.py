@@ -452,7 +452,7 @@ def test_kill_9_at_random_moments_then_resume_sends_every_checkpointed_point_onc
             "integrations": [{"type": "mlflow", "export": "checkpointed"}],
         },
         base={
-            "pipeline": {"type": "chain:Chain", "epochs": 12, "seconds": 0.06},
+            "pipeline": {"type": "chain:Chain", "epochs": 12, "seconds": 0.15},
             "callbacks": [{**CHECKPOINTS, "interval": 3}],
         },
         trials=[{"name": "t", "id": 1, "repeat": 3}, {"name": "u", "id": 2, "repeat": 3}],
@@ -466,13 +466,16 @@ def test_kill_9_at_random_moments_then_resume_sends_every_checkpointed_point_onc
     killed = 0
     for _ in range(5):
         before = len(journal.read_bytes().splitlines()) if journal.exists() else 0
-        target = before + moments.randint(6, 30)
         proc = start(root, ws)
+        # A random moment while the runs train and the tracker is fed (it starts with them).
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_bytes().splitlines()) >= target:
+            if journal.exists() and b'"type":"RunStarted"' in b"".join(
+                journal.read_bytes().splitlines()[before:]
+            ):
                 break
             time.sleep(0.01)
+        time.sleep(moments.uniform(0.4, 1.6))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
