@@ -41,14 +41,16 @@ DOWN_AT_S = _measure.size(5000, 200) / 1000
 DOWN_FOR_S = _measure.size(30_000, 1000) / 1000
 
 
-async def sweep(workdir: Path, case: str, server: Server) -> dict[str, Any]:
+async def sweep(
+    workdir: Path, case: str, server: Server, *, runs: int = RUNS, epochs: int = EPOCHS
+) -> dict[str, Any]:
     proxy = Proxy(server.port)
     name = f"outage-{case}"
     root = write_experiment(
         workdir / f"configs-{case}",
         name=name,
-        trials=RUNS,
-        pipeline={"type": "bench_pipes:Trainer", "seconds": EPOCH_S, "epochs": EPOCHS},
+        trials=runs,
+        pipeline={"type": "bench_pipes:Trainer", "seconds": EPOCH_S, "epochs": epochs},
         max_concurrency=CONCURRENCY,
         callbacks=(),
     )
@@ -114,6 +116,7 @@ async def main() -> None:
         backend = str(folder / "mlruns") if _measure.SMOKE else f"sqlite:///{migrated_db(folder)}"
         server = Server(backend, folder)
         try:
+            await sweep(workdir, "warm-up", server, runs=1, epochs=2)  # imports, first client
             for case in cases:
                 figures[case] = await sweep(workdir, case, server)
         finally:

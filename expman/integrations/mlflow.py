@@ -409,6 +409,8 @@ class _FailFastRestStore(RestStore):
 
 
 class _FailFastTracking(TrackingServiceClient):
+    """MLflow's tracking client over :class:`_FailFastRestStore`, quiet on stdout."""
+
     def __init__(self, uri: str) -> None:
         self._store = _FailFastRestStore(partial(get_default_host_creds, uri))  # type: ignore[no-untyped-call]
         super().__init__(uri)  # type: ignore[no-untyped-call]
@@ -416,3 +418,7 @@ class _FailFastTracking(TrackingServiceClient):
     @property
     def store(self) -> RestStore:
         return self._store
+
+    def _log_url(self, run_id: str) -> None:
+        """Nothing: MLflow prints a run's URL to stdout when it ends, and stdout is the
+        user's (``expman run --json`` writes only JSON there)."""
