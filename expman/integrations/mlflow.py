@@ -88,8 +88,14 @@ class MlflowExporter(Exporter):
         self._experiment_id = ""
         #: Trial name -> parent run id; (trial, repeat) -> child run id (this session's).
         self._parents: dict[str, str] = {}
+        #: Each parent's status in MLflow, and how each trial's repeats ended there.
+        self._parent_status: dict[str, str] = {}
+        self._ended: dict[str, dict[int, str]] = {}
         self._children: dict[tuple[str, int], str] = {}
-        self._found = False  # the experiment's runs were searched once this session
+        self._found = False  # the experiment's runs were searched (since a create failed)
+        #: Runs whose params are not known to be in MLflow (created, or found without).
+        self._unlogged: set[str] = set()
+        self._created: set[str] = set()  # this session's new runs
         #: (metric, step) MLflow already holds from a reopened run's rewind on.
         self._present: dict[tuple[str, int], set[tuple[str, int]]] = {}
 
@@ -99,13 +105,20 @@ class MlflowExporter(Exporter):
         client = self._connect()
         parent = self._parent(run)
         run_id = external or self._children.get(run.key) or self._find_child(run)
-        existed = run_id is not None
         if run_id is None:
             run_id = self._create_child(run, parent)
-        else:
+        # One this session made (an open retried after a failure) holds nothing before.
+        existed = run_id not in self._created
+        if existed:
             self._call(lambda: client.update_run(run_id, status="RUNNING"))
         self._children[run.key] = run_id
-        self._call(lambda: client.update_run(parent, status="RUNNING"))
+        for created in (parent, run_id):
+            if created in self._unlogged:
+                self._log_params(created, run)
+        self._ended.setdefault(run.trial, {}).pop(run.repeat, None)
+        if self._parent_status.get(run.trial) != "RUNNING":  # a trial that ended before
+            self._call(lambda: client.update_run(parent, status="RUNNING"))
+            self._parent_status[run.trial] = "RUNNING"
         if existed:
             if self.holds_until_final:
                 self._present[run.key] = self._held_from(run_id, rewind)
@@ -134,8 +147,10 @@ class MlflowExporter(Exporter):
         if status is RunStatus.STOPPED or status is RunStatus.PRUNED:
             tags.append(RunTag(f"expman.{status}", _clip(reason or str(status))))
         self._call(lambda: client.log_batch(run_id, tags=tags))
-        self._call(lambda: client.set_terminated(run_id, STATUSES.get(status, "FINISHED")))
+        ended = STATUSES.get(status, "FINISHED")
+        self._call(lambda: client.set_terminated(run_id, ended))
         self._present.pop(run.key, None)
+        self._ended.setdefault(run.trial, {})[run.repeat] = ended
         self._finish_parent(run)
 
     def close(self) -> None:
@@ -194,11 +209,17 @@ class MlflowExporter(Exporter):
                 trial = tags.get("expman.trial")
                 if trial is None:
                     continue
+                status = str(found.info.status)
+                if not found.data.params:  # a crash (or a cut connection) came between
+                    self._unlogged.add(found.info.run_id)
                 if tags.get("expman.role") == "trial":
                     self._parents.setdefault(trial, found.info.run_id)
+                    self._parent_status.setdefault(trial, status)
                 elif tags.get("expman.repeat", "").isdigit():
-                    key = (trial, int(tags["expman.repeat"]))
-                    self._children.setdefault(key, found.info.run_id)
+                    repeat = int(tags["expman.repeat"])
+                    self._children.setdefault((trial, repeat), found.info.run_id)
+                    if status not in ("RUNNING", "SCHEDULED"):
+                        self._ended.setdefault(trial, {})[repeat] = status
             token = page.token
             if not token:
                 break
@@ -211,6 +232,7 @@ class MlflowExporter(Exporter):
             tags = {**self._identity(run), "expman.role": "trial"}
             parent = self._create(run, run.trial, tags)
             self._parents[run.trial] = parent
+            self._parent_status[run.trial] = "RUNNING"
         return parent
 
     def _find_child(self, run: ExportRun) -> str | None:
@@ -238,24 +260,40 @@ class MlflowExporter(Exporter):
         }
 
     def _create(self, run: ExportRun, name: str, tags: Mapping[str, str]) -> str:
-        """A run named ``name`` with ``tags`` and the trial's settings as params."""
+        """A run named ``name`` with ``tags`` (its params follow: :meth:`_log_params`)."""
         client = self._client
         assert client is not None
-        params, truncated = flat_params(run.settings)
         extra = dict(tags)
+        truncated = flat_params(run.settings)[1]
         if truncated:
             extra["expman.truncated_params"] = _clip(",".join(truncated))
         # The identifying tags go with the creation: a crash never leaves a run unfindable.
-        created = self._call(
-            lambda: client.create_run(
-                self._experiment_id, start_time=int(time.time() * 1000), tags=extra, run_name=name
+        try:
+            created = self._call(
+                lambda: client.create_run(
+                    self._experiment_id,
+                    start_time=int(time.time() * 1000),
+                    tags=extra,
+                    run_name=name,
+                )
             )
-        )
+        except Exception:
+            # The server may have created it and lost the answer: search before a retry.
+            self._found = False
+            raise
         run_id = str(created.info.run_id)
-        entries = [Param(k, v) for k, v in params.items()]
+        self._unlogged.add(run_id)
+        self._created.add(run_id)
+        return run_id
+
+    def _log_params(self, run_id: str, run: ExportRun) -> None:
+        """The trial's settings as ``run_id``'s params."""
+        client = self._client
+        assert client is not None
+        entries = [Param(k, v) for k, v in flat_params(run.settings)[0].items()]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
             self._call(lambda chunk=chunk: client.log_batch(run_id, params=chunk))
-        return run_id
+        self._unlogged.discard(run_id)
 
     def _held_from(self, run_id: str, rewind: int) -> set[tuple[str, int]]:
         """The (metric, step) pairs MLflow holds of ``run_id`` at steps ``>= rewind``."""
@@ -272,17 +310,13 @@ class MlflowExporter(Exporter):
         """Once every repeat of the trial has ended in MLflow, so has the trial's parent."""
         client = self._client
         parent = self._parents.get(run.trial)
-        if client is None or parent is None:
+        ended = self._ended.get(run.trial, {})
+        if client is None or parent is None or len(ended) < run.repeats:
             return
-        query = f"tags.`mlflow.parentRunId` = '{parent}'"
-        children = self._call(
-            lambda: client.search_runs([self._experiment_id], query, max_results=1000)
-        )
-        statuses = {c.info.status for c in children}
-        if len(children) < run.repeats or statuses & {"RUNNING", "SCHEDULED"}:
-            return
+        statuses = set(ended.values())
         status = next((s for s in ("FAILED", "KILLED") if s in statuses), "FINISHED")
         self._call(lambda: client.set_terminated(parent, status))
+        self._parent_status[run.trial] = status
 
     @staticmethod
     def _call(fn: Any) -> Any:
