@@ -99,12 +99,17 @@ class Server:
 
 
 class Proxy:
-    """A TCP proxy to ``port``: delays each request by ``delay`` s, or refuses while down."""
+    """A TCP proxy to ``port``: delays each request by ``delay`` s, refuses connections
+    while down, or passes the next ``swallow`` requests to ``swallow_path`` on and cuts the
+    connection instead of returning the answer (the server did it; the client cannot know)."""
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.delay = 0.0
         self.requests = 0
+        self.swallow = 0
+        self.swallow_path = b""
+        self.swallowed = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -138,21 +143,34 @@ class Proxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self._lock:
                 self._open |= {client, upstream}
-            asking = threading.Event()
+            asking, marked = threading.Event(), threading.Event()
             asking.set()
-            threading.Thread(target=self._pump, args=(client, upstream, asking, True)).start()
-            threading.Thread(target=self._pump, args=(upstream, client, asking, False)).start()
+            for args in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(*args, asking, marked)).start()
 
     def _pump(
-        self, src: socket.socket, dst: socket.socket, asking: threading.Event, request: bool
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        request: bool,
+        asking: threading.Event,
+        marked: threading.Event,
     ) -> None:
         try:
             while data := src.recv(65536):
                 if request and asking.is_set():  # the first bytes of a new request
                     asking.clear()
                     self.requests += 1
+                    if self.swallow_path and self.swallow_path in data.split(b"\r\n")[0]:
+                        marked.set()
                     time.sleep(self.delay)
                 elif not request:
+                    with self._lock:
+                        cut = marked.is_set() and self.swallow > 0
+                        self.swallow -= cut
+                        self.swallowed += cut
+                    if cut:
+                        break
                     asking.set()  # an answer: what the client sends next is a new request
                 dst.sendall(data)
         except OSError:
@@ -508,12 +526,13 @@ def test_kill_9_at_random_moments_then_resume_sends_every_checkpointed_point_onc
 # -- a tracking server that fails -----------------------------------------------------------
 
 
-async def test_a_server_refusing_connections_for_a_while_fails_no_run_and_gets_every_point(
+async def test_a_server_losing_answers_then_refusing_connections_fails_no_run_loses_nothing(
     make_experiment: Make, tmp_path: Path, template_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Behind a proxy that refuses connections for 3 s mid-sweep: no run fails, nothing is
-    lost, every child's history is whole, the integration said it lagged (MLflow's own
-    retries would have hidden the outage) and nothing was printed on stdout."""
+    """Behind a proxy that first loses the server's answers to three run creations, then
+    refuses connections for 3 s mid-sweep: no run fails, no run is created
+    twice, nothing is lost or doubled, the params are there, the integration said it lagged
+    (MLflow's own retries would have hidden the outage) and nothing was printed on stdout."""
     db = tmp_path / "server" / "mlflow.db"
     db.parent.mkdir()
     shutil.copy(template_db, db)
@@ -533,7 +552,8 @@ async def test_a_server_refusing_connections_for_a_while_fails_no_run_and_gets_e
             env={"execution": {"max_concurrency": 4}},
         )
         (root / "chain.py").write_text(CHAIN)
-        threading.Timer(0.8, proxy.down_for, args=(3.0,)).start()
+        proxy.swallow, proxy.swallow_path = 3, b"/runs/create"
+        threading.Timer(1.5, proxy.down_for, args=(3.0,)).start()
         events = Events()
         result = await expman.run_experiment(root, workspace=tmp_path / "ws", subscribers=[events])
     finally:
@@ -544,9 +564,13 @@ async def test_a_server_refusing_connections_for_a_while_fails_no_run_and_gets_e
     assert totals["retries"] > 0
     assert events.of("IntegrationLagging")
     assert capsys.readouterr().out == ""  # MLflow prints each run's URL there when it ends
+    assert proxy.swallowed == 3
     client = MlflowClient(f"sqlite:///{db}")
-    _, children = experiment_runs(client, "exp")
+    parents, children = experiment_runs(client, "exp")
+    assert len(parents) == 2
     assert len(children) == 4
+    for run in [*parents, *children]:
+        assert run.data.params["pipeline.epochs"] == "25"
     for folder in runs_of(tmp_path / "ws"):
         child = child_of(children, folder)
         shown, twice = series(client, child.info.run_id)
