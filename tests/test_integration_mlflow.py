@@ -338,6 +338,7 @@ async def test_statuses_failed_and_stopped_and_the_experiment_option(
     assert status == {"a/run_0": "FINISHED", "a/run_1": "FAILED", "b/run_0": "FINISHED"}
     (stopped,) = [c for c in children if c.info.run_name == "b/run_0"]
     assert stopped.data.tags["expman.status"] == "stopped"
+    assert "expman.status" not in {k for c in children if c is not stopped for k in c.data.tags}
     assert stopped.data.tags["expman.stopped"]  # why
     assert {p.info.run_name: p.info.status for p in parents} == {"a": "FAILED", "b": "FINISHED"}
 

@@ -143,10 +143,11 @@ class MlflowExporter(Exporter):
     def finish(self, run: ExportRun, status: RunStatus, reason: str | None) -> None:
         client = self._connect()
         run_id = self._children[run.key]
-        tags = [RunTag("expman.status", str(status))]
         if status is RunStatus.STOPPED or status is RunStatus.PRUNED:
+            # FINISHED says the rest; a tag says why it stopped early (one request less).
+            tags = [RunTag("expman.status", str(status))]
             tags.append(RunTag(f"expman.{status}", _clip(reason or str(status))))
-        self._call(lambda: client.log_batch(run_id, tags=tags))
+            self._call(lambda: client.log_batch(run_id, tags=tags))
         ended = STATUSES.get(status, "FINISHED")
         self._call(lambda: client.set_terminated(run_id, ended))
         self._present.pop(run.key, None)
