@@ -416,13 +416,16 @@ def cut_journal(ws: Path, before: str, *, tracker_behind: bool = False) -> None:
     journal.write_bytes(b"".join(kept))
 
 
-async def test_a_crash_after_mlflow_had_the_points_of_an_unfinished_run_sends_none_twice(
-    make_experiment: Make, tmp_path: Path, template_db: Path
+@pytest.mark.parametrize("export", ["checkpointed", "live"])
+async def test_a_crash_after_mlflow_had_the_points_of_an_unfinished_run(
+    make_experiment: Make, tmp_path: Path, template_db: Path, export: str
 ) -> None:
     """MLflow holds every epoch; the journal says the run never ended: the run trains
-    again (new timestamps) and MLflow keeps each (metric, step) once, in the same run."""
+    again (new timestamps) into the same MLflow run.  Checkpointed: each (metric, step)
+    once.  Live: tagged with the epoch it rewound to, and the re-trained epochs twice
+    (as documented)."""
     # A slow evaluation (first attempt only) lets its identity reach the journal first.
-    root = chain_experiment(make_experiment, repeats=1, epochs=6, evaluate=2.5)
+    root = chain_experiment(make_experiment, repeats=1, epochs=6, evaluate=2.5, export=export)
     ws = tmp_path / "ws"
     client = store(template_db, ws)
     assert (await expman.run_experiment(root, workspace=ws)).ok
@@ -437,9 +440,14 @@ async def test_a_crash_after_mlflow_had_the_points_of_an_unfinished_run_sends_no
     _, children = experiment_runs(client, "exp")
     (child,) = children
     shown, twice = series(client, child.info.run_id)
-    assert twice == 0
     assert shown == history(runs_of(ws)[0])
     assert child.info.status == "FINISHED"
+    if export == "checkpointed":
+        assert twice == 0
+        assert "expman.resumed_from_epoch" not in child.data.tags
+    else:
+        assert twice == 6 * 2  # x and loss of epochs 0-5, once per attempt
+        assert child.data.tags["expman.resumed_from_epoch"] == "0"
 
 
 async def test_a_run_that_ended_before_the_journal_knew_its_mlflow_run_is_found_by_tag(
