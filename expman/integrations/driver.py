@@ -295,12 +295,13 @@ class Integration:
         self._wake.set()
         with anyio.move_on_after(self.spec.flush_timeout) as scope:
             await self._settled(self.name)
-            while self._queue:
+            # An operation popped by the export task may still be on its way to the thread.
+            while self._queue or self._lock.locked():
                 await self._pump()
         if scope.cancelled_caught:
             self._give_up = True  # the thread stops retrying; the rest is counted lost
             with anyio.CancelScope(shield=True):
-                while self._queue:
+                while self._queue or self._lock.locked():
                     await self._pump()
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
         if self._lagging_since is not None and not self._failing and not self._give_up:
