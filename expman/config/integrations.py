@@ -88,7 +88,7 @@ TYPES: dict[str, IntegrationType] = {
     "tensorboard": IntegrationType(
         keys={"dir": _string, "hparams": check_bool},
         defaults={"dir": "tensorboard", "hparams": True},
-        module="tensorboardX",
+        module="numpy",  # what the event-file writer imports (not tensorboardX)
         extra="tensorboard",
     ),
     "mlflow": IntegrationType(
