@@ -69,6 +69,10 @@ LAG_AFTER = 2.0
 BACKOFF = (0.2, 5.0)
 #: Operations handed to the worker thread at once.
 CHUNK = 4096
+#: Seconds the export task lets operations gather after a hand-off before the next:
+#: epochs that arrive one at a time are sent a tracker's call (and a thread hop) per
+#: tenth of a second, not per epoch.
+GATHER = 0.1
 
 Publish = Callable[[Event], Awaitable[None]]
 Settled = Callable[[str], Awaitable[bool]]
@@ -148,6 +152,7 @@ class Integration:
         self._pending = 0  # values held in queued operations
         self._inflight: float | None = None  # when the oldest operation being sent was queued
         self._wake = anyio.Event()
+        self._closed = anyio.Event()
         self._lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._notices: list[Event] = []
@@ -214,13 +219,19 @@ class Integration:
         """Export until :meth:`finish` (started in the experiment's task group)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_lag)
+            pumped = -GATHER
             while not (self._closing and not self._queue):
                 if not self._queue:
                     with anyio.move_on_after(1.0):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
+                pause = pumped + GATHER - time.monotonic()
+                if pause > 0 and not self._closing:
+                    with anyio.move_on_after(pause):
+                        await self._closed.wait()  # the end sends at once
                 await self._pump()
+                pumped = time.monotonic()
             tg.cancel_scope.cancel()
 
     async def _watch_lag(self) -> None:
@@ -293,6 +304,7 @@ class Integration:
         """Send what is left (at most ``flush_timeout`` s), close, report (then publish)."""
         self._closing = True
         self._wake.set()
+        self._closed.set()
         with anyio.move_on_after(self.spec.flush_timeout) as scope:
             await self._settled(self.name)
             # An operation popped by the export task may still be on its way to the thread.
