@@ -9,6 +9,7 @@ each request or refuse connections for a while.
 from __future__ import annotations
 
 import collections
+import random
 import shutil
 import signal
 import socket
@@ -31,7 +32,13 @@ import expman
 from expman.jsonlines import read_lines
 from tests.conftest import run_cli, write_yaml
 from tests.test_exact_resume import CHAIN, CHECKPOINTS
-from tests.test_integrations import Events, history, runs_of, start
+from tests.test_integrations import (
+    Events,
+    history,
+    journal_lines,
+    kill_at_random_moments,
+    runs_of,
+)
 
 Make = Callable[..., Path]
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
@@ -480,13 +487,24 @@ async def test_a_run_that_ended_before_the_journal_knew_its_mlflow_run_is_found_
     assert (mark["epoch"], mark["ended"]) == (5, True)
 
 
+def while_training(
+    proc: subprocess.Popen[str], journal: Path, before: int, moments: random.Random
+) -> None:
+    """A random moment while the runs train and the tracker is fed (it starts with them)."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if b'"type":"RunStarted"' in b"".join(journal_lines(journal)[before:]):
+            break
+        time.sleep(0.01)
+    time.sleep(moments.uniform(0.4, 1.6))
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_sends_every_checkpointed_point_once(
     make_experiment: Make, tmp_path: Path, template_db: Path
 ) -> None:
     """kill -9 five times during a sweep, then resume: 0 duplicate, 0 missing points, the
     same MLflow run per repeat throughout."""
-    import random
 
     root = make_experiment(
         experiment={
@@ -504,28 +522,7 @@ def test_kill_9_at_random_moments_then_resume_sends_every_checkpointed_point_onc
     (root / "chain.py").write_text(CHAIN)
     ws = tmp_path / "ws"
     client = store(template_db, ws)
-    journal = ws / "exp" / "logs" / "events.jsonl"
-    moments = random.Random(16)
-    killed = 0
-    for _ in range(5):
-        before = len(journal.read_bytes().splitlines()) if journal.exists() else 0
-        proc = start(root, ws)
-        # A random moment while the runs train and the tracker is fed (it starts with them).
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if journal.exists() and b'"type":"RunStarted"' in b"".join(
-                journal.read_bytes().splitlines()[before:]
-            ):
-                break
-            time.sleep(0.01)
-        time.sleep(moments.uniform(0.4, 1.6))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait(timeout=60)
-    assert killed >= 3, "the sweep ended before the kills: the case is not exercised"
-    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
-    assert done.returncode == 0, done.stderr
+    journal = kill_at_random_moments(root, ws, 16, moment=while_training)
 
     parents, children = experiment_runs(client, "exp")
     assert len(parents) == 2

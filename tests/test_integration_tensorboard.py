@@ -12,10 +12,8 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import struct
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,9 @@ from expman.integrations.base import ExportContext, ExportRun, Point
 from expman.integrations.tensorboard import OPEN_FILES, TensorBoardExporter, event_files
 from expman.jsonlines import read_lines
 from expman.status import RunStatus
-from tests.conftest import run_cli, write_yaml
+from tests.conftest import write_yaml
 from tests.test_exact_resume import CHAIN, CHECKPOINTS
-from tests.test_integrations import history, runs_of, start
+from tests.test_integrations import history, kill_at_random_moments, runs_of
 
 Make = Callable[..., Path]
 Series = dict[str, dict[int, tuple[float, float]]]  # tag -> step -> (wall time, value)
@@ -415,25 +413,7 @@ def test_kill_9_at_random_moments_leaves_every_point_visible_once(
         {"name": "exp", "id": 1, "integrations": [{"type": "tensorboard"}]},
     )
     ws = tmp_path / "ws"
-    moments = random.Random(61)
-    killed = 0
-    journal = ws / "exp" / "logs" / "events.jsonl"
-    for _ in range(5):
-        before = len(journal.read_bytes().splitlines()) if journal.exists() else 0
-        target = before + moments.randint(4, 30)
-        proc = start(root, ws)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_bytes().splitlines()) >= target:
-                break
-            time.sleep(0.01)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait(timeout=60)
-    assert killed >= 3, "the sweep ended before the kills: the case is not exercised"
-    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
-    assert done.returncode == 0, done.stderr
+    kill_at_random_moments(root, ws, 61)
     runs = runs_of(ws)
     assert len(runs) == 6
     rewound = 0

@@ -451,6 +451,47 @@ def start(root: Path, ws: Path) -> subprocess.Popen[str]:
     )
 
 
+def journal_lines(journal: Path) -> list[bytes]:
+    return journal.read_bytes().splitlines() if journal.exists() else []
+
+
+def records_later(
+    proc: subprocess.Popen[str], journal: Path, before: int, moments: random.Random
+) -> None:
+    """A random moment: 4 to 30 journal records into the session."""
+    target = before + moments.randint(4, 30)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(journal_lines(journal)) >= target:
+            return
+        time.sleep(0.01)
+
+
+Moment = Callable[[subprocess.Popen[str], Path, int, random.Random], None]
+
+
+def kill_at_random_moments(
+    root: Path, ws: Path, seed: int, *, kills: int = 5, moment: Moment = records_later
+) -> Path:
+    """``expman run`` killed (-9) ``kills`` times, each at a random ``moment``, then run
+    to the end; the experiment's journal."""
+    moments = random.Random(seed)
+    journal = ws / "exp" / "logs" / "events.jsonl"
+    killed = 0
+    for _ in range(kills):
+        before = len(journal_lines(journal))
+        proc = start(root, ws)
+        moment(proc, journal, before, moments)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(timeout=60)
+    assert killed >= 3, "the sweep ended before the kills: the case is not exercised"
+    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
+    assert done.returncode == 0, done.stderr
+    return journal
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_sends_every_point_once(
     make_experiment: Make, tmp_path: Path
@@ -475,25 +516,7 @@ def test_kill_9_at_random_moments_sends_every_point_once(
         },
     )
     ws = tmp_path / "ws"
-    moments = random.Random(16)
-    killed = 0
-    journal = ws / "exp" / "logs" / "events.jsonl"
-    for _ in range(5):
-        before = len(journal.read_bytes().splitlines()) if journal.exists() else 0
-        target = before + moments.randint(4, 30)
-        proc = start(root, ws)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_bytes().splitlines()) >= target:
-                break
-            time.sleep(0.01)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait(timeout=60)
-    assert killed >= 3, "the sweep ended before the kills: the case is not exercised"
-    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
-    assert done.returncode == 0, done.stderr
+    kill_at_random_moments(root, ws, 16)
     shown, duplicates = visible(root / "tracker.jsonl")
     assert duplicates == 0
     runs = runs_of(ws)
