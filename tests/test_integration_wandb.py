@@ -219,7 +219,7 @@ def test_an_offline_sweep_is_one_wandb_run_per_run_grouped_by_trial(
     assert not chatter(done.stdout + done.stderr)
     assert "integration wandb: 32 values sent" in done.stderr + done.stdout
 
-    found = segments(ws / "wandb")
+    found = segments(ws)
     ids = bound(ws)
     assert len(found) == 4
     assert sorted(ids) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
@@ -244,7 +244,7 @@ def test_an_offline_sweep_is_one_wandb_run_per_run_grouped_by_trial(
         assert [step for step, _ in part.history] == [0, 1, 2, 3]
         assert same(shown(found[run_id]), history(run))
         assert part.exit_code == 0
-    assert not step_warnings(ws / "wandb")
+    assert not step_warnings(ws)
 
 
 def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_again(
@@ -276,7 +276,7 @@ def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_aga
                 key = (r["trial"], r["repeat"])
                 saved[key] = max(saved.get(key, -1), r["epoch"])
         for key, (run_id,) in bound(ws).items():
-            for path in ws.glob(f"wandb/wandb/offline-run-*-{run_id}/run-{run_id}.wandb"):
+            for path in ws.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"):
                 if TransactionLog(path).last_step() > saved.get(key, -1):
                     return True
         return False
@@ -295,7 +295,7 @@ def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_aga
     assert not chatter(done.stdout + done.stderr)
     ids = bound(ws)
     assert ids == before  # the same W&B run ids, bound once
-    found = segments(ws / "wandb")
+    found = segments(ws)
     assert len(found) == 4
     rewound = 0
     for run in runs_of(ws):
@@ -318,7 +318,7 @@ def test_after_kill_9_a_run_resumes_its_wandb_run_and_rewinds_what_it_trains_aga
         assert sorted(history(run)) == list(range(12))
         assert resumed.exit_code == 0
     assert rewound, "no orphaned epoch reached W&B before the kill: the rewind is not exercised"
-    assert not step_warnings(ws / "wandb")
+    assert not step_warnings(ws)
 
 
 async def test_a_retried_attempt_rewinds_the_same_wandb_run_within_the_session(
@@ -333,14 +333,14 @@ async def test_a_retried_attempt_rewinds_the_same_wandb_run_within_the_session(
     result = await expman.run_experiment(root, workspace=tmp_path / "ws")
     assert result.ok, result.failed
     ((run_id,),) = bound(tmp_path / "ws").values()
-    first, retried = segments(tmp_path / "ws" / "wandb")[run_id]
+    first, retried = segments(tmp_path / "ws")[run_id]
     assert [step for step, _ in first.history] == [0, 1, 2, 3, 4]
     assert first.exit_code == 1
     assert retried.run.branch_point.value == 3  # the checkpoint at epoch 3
     assert [step for step, _ in retried.history] == [4, 5, 6, 7]
     (run,) = runs_of(tmp_path / "ws")
     assert same(shown([first, retried]), history(run))
-    assert not step_warnings(tmp_path / "ws" / "wandb")
+    assert not step_warnings(tmp_path / "ws")
 
 
 async def test_mode_disabled_writes_nothing_and_fails_nothing(
@@ -365,7 +365,7 @@ async def test_the_wandb_service_is_shut_down_when_the_session_ends(
     result = await expman.run_experiment(root, workspace=tmp_path / "ws")
     assert result.ok, result.failed
     assert result.integrations["wandb"]["sent"] == 32
-    assert len(segments(tmp_path / "ws" / "wandb")) == 4
+    assert len(segments(tmp_path / "ws")) == 4
     assert not wandb_services()
 
 

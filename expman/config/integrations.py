@@ -119,7 +119,7 @@ TYPES: dict[str, IntegrationType] = {
             "project": "${experiment.name}",
             "entity": None,
             "mode": "online",
-            "dir": "wandb",
+            "dir": ".",  # W&B's own dir: it writes its wandb/ folder inside (the workspace's)
             "tags": [],
         },
         module="wandb",
