@@ -384,6 +384,36 @@ def test_a_tracker_still_down_at_the_end_reports_exactly_what_was_lost_then_catc
     assert "tracker down" in report["error"]
     assert f"{values} LOST" in done.stderr + done.stdout
 
+    # Still down in the next session, and a second tracker beside it, down too: each
+    # session ends within its flush_timeouts and counts what its catch-up could not send.
+    write_yaml(
+        root / "experiment.yaml",
+        {
+            "name": "exp",
+            "id": 1,
+            "integrations": [
+                tracker_entry(root, flush_timeout=0.5),
+                tracker_entry(root, flush_timeout=0.5, name="second"),
+            ],
+        },
+    )
+    started = time.monotonic()
+    still = run_cli("run", str(root), "-w", str(ws), "--quiet", timeout=60)
+    assert still.returncode == 0, still.stderr
+    assert time.monotonic() - started < 30
+    reports = [
+        r for r in read_lines(ws / "exp/logs/events.jsonl") if r["type"] == "IntegrationReport"
+    ][1:]
+    assert [(r["integration"], r["lost"], r["sent"]) for r in reports] == [
+        ("tracker:FileTracker", values, 0),
+        ("second", values, 0),
+    ]
+    assert still.stdout.count(f"{values} LOST") + still.stderr.count(f"{values} LOST") == 2
+    write_yaml(
+        root / "experiment.yaml",
+        {"name": "exp", "id": 1, "integrations": [tracker_entry(root, flush_timeout=0.5)]},
+    )
+
     # Back up: the next session sends what the finished runs' watermarks lack.
     (root / "down").unlink()
     again = run_cli("run", str(root), "-w", str(ws), "--quiet")
@@ -599,3 +629,30 @@ def test_running_a_finished_experiment_again_sends_nothing_twice(
     sent = (root / "tracker.jsonl").read_bytes()
     assert run_cli("run", str(root), "-w", str(ws), "--quiet").returncode == 0
     assert (root / "tracker.jsonl").read_bytes() == sent
+
+
+def test_a_backend_that_cannot_start_is_named_in_the_summary_and_the_log(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    root = make_late(make_experiment, [])
+    (root / "broken.py").write_text(
+        "from expman.integrations import Exporter\n\n\n"
+        "class Broken(Exporter):\n"
+        "    def __init__(self, spec, context):\n"
+        "        raise RuntimeError('no tracker here')\n\n"
+        "    def open(self, run, *, external, rewind): ...\n\n"
+        "    def write(self, run, points): ...\n"
+    )
+    write_yaml(
+        root / "experiment.yaml",
+        {"name": "exp", "id": 1, "integrations": [{"type": "broken:Broken"}, {"type": "csv"}]},
+    )
+    ws = tmp_path / "ws"
+    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
+    assert done.returncode == 0, done.stderr  # the runs are fine
+    out = done.stdout + done.stderr
+    assert (
+        "integration broken:Broken: UNAVAILABLE, nothing sent: RuntimeError: no tracker here" in out
+    )
+    assert "integration csv:" in out
+    assert "integration_unavailable" in (ws / "exp" / "logs" / "experiment.log").read_text()

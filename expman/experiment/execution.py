@@ -92,6 +92,8 @@ class ExperimentRun:
         #: The integrations' specs (none with ``integrations=False``), built in ``_execute``.
         self.integration_specs = plan.integrations if integrations else ()
         self.integrations: list[Integration] = []
+        #: Integrations whose backend could not start: their error (the summary says so).
+        self.unavailable: dict[str, str] = {}
         self.files = LogFiles(on_error=self._workspace_failed, within=layout.root)
         self.subscriber_errors = SubscriberErrors(self.files, str(layout.log_file), plan.name)
         self.bus = EventBus(on_error=self.subscriber_errors)
@@ -221,9 +223,8 @@ class ExperimentRun:
                                     finally:
                                         await workspace.aclose()
                         finally:
-                            flush = max(
-                                (i.spec.flush_timeout for i in self.integrations), default=0
-                            )
+                            # The integrations finish one after the other.
+                            flush = sum(i.spec.flush_timeout for i in self.integrations)
                             with anyio.move_on_after(10 + flush, shield=True):
                                 await self._finish()
                     # Every mailbox has drained: the totals of failing subscribers.
@@ -265,9 +266,9 @@ class ExperimentRun:
             try:
                 exporter = await anyio.to_thread.run_sync(self._make_exporter, spec, context)
             except Exception as exc:  # a tracker that cannot start never stops the runs
-                self.notes.append(
-                    ("integration_unavailable", {"integration": spec.name, "error": repr(exc)})
-                )
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("integration_unavailable", integration=spec.name, error=error)
+                self.unavailable[spec.name] = error
                 continue
             records = {
                 (trial, repeat): record
@@ -355,7 +356,14 @@ class ExperimentRun:
             path=self.plan.path,
             runs=runs,
             duration=duration,
-            integrations={i.spec.name: i.totals() for i in self.integrations},
+            integrations={
+                **{i.spec.name: i.totals() for i in self.integrations},
+                **{
+                    name: {"sent": 0, "lost": 0, "retries": 0, "runs": [], "error": error}
+                    | {"unavailable": True}
+                    for name, error in self.unavailable.items()
+                },
+            },
         )
         self.handle._result = result
         await self.bus.publish(

@@ -158,6 +158,8 @@ class Integration:
         self._notices: list[Event] = []
         self._closing = False
         self._give_up = False
+        #: When the end's flush_timeout runs out (monotonic; set by finish()).
+        self._deadline: float | None = None
         self._failing: str = ""
         self._lagging_since: float | None = None
         self.retries = 0
@@ -303,6 +305,7 @@ class Integration:
     async def finish(self) -> None:
         """Send what is left (at most ``flush_timeout`` s), close, report (then publish)."""
         self._closing = True
+        self._deadline = time.monotonic() + self.spec.flush_timeout
         self._wake.set()
         self._closed.set()
         with anyio.move_on_after(self.spec.flush_timeout) as scope:
@@ -402,6 +405,12 @@ class Integration:
         )
         if binding is None:
             state.broken = True
+            if start < 0 or start > rewind:
+                # Given up or refused: what it would have re-sent from the log (a
+                # catch-up's whole rest) is lost, and counted.
+                last = None if start < 0 else start - 1
+                points = read_points(self._metrics_of(state), rewind, last)
+                self._lose(state, sum(len(p.metrics) for p in points))
             return
         state.broken = False
         state.opened = True
@@ -495,6 +504,8 @@ class Integration:
         """``fn()`` with retries and back-off; None (and ``values`` lost) when given up."""
         pause = BACKOFF[0]
         while True:
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                self._give_up = True  # the thread's own clock: a cancel cannot reach it
             if self._give_up:  # past the flush deadline: nothing more is tried
                 self._lose(state, values)
                 return None
@@ -508,6 +519,8 @@ class Integration:
                 self.retries += 1
                 self._failing = self._last_error = f"{type(exc).__name__}: {exc}"[:500]
                 deadline = time.monotonic() + pause
+                if self._deadline is not None:
+                    deadline = min(deadline, self._deadline)
                 while time.monotonic() < deadline and not self._give_up:
                     time.sleep(min(0.05, pause))
                 pause = min(pause * 2, BACKOFF[1])

@@ -276,6 +276,9 @@ def integration_lines(result: EndedExperiment) -> list[str]:
     """A line per integration: what it sent and, exactly, what it lost (and why)."""
     lines = []
     for name, totals in (getattr(result, "integrations", None) or {}).items():
+        if totals.get("unavailable"):
+            lines.append(f"  integration {name}: UNAVAILABLE, nothing sent: {totals.get('error')}")
+            continue
         text = f"  integration {name}: {totals.get('sent', 0):,} values sent"
         lost = totals.get("lost", 0)
         if lost:
