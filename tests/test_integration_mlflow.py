@@ -34,6 +34,7 @@ from tests.conftest import run_cli, write_yaml
 from tests.test_exact_resume import CHAIN, CHECKPOINTS
 from tests.test_integrations import (
     Events,
+    cut_journal,
     history,
     journal_lines,
     kill_at_random_moments,
@@ -405,22 +406,6 @@ def chain_experiment(
     )
     (root / "chain.py").write_text(CHAIN)
     return root
-
-
-def cut_journal(ws: Path, before: str, *, tracker_behind: bool = False) -> None:
-    """Leave the journal as a kill -9 just before its first ``before`` line would have;
-    ``tracker_behind``: with the integration's records not written yet (they come when
-    its thread gets to them, which may be after the run's end: the same crash, had the
-    tracker been slower)."""
-    journal = ws / "exp" / "logs" / "events.jsonl"
-    lines = journal.read_bytes().splitlines(keepends=True)
-    kinds = [rec["type"] for rec in read_lines(journal)]
-    kept = [
-        line
-        for line, kind in zip(lines[: kinds.index(before)], kinds, strict=False)
-        if not (tracker_behind and kind.startswith("Integration"))
-    ]
-    journal.write_bytes(b"".join(kept))
 
 
 @pytest.mark.parametrize("export", ["checkpointed", "live"])

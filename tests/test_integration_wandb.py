@@ -30,6 +30,7 @@ from expman.integrations.wandb import TransactionLog, WandbExporter
 from expman.jsonlines import read_lines
 from tests.conftest import run_cli, write_yaml
 from tests.test_exact_resume import CHAIN
+from tests.test_integrations import cut_journal
 from tests.test_resume import start_cli, wait_for
 
 Make = Callable[..., Path]
@@ -451,3 +452,28 @@ def offline_exporter(tmp_path: Path) -> WandbExporter:
     options = {"project": "p", "entity": None, "mode": "offline", "dir": "wb", "tags": []}
     spec = IntegrationSpec(type="wandb", name="wandb", options=options)
     return WandbExporter(spec, ExportContext("exp", "1", "", tmp_path, tmp_path / "exp"))
+
+
+async def test_a_run_the_journal_lost_before_its_id_reuses_the_same_wandb_run(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """A kill -9 after W&B made the runs but before the journal recorded their ids (or
+    anything of theirs): the next session finds the same W&B runs (the id is derived
+    from the experiment and the run) and rewinds them; no second W&B run per run."""
+    root = make_chain(make_experiment, {"mode": "offline"})
+    ws = tmp_path / "ws"
+    assert (await expman.run_experiment(root, workspace=ws)).ok
+    cut_journal(ws, "RunFinished", tracker_behind=True)
+    assert not bound(ws)
+
+    assert (await expman.run_experiment(root, workspace=ws)).ok
+
+    ids = bound(ws)
+    found = segments(ws)
+    assert len(found) == len(ids) == 4  # one W&B run per expman run, whatever crashed
+    for run in runs_of(ws):
+        (run_id,) = ids[(run.parent.name, int(run.name.removeprefix("run_")))]
+        first, resumed = found[run_id]
+        assert resumed.run.branch_point.run == run_id
+        assert same(shown([first, resumed]), history(run))
+    assert not step_warnings(ws)

@@ -481,6 +481,22 @@ def start(root: Path, ws: Path) -> subprocess.Popen[str]:
     )
 
 
+def cut_journal(ws: Path, before: str, *, tracker_behind: bool = False) -> None:
+    """Leave the journal as a kill -9 just before its first ``before`` line would have;
+    ``tracker_behind``: with the integration's records not written yet (they come when
+    its thread gets to them, which may be after the run's end: the same crash, had the
+    tracker been slower)."""
+    journal = ws / "exp" / "logs" / "events.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    kinds = [rec["type"] for rec in read_lines(journal)]
+    kept = [
+        line
+        for line, kind in zip(lines[: kinds.index(before)], kinds, strict=False)
+        if not (tracker_behind and kind.startswith("Integration"))
+    ]
+    journal.write_bytes(b"".join(kept))
+
+
 def journal_lines(journal: Path) -> list[bytes]:
     return journal.read_bytes().splitlines() if journal.exists() else []
 

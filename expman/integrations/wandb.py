@@ -34,6 +34,7 @@ service process down once the last W&B integration of the process is closed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import string
@@ -96,17 +97,22 @@ class WandbExporter(Exporter):
         self._runs: dict[tuple[str, int], _Open] = {}
         self._uses_service = False
         self._logged_in = False
+        self._instance: bytes | None = None
 
     # -- the contract ------------------------------------------------------------------
 
     def open(self, run: ExportRun, *, external: str | None, rewind: int) -> Binding:
         self._end(run.key, exit_code=1)  # a new attempt: the previous one's segment ends
         self._start_service()
-        run_id = external or new_run_id()
+        run_id = external or self.run_id(run)
         branch: dict[str, Any] = {}
-        if external is not None:
-            # Keep steps < rewind there, replace the rest (offline: at sync time).
+        if external is not None or self._written_before(run_id):
+            # Keep steps < rewind there, replace the rest (offline: at sync time).  A run
+            # the journal does not know may still be there: a kill -9 before the journal
+            # recorded it; its id is the same (see run_id), so it is rewound, not doubled.
             branch["resume_from"] = f"{run_id}?_step={rewind - 1}"
+        elif self.mode == "online":
+            branch["resume"] = "allow"  # the same id, whether or not a crash made it
         wb = wandb.init(
             id=run_id,
             project=self.project,
@@ -167,6 +173,32 @@ class WandbExporter(Exporter):
                     _service_users -= 1
                     if _service_users == 0:
                         wandb.teardown()
+
+    def run_id(self, run: ExportRun) -> str:
+        """The run's W&B id: the same in every session of this experiment's workspace.
+
+        It is derived from the experiment's folder, the first record of its journal
+        (so ``--fresh`` or another workspace gets new ids) and the run's key, so that
+        a session killed before the journal recorded the id finds the same W&B run.
+        """
+        if self._instance is None:
+            journal = self.context.root / "logs" / "events.jsonl"
+            try:
+                with open(journal, "rb") as f:
+                    first = f.readline()
+            except OSError:
+                first = b""
+            if not first.endswith(b"\n"):
+                return new_run_id()  # no journal to anchor it: a fresh one (journaled)
+            self._instance = f"{self.context.root.resolve()}\0".encode() + first
+        digest = hashlib.sha256(self._instance + f"\0{run.trial}\0{run.repeat}".encode())
+        return "".join(_ID_CHARS[b % len(_ID_CHARS)] for b in digest.digest()[:8])
+
+    def _written_before(self, run_id: str) -> bool:
+        """Whether an earlier session left an offline folder of ``run_id``."""
+        if self.mode != "offline":
+            return False
+        return any((self.dir / "wandb").glob(f"offline-run-*-{run_id}*"))
 
     # -- W&B ---------------------------------------------------------------------------
 
