@@ -587,3 +587,25 @@ async def test_a_server_losing_answers_then_refusing_connections_fails_no_run_lo
         shown, twice = series(client, child.info.run_id)
         assert twice == 0
         assert shown == history(folder)
+
+
+def test_a_new_sqlite_store_is_made_whole_before_it_takes_its_name(
+    make_experiment: Make, tmp_path: Path
+) -> None:
+    """MLflow makes a new store's schema in many transactions: a kill -9 among them used
+    to leave a mlflow.db it refused for good.  The schema is made under a staged name
+    (a killed session's is left behind, as here) and only a whole store takes the name;
+    MLflow's notes of it stay off the terminal."""
+    root = chain_experiment(make_experiment, repeats=1, epochs=2)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (ws / f".mlflow.db.tmp-{dead.pid}").write_bytes(b"SQLite format 3\0 half made")
+    done = run_cli("run", str(root), "-w", str(ws), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "database tables" not in done.stderr + done.stdout
+    assert sorted(p.name for p in ws.iterdir() if "mlflow" in p.name) == ["mlflow.db"]
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "exp"]
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # a parent, a child

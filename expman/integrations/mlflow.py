@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +57,11 @@ from expman.integrations.base import Binding, ExportContext, Exporter, ExportRun
 from expman.status import RunStatus
 
 log = structlog.get_logger("expman.integrations")
+
+# MLflow's notes of a new sqlite store ("Creating initial MLflow database tables...",
+# alembic's migrations) are not for the terminal, where the runs' display is.
+for _name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: Seconds one HTTP request to a tracking server may take (connect and read).
 REQUEST_TIMEOUT = 10
@@ -161,6 +168,8 @@ class MlflowExporter(Exporter):
 
     def _connect(self) -> MlflowClient:
         if self._client is None:
+            if self.tracking_uri.startswith("sqlite:///"):
+                _create_sqlite(Path(self.tracking_uri[len("sqlite:///") :]))
             client = _client(self.tracking_uri)
             self._experiment_id = self._experiment(client)
             self._client = client
@@ -392,6 +401,37 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
 
 
 # -- a client that fails fast over HTTP --------------------------------------------------
+
+
+def _create_sqlite(path: Path) -> None:
+    """A new sqlite store, its schema made whole before it takes its name.
+
+    MLflow creates the schema of a new file in several transactions (seconds); a kill
+    in between would leave a file it refuses for good.  Made under a temporary name
+    and renamed, the store is either absent (made again next time) or complete.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # a killed session's
+        try:
+            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except (ValueError, OSError):
+            pass
+    staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    MlflowClient(f"sqlite:///{staged}").search_experiments(max_results=1)  # the schema
+    try:
+        os.link(staged, path)  # takes the name only if it is free: another may have won
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links on this filesystem: a rename, if still free
+        if not path.exists():
+            os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _client(uri: str) -> MlflowClient:
