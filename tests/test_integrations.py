@@ -241,7 +241,7 @@ def test_no_integrations_and_an_empty_env_list_turn_them_off(
     ("entry", "key", "says"),
     [
         ({"type": "tensorbored"}, "integrations[0].type", "unknown integration 'tensorbored'"),
-        ({"type": "csv", "dir": "x"}, "integrations[0].dir", "unknown key of a csv integration"),
+        ({"type": "csv", "dir": "x"}, "integrations[0].dir", "unknown key for the csv integration"),
         (
             {"type": "tensorboard", "hparams": 3},
             "integrations[0].hparams",
@@ -250,6 +250,7 @@ def test_no_integrations_and_an_empty_env_list_turn_them_off(
         ({"type": "mlflow", "export": "sometimes"}, "integrations[0].export", "live, checkpointed"),
         ({"type": "csv", "flush_timeout": -1}, "integrations[0].flush_timeout", "> 0"),
         ("csv", "integrations[0]", "expected a mapping with a 'type'"),
+        ({"dir": "tb"}, "integrations[0]", "missing key 'type': which tracker"),
         ({"type": "tracker:Nope"}, "integrations[0].type", "no 'Nope'"),
         ({"type": "late:Late"}, "integrations[0].type", "not an integration backend"),
     ],

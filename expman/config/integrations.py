@@ -196,9 +196,13 @@ def parse_integrations(
 def _entry(
     doc: YamlDocument, key: str, entry: object, experiment: Mapping[str, str]
 ) -> IntegrationSpec:
-    if not isinstance(entry, dict) or "type" not in entry:
+    if not isinstance(entry, dict):
         raise doc.error(
             key, f"expected a mapping with a 'type' ({', '.join(TYPES)}), got {type_name(entry)}"
+        )
+    if "type" not in entry:
+        raise doc.error(
+            key, f"missing key 'type': which tracker ({', '.join(TYPES)}, or module:Class)"
         )
     kind = entry["type"]
     found = TYPES.get(kind) if isinstance(kind, str) else None
@@ -215,7 +219,7 @@ def _entry(
         if k not in allowed:
             raise doc.error(
                 join_key(key, k),
-                f"unknown key of a {kind} integration; expected one of:"
+                f"unknown key for the {kind} integration; expected one of:"
                 f" {', '.join(sorted(allowed))}",
             )
     options = dict(found.defaults)
