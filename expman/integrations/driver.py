@@ -244,7 +244,7 @@ class Integration:
             oldest = self._inflight or (self._queue[0].queued if self._queue else None)
             behind = now - oldest if oldest is not None else 0.0
             if self._lagging_since is None and (behind > LAG_AFTER or self._failing):
-                self._lagging_since = now
+                self._lagging_since = now - behind  # since the oldest waiting operation
                 await self._publish(
                     IntegrationLagging(
                         experiment=self._plan.name,
@@ -517,7 +517,9 @@ class Integration:
                 return None
             except Exception as exc:
                 self.retries += 1
-                self._failing = self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                # One line (a server's error may carry a whole SQL statement).
+                error = " ".join(f"{type(exc).__name__}: {exc}".split())
+                self._failing = self._last_error = error[:500]
                 deadline = time.monotonic() + pause
                 if self._deadline is not None:
                     deadline = min(deadline, self._deadline)
