@@ -10,7 +10,6 @@ it: :func:`shown` replays the folders that way and must give each run's history.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -30,7 +29,7 @@ from expman.integrations.wandb import TransactionLog, WandbExporter
 from expman.jsonlines import read_lines
 from tests.conftest import run_cli, write_yaml
 from tests.test_exact_resume import CHAIN
-from tests.test_integrations import cut_journal
+from tests.test_integrations import cut_journal, history, runs_of, same
 from tests.test_resume import start_cli, wait_for
 
 Make = Callable[..., Path]
@@ -117,24 +116,6 @@ def shown(parts: list[Segment]) -> dict[int, dict[str, float]]:
     return series
 
 
-def history(run: Path) -> dict[int, dict[str, float]]:
-    """A run's epochs as results read them: the later line for an epoch wins."""
-    out: dict[int, dict[str, float]] = {}
-    for entry in read_lines(run / "logs" / "metrics.log"):
-        out[entry["epoch"]] = {
-            k: float(v) for k, v in entry["metrics"].items() if isinstance(v, (int, float))
-        }
-    return out
-
-
-def same(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[e].keys() == b[e].keys()
-        and all(x == b[e][k] or (math.isnan(x) and math.isnan(b[e][k])) for k, x in a[e].items())
-        for e in a
-    )
-
-
 def bound(ws: Path) -> dict[tuple[str, int], set[str]]:
     """The W&B ids the journal bound each run to."""
     out: dict[tuple[str, int], set[str]] = {}
@@ -202,10 +183,6 @@ def make_chain(make_experiment: Make, entry: dict[str, Any], **pipeline: Any) ->
     )
     (root / "chain.py").write_text(CHAIN)
     return root
-
-
-def runs_of(ws: Path) -> list[Path]:
-    return sorted((ws / "exp" / "trials").glob("*/run_*"))
 
 
 def test_an_offline_sweep_is_one_wandb_run_per_run_grouped_by_trial(
