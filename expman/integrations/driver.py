@@ -156,8 +156,6 @@ class Integration:
         self._lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._notices: list[Event] = []
-        self._closing = False
-        self._give_up = False
         #: When the end's flush_timeout runs out (monotonic; set by finish()).
         self._deadline: float | None = None
         self._failing: str = ""
@@ -222,14 +220,14 @@ class Integration:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_lag)
             pumped = -GATHER
-            while not (self._closing and not self._queue):
+            while not (self._closed.is_set() and not self._queue):
                 if not self._queue:
                     with anyio.move_on_after(1.0):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
                 pause = pumped + GATHER - time.monotonic()
-                if pause > 0 and not self._closing:
+                if pause > 0 and not self._closed.is_set():
                     with anyio.move_on_after(pause):
                         await self._closed.wait()  # the end sends at once
                 await self._pump()
@@ -261,6 +259,12 @@ class Integration:
                         experiment=self._plan.name, integration=self.spec.name, lagged=lagged
                     )
                 )
+
+    @property
+    def _give_up(self) -> bool:
+        """Past the end's flush deadline, on the thread's own clock (a cancel cannot
+        reach a worker thread): nothing more is tried, the rest is counted lost."""
+        return self._deadline is not None and time.monotonic() > self._deadline
 
     @property
     def _busy(self) -> bool:
@@ -304,7 +308,6 @@ class Integration:
 
     async def finish(self) -> None:
         """Send what is left (at most ``flush_timeout`` s), close, report (then publish)."""
-        self._closing = True
         self._deadline = time.monotonic() + self.spec.flush_timeout
         self._wake.set()
         self._closed.set()
@@ -313,13 +316,12 @@ class Integration:
             # An operation popped by the export task may still be on its way to the thread.
             while self._queue or self._lock.locked():
                 await self._pump()
-        if scope.cancelled_caught:
-            self._give_up = True  # the thread stops retrying; the rest is counted lost
+        if scope.cancelled_caught:  # the thread stops retrying; the rest is counted lost
             with anyio.CancelScope(shield=True):
                 while self._queue or self._lock.locked():
                     await self._pump()
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
-        if self._lagging_since is not None and not self._failing and not self._give_up:
+        if self._lagging_since is not None and not self._failing and not scope.cancelled_caught:
             lagged, self._lagging_since = time.monotonic() - self._lagging_since, None
             self._notices.append(
                 IntegrationCaughtUp(
@@ -504,8 +506,6 @@ class Integration:
         """``fn()`` with retries and back-off; None (and ``values`` lost) when given up."""
         pause = BACKOFF[0]
         while True:
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                self._give_up = True  # the thread's own clock: a cancel cannot reach it
             if self._give_up:  # past the flush deadline: nothing more is tried
                 self._lose(state, values)
                 return None

@@ -58,7 +58,6 @@ LOG_FLUSH_INTERVAL = 0.02
 #: How long :meth:`WandbExporter.flush` waits for the file to hold what was logged.
 FLUSH_WAIT = 10.0
 #: Statuses W&B shows as "finished" (exit code 0); the others end "failed".
-_FINE = {RunStatus.COMPLETED, RunStatus.STOPPED, RunStatus.PRUNED}
 _ID_CHARS = string.ascii_lowercase + string.digits
 
 # The wandb service is per process: the last W&B integration to close shuts it down.
@@ -159,7 +158,7 @@ class WandbExporter(Exporter):
         held.wb.summary["expman/status"] = str(status)
         if reason:
             held.wb.summary["expman/reason"] = reason
-        self._end(run.key, exit_code=0 if status in _FINE else 1)
+        self._end(run.key, exit_code=0 if status.is_finished else 1)
 
     def close(self) -> None:
         global _service_users
