@@ -282,8 +282,9 @@ class Integration:
                     del self._tail[op.key]
                 self._pending -= op.values
                 chunk.append(op)
-            if any(self._reads_log(op) for op in chunk):
-                await self._logs_written(self._logs_of(chunk))  # what it reads back is there
+            logs = self._logs_of(chunk)
+            if logs:
+                await self._logs_written(logs)  # what it reads back is there
             self._inflight = chunk[0].queued
             try:
                 await anyio.to_thread.run_sync(self._apply, chunk, limiter=self._limiter)
